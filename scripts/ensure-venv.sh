@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates .venv in the repository root and installs the locked dependencies plus fleetwatch
+# itself (editable). A stamp keyed by the lock file and pyproject.toml makes the second run
+# a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+key=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+stamp="$venv/.fleetwatch-installed-$key"
+[ -f "$stamp" ] && exit 0
+
+python=${PYTHON:-python3}
+if [ ! -x "$venv/bin/python" ]; then
+    echo "==> creating $venv with $($python --version)"
+    "$python" -m venv "$venv"
+fi
+echo "==> installing locked Python packages (requirements.lock)"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.lock
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+rm -f "$venv"/.fleetwatch-installed-*
+touch "$stamp"
+echo "==> $venv ready"

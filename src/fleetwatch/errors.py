@@ -1,0 +1,41 @@
+"""The one exception tree of fleetwatch.
+
+Every error fleetwatch raises on purpose derives from :class:`FleetwatchError`, so callers
+can catch the whole family at one boundary. Errors carry the thing they concern (a config
+file, a check, a field) and say how to fix it.
+
+Health checks never raise out of the check runner: a failing check becomes an ``unhealthy``
+result naming the error type (see ``fleetwatch.health.run_check``).
+"""
+
+from __future__ import annotations
+
+
+class FleetwatchError(Exception):
+    """Root of every error fleetwatch raises on purpose."""
+
+
+class ConfigError(FleetwatchError):
+    """A configuration file or value is invalid.
+
+    The message names the file, the check, the field, the bad value and what is allowed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        check: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source = source
+        self.check = check
+        self.field = field
+        where = [part for part in (source, f"check {check!r}" if check else None) if part]
+        prefix = ": ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class SandboxError(FleetwatchError):
+    """A throwaway local server (Redis, PostgreSQL, HTTP) could not be started or stopped."""

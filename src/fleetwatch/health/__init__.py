@@ -1,0 +1,43 @@
+"""Health checks that are honest, cheap and fast.
+
+Checks (built-in or your own :class:`HealthCheck`) run in the background on their own schedule
+(:class:`HealthScheduler`); rise/fall hysteresis keeps statuses from flapping; :func:`aggregate`
+combines them the seed's way; :class:`HealthProbes` serves ``/livez``, ``/readyz``,
+``/startupz`` and ``/health`` as ``application/health+json`` from the latest results.
+"""
+
+from fleetwatch.health.aggregate import ScoreThresholds, Summary, Verdict, Vote, aggregate
+from fleetwatch.health.check import (
+    DEPENDENCY_GROUPS,
+    CheckSettings,
+    Group,
+    HealthCheck,
+    run_check,
+)
+from fleetwatch.health.groups import evaluate
+from fleetwatch.health.hysteresis import Hysteresis
+from fleetwatch.health.probes import HealthProbes
+from fleetwatch.health.result import CheckResult, Observation
+from fleetwatch.health.scheduler import CheckState, HealthScheduler
+from fleetwatch.health.status import HealthStatus
+
+__all__ = [
+    "DEPENDENCY_GROUPS",
+    "CheckResult",
+    "CheckSettings",
+    "CheckState",
+    "Group",
+    "HealthCheck",
+    "HealthProbes",
+    "HealthScheduler",
+    "HealthStatus",
+    "Hysteresis",
+    "Observation",
+    "ScoreThresholds",
+    "Summary",
+    "Verdict",
+    "Vote",
+    "aggregate",
+    "evaluate",
+    "run_check",
+]

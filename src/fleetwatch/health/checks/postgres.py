@@ -1,0 +1,115 @@
+"""``postgres`` checks: ``SELECT 1`` from a DSN, or on the application's own asyncpg pool."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+
+from fleetwatch.health.checks._latency import timed_observation
+from fleetwatch.health.result import Observation
+from fleetwatch.health.status import HealthStatus
+
+#: The seed's threshold: a query slower than 1 s is degraded.
+DEFAULT_SLOW_AFTER = 1.0
+#: Server connections at or above this share of max_connections is degraded: new clients are
+#: about to be refused ("sorry, too many clients already").
+DEFAULT_CONNECTIONS_RATIO = 0.9
+
+_CONNECTIONS_SQL = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+
+
+class PostgresCheck:
+    """Connect to ``dsn``, run ``query``, and report server connections against the limit.
+
+    It opens a fresh connection each time on purpose: that is what a new client of the database
+    must be able to do, and a long-lived connection would hide ``max_connections`` exhaustion.
+    """
+
+    component_type = "datastore"
+    measurement = "responseTime"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        timeout: float = 5.0,
+        query: str = "SELECT 1",
+        password: str | None = None,
+        slow_after: float | None = DEFAULT_SLOW_AFTER,
+        connections_ratio: float = DEFAULT_CONNECTIONS_RATIO,
+    ) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._query = query
+        self._password = password
+        self._slow_after = slow_after
+        self._connections_ratio = connections_ratio
+
+    async def check(self) -> Observation:
+        started = time.perf_counter()
+        conn = await asyncpg.connect(self._dsn, password=self._password, timeout=self._timeout)
+        try:
+            await conn.execute(self._query, timeout=self._timeout)
+            elapsed = time.perf_counter() - started
+            in_use = int(await conn.fetchval(_CONNECTIONS_SQL, timeout=self._timeout))
+            limit = int(await conn.fetchval("SHOW max_connections", timeout=self._timeout))
+        finally:
+            await conn.close(timeout=self._timeout)
+        ratio = in_use / limit if limit else 0.0
+        problems = []
+        if ratio >= self._connections_ratio:
+            problems.append(f"near max_connections: {in_use}/{limit} in use")
+        metadata = {"connections_in_use": in_use, "max_connections": limit}
+        return timed_observation(
+            "PostgreSQL", elapsed, self._slow_after, metadata, problems=problems
+        )
+
+
+class PostgresPoolCheck:
+    """Run ``query`` on the application's own asyncpg pool and report its size and idle count.
+
+    The seed's pool check, made honest: the pool is "exhausted" (degraded) when no connection is
+    idle and it cannot grow (size == max_size). Then the check reports at once rather than
+    queueing behind the application's own work until it times out.
+    """
+
+    component_type = "datastore"
+    measurement = "responseTime"
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        timeout: float = 5.0,
+        query: str = "SELECT 1",
+        slow_after: float | None = DEFAULT_SLOW_AFTER,
+    ) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._query = query
+        self._slow_after = slow_after
+
+    def _stats(self) -> dict[str, int]:
+        pool = self._pool
+        return {
+            "size": int(pool.get_size()),
+            "idle": int(pool.get_idle_size()),
+            "min_size": int(pool.get_min_size()),
+            "max_size": int(pool.get_max_size()),
+        }
+
+    async def check(self) -> Observation:
+        before = self._stats()
+        if before["idle"] == 0 and before["size"] >= before["max_size"]:
+            return Observation(
+                HealthStatus.DEGRADED,
+                f"pool exhausted: {before['size']}/{before['max_size']} connections in use",
+                metadata=before,
+            )
+        started = time.perf_counter()
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            await conn.execute(self._query, timeout=self._timeout)
+        elapsed = time.perf_counter() - started
+        return timed_observation("PostgreSQL pool", elapsed, self._slow_after, self._stats())

@@ -1,0 +1,192 @@
+"""``system`` check: CPU, memory and disk against thresholds, aware of cgroup v2 limits.
+
+CPU is sampled without blocking: each execution compares CPU time used since the previous one
+(the seed's ``psutil.cpu_percent(interval=1)`` stalled the event loop for a second on every
+check). File reads run in a worker thread. Inside a container with cgroup v2 limits, usage is
+measured against the container's limits, not the host's: a container at 95% of its memory limit
+is about to be OOM-killed even if the host is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from fleetwatch.health.result import Observation
+from fleetwatch.health.status import HealthStatus
+
+#: The seed's thresholds, in percent.
+DEFAULT_CPU_THRESHOLD = 80.0
+DEFAULT_MEMORY_THRESHOLD = 85.0
+DEFAULT_DISK_THRESHOLD = 90.0
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLimits:
+    """The cgroup v2 directory of this process and what it limits."""
+
+    directory: Path
+    cpu_cores: float | None
+    memory_bytes: int | None
+
+    @classmethod
+    def discover(
+        cls, root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")
+    ) -> CgroupLimits | None:
+        """Find this process's cgroup v2 directory; ``None`` on cgroup v1 or no cgroup."""
+        if not (root / "cgroup.controllers").exists():
+            return None
+        relative = "/"
+        for line in (_read(self_cgroup) or "").splitlines():
+            if line.startswith("0::"):
+                relative = line[3:] or "/"
+        directory = root / relative.lstrip("/")
+        if not directory.is_dir():
+            directory = root  # a cgroup namespace shows our own group as the root
+        cpu_cores = None
+        cpu_max = (_read(directory / "cpu.max") or "max").split()
+        if cpu_max and cpu_max[0] != "max":
+            period = int(cpu_max[1]) if len(cpu_max) > 1 else 100_000
+            cpu_cores = int(cpu_max[0]) / period
+        memory_max = _read(directory / "memory.max") or "max"
+        memory_bytes = None if memory_max == "max" else int(memory_max)
+        return cls(directory, cpu_cores, memory_bytes)
+
+    def cpu_usage_seconds(self) -> float | None:
+        """Total CPU time the group has used, from ``cpu.stat``."""
+        for line in (_read(self.directory / "cpu.stat") or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) / 1e6
+        return None
+
+    def memory_used_bytes(self) -> int | None:
+        """Working set: ``memory.current`` less reclaimable page cache, as Kubernetes counts."""
+        current = _read(self.directory / "memory.current")
+        if current is None:
+            return None
+        inactive = 0
+        for line in (_read(self.directory / "memory.stat") or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "inactive_file":
+                inactive = int(value)
+        return max(0, int(current) - inactive)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSample:
+    """One reading of CPU, memory and disk use."""
+
+    cpu_percent: float
+    memory_percent: float
+    memory_available_bytes: int
+    disk_percent: float
+    disk_free_bytes: int
+    source: str
+    cpu_limit_cores: float | None
+
+
+class SystemCheck:
+    """CPU, memory and disk of ``path``; any above its threshold is degraded.
+
+    Non-critical by default in configuration: a busy LLM host runs hot on purpose.
+    """
+
+    component_type = "system"
+    measurement = "utilization"
+
+    def __init__(
+        self,
+        *,
+        path: str = "/",
+        cpu_threshold: float = DEFAULT_CPU_THRESHOLD,
+        memory_threshold: float = DEFAULT_MEMORY_THRESHOLD,
+        disk_threshold: float = DEFAULT_DISK_THRESHOLD,
+        cgroup: CgroupLimits | None = None,
+        use_cgroup: bool = True,
+    ) -> None:
+        self.path = path
+        self._thresholds = (cpu_threshold, memory_threshold, disk_threshold)
+        self._cgroup = (
+            cgroup if cgroup is not None else (CgroupLimits.discover() if use_cgroup else None)
+        )
+        # Prime the CPU counters so the first check already measures a real interval.
+        psutil.cpu_percent(interval=None)
+        self._last_cpu = (time.monotonic(), self._cgroup_cpu())
+
+    def _cgroup_cpu(self) -> float | None:
+        if self._cgroup is None or self._cgroup.cpu_cores is None:
+            return None
+        return self._cgroup.cpu_usage_seconds()
+
+    def sample(self) -> SystemSample:
+        """Read CPU, memory and disk now. Blocking file I/O: call it from a thread."""
+        now, used = time.monotonic(), self._cgroup_cpu()
+        then, used_before = self._last_cpu
+        self._last_cpu = (now, used)
+        cgroup = self._cgroup
+        source = "host"
+        if cgroup and cgroup.cpu_cores and used is not None and used_before is not None:
+            cpu = 100.0 * (used - used_before) / max(now - then, 1e-6) / cgroup.cpu_cores
+            source = "cgroup"
+        else:
+            cpu = psutil.cpu_percent(interval=None)
+        memory_used = cgroup.memory_used_bytes() if cgroup and cgroup.memory_bytes else None
+        if cgroup and cgroup.memory_bytes and memory_used is not None:
+            memory_percent = 100.0 * memory_used / cgroup.memory_bytes
+            available = max(0, cgroup.memory_bytes - memory_used)
+            source = "cgroup"
+        else:
+            vm = psutil.virtual_memory()
+            memory_percent, available = vm.percent, vm.available
+        disk = psutil.disk_usage(self.path)
+        return SystemSample(
+            cpu_percent=round(cpu, 2),
+            memory_percent=round(memory_percent, 2),
+            memory_available_bytes=int(available),
+            disk_percent=round(100.0 * disk.used / disk.total, 2) if disk.total else 0.0,
+            disk_free_bytes=int(disk.free),
+            source=source,
+            cpu_limit_cores=cgroup.cpu_cores if cgroup else None,
+        )
+
+    async def check(self) -> Observation:
+        s = await asyncio.to_thread(self.sample)
+        cpu_max, memory_max, disk_max = self._thresholds
+        issues = [
+            f"{label} high: {value:.1f}% > {limit:g}%"
+            for label, value, limit in (
+                ("CPU", s.cpu_percent, cpu_max),
+                ("Memory", s.memory_percent, memory_max),
+                (f"Disk {self.path}", s.disk_percent, disk_max),
+            )
+            if value > limit
+        ]
+        figures = (
+            f"cpu {s.cpu_percent:.1f}%, memory {s.memory_percent:.1f}%, disk {s.disk_percent:.1f}%"
+        )
+        status = HealthStatus.DEGRADED if issues else HealthStatus.HEALTHY
+        output = "; ".join(issues) if issues else f"System resources healthy ({figures})"
+        metadata = {
+            "cpu_percent": s.cpu_percent,
+            "memory_percent": s.memory_percent,
+            "disk_percent": s.disk_percent,
+            "memory_available_bytes": s.memory_available_bytes,
+            "disk_free_bytes": s.disk_free_bytes,
+            "limits": s.source,
+            "cpu_limit_cores": s.cpu_limit_cores,
+            "path": self.path,
+        }
+        worst = max(s.cpu_percent, s.memory_percent, s.disk_percent)
+        return Observation(status, output, worst, "%", metadata)

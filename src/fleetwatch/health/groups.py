@@ -1,0 +1,52 @@
+"""Verdicts for the probe groups: liveness, readiness, startup, and everything together."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fleetwatch.health.aggregate import ScoreThresholds, Verdict, Vote, aggregate, summarize
+from fleetwatch.health.check import Group
+from fleetwatch.health.scheduler import CheckState
+from fleetwatch.health.status import HealthStatus
+
+
+def members(states: Mapping[str, CheckState], group: Group | None) -> list[CheckState]:
+    """The checks in ``group`` (all checks when ``group`` is ``None``)."""
+    if group is None:
+        return list(states.values())
+    return [s for s in states.values() if group in s.settings.groups]
+
+
+def vote(state: CheckState) -> Vote:
+    """A check's vote: its stable (hysteresis) status, weight and last duration."""
+    return Vote(
+        name=state.settings.name,
+        status=state.status,
+        weight=state.settings.weight,
+        critical=state.settings.critical,
+        duration_ms=state.result.duration_ms if state.result else None,
+    )
+
+
+def evaluate(
+    states: Mapping[str, CheckState],
+    group: Group | None,
+    thresholds: ScoreThresholds | None = None,
+) -> Verdict:
+    """The verdict for one group.
+
+    Liveness ignores checks that have not reported yet and passes when it has none: a process
+    that answers is alive, and restarting it for lack of data would only make things worse.
+    Every other group is ``unknown`` (so failing) until each of its checks has reported once:
+    traffic should not go where nothing has been checked yet.
+    """
+    chosen = members(states, group)
+    if group is Group.LIVENESS:
+        chosen = [s for s in chosen if s.result is not None]
+        if not chosen:
+            return Verdict(HealthStatus.HEALTHY, "alive", None, summarize([]))
+    waiting = [s.settings.name for s in chosen if s.result is None]
+    if waiting:
+        message = f"waiting for the first result of: {', '.join(waiting)}"
+        return Verdict(HealthStatus.UNKNOWN, message, None, summarize(map(vote, chosen)))
+    return aggregate(map(vote, chosen), thresholds)

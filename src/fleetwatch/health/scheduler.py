@@ -1,0 +1,183 @@
+"""Runs checks in the background on their own schedule and keeps the latest results.
+
+Endpoints read results from here; they never run a check themselves. A flood of probe requests
+therefore costs no extra check executions (the seed re-ran every check, a paid LLM generation
+included, on every ``/health`` request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from fleetwatch.health.check import CheckSettings, HealthCheck, run_check
+from fleetwatch.health.hysteresis import Hysteresis
+from fleetwatch.health.result import CheckResult
+from fleetwatch.health.status import HealthStatus
+
+log = logging.getLogger("fleetwatch.health")
+
+#: Each wait is shortened by up to this share of the interval, so checks that started together
+#: drift apart (no synchronised bursts against a shared dependency). Jitter only shortens the
+#: wait, which keeps the promise that a result is never older than interval + timeout.
+DEFAULT_JITTER = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """What the endpoints read for one check: its settings, last raw result and stable status."""
+
+    check: HealthCheck
+    settings: CheckSettings
+    status: HealthStatus
+    result: CheckResult | None
+    executions: int
+    pending: str | None = None
+
+
+class _Entry:
+    __slots__ = ("check", "executions", "hysteresis", "result", "settings")
+
+    def __init__(self, check: HealthCheck, settings: CheckSettings) -> None:
+        self.check = check
+        self.settings = settings
+        self.hysteresis = Hysteresis(settings.rise, settings.fall)
+        self.result: CheckResult | None = None
+        self.executions = 0
+
+    def state(self) -> CheckState:
+        return CheckState(
+            self.check,
+            self.settings,
+            self.hysteresis.status,
+            self.result,
+            self.executions,
+            self.hysteresis.pending,
+        )
+
+
+class HealthScheduler:
+    """Owns a set of checks, runs each on its interval with jitter, and keeps their states.
+
+    Use it as an async context manager: entering starts one background task per check, leaving
+    cancels them and closes every check that has an ``aclose()``. ``run_all()`` runs every check
+    once, now, without the background loop (what ``fleetwatch check`` does).
+    """
+
+    def __init__(
+        self,
+        checks: Iterable[tuple[HealthCheck, CheckSettings]] = (),
+        *,
+        jitter: float = DEFAULT_JITTER,
+    ) -> None:
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        self._jitter = jitter
+        self._entries: dict[str, _Entry] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self.revision = 0
+        for check, settings in checks:
+            self.add(check, settings)
+
+    def add(self, check: HealthCheck, settings: CheckSettings) -> None:
+        """Register a check (built-in or your own). Names must be unique."""
+        if settings.name in self._entries:
+            raise ValueError(f"a check named {settings.name!r} is already registered")
+        if self._tasks:
+            raise RuntimeError("add checks before the scheduler starts")
+        self._entries[settings.name] = _Entry(check, settings)
+
+    @property
+    def names(self) -> list[str]:
+        """Check names in registration order."""
+        return list(self._entries)
+
+    @property
+    def executions(self) -> int:
+        """Total check executions so far, all checks together."""
+        return sum(entry.executions for entry in self._entries.values())
+
+    def states(self) -> dict[str, CheckState]:
+        """A snapshot of every check's state, keyed by name, in registration order."""
+        return {name: entry.state() for name, entry in self._entries.items()}
+
+    def state(self, name: str) -> CheckState | None:
+        """One check's state, or ``None`` if no check has that name."""
+        entry = self._entries.get(name)
+        return entry.state() if entry else None
+
+    async def run_all(self, *, parallel: bool = True) -> Mapping[str, CheckState]:
+        """Run every check once now (in parallel by default) and return the new states."""
+        entries = list(self._entries.values())
+        if parallel:
+            await asyncio.gather(*(self._execute(entry) for entry in entries))
+        else:
+            for entry in entries:
+                await self._execute(entry)
+        return self.states()
+
+    async def wait_for_change(self) -> None:
+        """Wait until any check records a new result (bound it with ``asyncio.timeout``)."""
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def __aenter__(self) -> HealthScheduler:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        """Start one background loop per check."""
+        if self._tasks:
+            raise RuntimeError("the scheduler is already running")
+        self._tasks = [
+            asyncio.create_task(self._loop(entry), name=f"fleetwatch.check.{name}")
+            for name, entry in self._entries.items()
+        ]
+
+    async def aclose(self) -> None:
+        """Cancel the loops, wait for them, and close every check that can be closed."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for entry in self._entries.values():
+            close = getattr(entry.check, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("health.check_close_failed", extra={"check": entry.settings.name})
+
+    async def _loop(self, entry: _Entry) -> None:
+        interval = entry.settings.interval
+        while True:
+            started = time.monotonic()
+            await self._execute(entry)
+            wait = interval * (1.0 - random.uniform(0.0, self._jitter))
+            await asyncio.sleep(max(0.0, started + wait - time.monotonic()))
+
+    async def _execute(self, entry: _Entry) -> None:
+        result = await run_check(entry.check, entry.settings)
+        before = entry.hysteresis.status
+        after = entry.hysteresis.update(result.status)
+        entry.result = result
+        entry.executions += 1
+        self.revision += 1
+        self._changed.set()
+        if after is not before:
+            log.info(
+                "health.check_status_changed %s: %s -> %s (%s)",
+                entry.settings.name,
+                before.value,
+                after.value,
+                result.output,
+                extra={"check": entry.settings.name, "from": before.value, "to": after.value},
+            )
