@@ -1,0 +1,18 @@
+"""The Typer application: one module per command, wired here."""
+
+from __future__ import annotations
+
+import typer
+
+from fleetwatch.cli.check import check_command
+from fleetwatch.cli.demo import demo_command
+
+app = typer.Typer(
+    name="fleetwatch",
+    help="Discover, health-check and replace LLM inference servers without dropping requests.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("check")(check_command)
+app.command("demo")(demo_command)

@@ -1,0 +1,212 @@
+"""Loads a health configuration file (TOML), applies environment overrides, validates it.
+
+Errors name the file, the check, the field, the bad value and what is allowed.
+
+Environment overrides use double underscores between levels:
+``FLEETWATCH_CHECKS__<CHECK>__<FIELD>`` sets a field of the check named ``<CHECK>`` (case does
+not matter; ``-`` and ``.`` in check names are written ``_``), and
+``FLEETWATCH_SERVICE__<FIELD>`` / ``FLEETWATCH_AGGREGATION__<FIELD>`` set the other tables.
+Values are read as TOML values when they parse as one (``2``, ``true``, ``["2xx"]``), else as
+strings.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fleetwatch.config.checks import CHECK_TYPES, CheckConfig
+from fleetwatch.errors import ConfigError
+from fleetwatch.health import CheckSettings, HealthCheck, ScoreThresholds
+
+ENV_PREFIX = "FLEETWATCH_"
+_TABLES = ("service", "aggregation", "checks")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class ServiceConfig(BaseModel):
+    """``[service]``: identity shown in health+json documents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = None
+    version: str | None = None
+    description: str | None = None
+
+
+class AggregationConfig(BaseModel):
+    """``[aggregation]``: the weighted-score thresholds and how one-shot runs execute."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    healthy_threshold: float = Field(0.8, ge=0, le=1)
+    degraded_threshold: float = Field(0.5, ge=0, le=1)
+    parallel: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AggregationConfig:
+        if self.degraded_threshold > self.healthy_threshold:
+            raise ValueError(
+                f"degraded_threshold ({self.degraded_threshold}) must not exceed "
+                f"healthy_threshold ({self.healthy_threshold})"
+            )
+        return self
+
+    def thresholds(self) -> ScoreThresholds:
+        """As the health library's :class:`ScoreThresholds`."""
+        return ScoreThresholds(self.healthy_threshold, self.degraded_threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """A validated configuration file."""
+
+    source: str
+    service: ServiceConfig
+    aggregation: AggregationConfig
+    checks: tuple[CheckConfig, ...]
+
+    def build(self, http: httpx.AsyncClient) -> list[tuple[HealthCheck, CheckSettings]]:
+        """Build every check, reading secrets from the environment now."""
+        built = []
+        for check in self.checks:
+            try:
+                built.append((check.build(http), check.settings()))
+            except ValueError as exc:
+                raise ConfigError(str(exc), source=self.source, check=check.name) from exc
+        return built
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> HealthConfig:
+    """Read, override from the environment and validate the TOML file at ``path``."""
+    source = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    return parse_config(raw, source=source, environ=os.environ if environ is None else environ)
+
+
+def parse_config(
+    raw: dict[str, Any], *, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> HealthConfig:
+    """Validate an already-parsed document (see :func:`load_config`)."""
+    unknown = sorted(set(raw) - set(_TABLES))
+    if unknown:
+        raise ConfigError(
+            f"unknown top-level key(s) {', '.join(map(repr, unknown))}; allowed: "
+            + ", ".join(_TABLES),
+            source=source,
+        )
+    checks_raw = raw.get("checks", [])
+    if not isinstance(checks_raw, list) or not all(isinstance(c, dict) for c in checks_raw):
+        raise ConfigError("`checks` must be an array of tables: [[checks]]", source=source)
+    _apply_env(raw, checks_raw, environ or {}, source)
+    service = _validate(ServiceConfig, raw.get("service", {}), source, None, "service")
+    aggregation = _validate(
+        AggregationConfig, raw.get("aggregation", {}), source, None, "aggregation"
+    )
+    checks: list[CheckConfig] = []
+    seen: set[str] = set()
+    for index, table in enumerate(checks_raw):
+        check = _validate_check(table, index, source)
+        if check.name in seen:
+            raise ConfigError(f"duplicate check name {check.name!r}", source=source)
+        seen.add(check.name)
+        checks.append(check)
+    return HealthConfig(source, service, aggregation, tuple(checks))
+
+
+def _validate_check(table: dict[str, Any], index: int, source: str) -> CheckConfig:
+    name = table.get("name")
+    label = str(name) if isinstance(name, str) and name else f"checks[{index}]"
+    kind = table.get("type")
+    if kind is None:
+        raise ConfigError(
+            f"field 'type' is missing; known types: {', '.join(CHECK_TYPES)}",
+            source=source,
+            check=label,
+            field="type",
+        )
+    model = CHECK_TYPES.get(str(kind))
+    if model is None:
+        raise ConfigError(
+            f"field 'type': unknown check type {kind!r}; known types: {', '.join(CHECK_TYPES)}",
+            source=source,
+            check=label,
+            field="type",
+        )
+    return _validate(model, table, source, label, None)
+
+
+def _validate(model: type[_M], data: Any, source: str, check: str | None, table: str | None) -> _M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, model, source, check, table) from None
+
+
+def _config_error(
+    exc: ValidationError, model: type[BaseModel], source: str, check: str | None, table: str | None
+) -> ConfigError:
+    problems = []
+    first_field = None
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(table)"
+        first_field = first_field or field
+        where = f"[{table}] " if table else ""
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(model.model_fields))
+            problems.append(f"{where}unknown field {field!r}; allowed fields: {allowed}")
+        elif error["type"] == "missing":
+            problems.append(f"{where}field {field!r} is required")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}field {field!r}: {message} (got {error['input']!r})")
+    return ConfigError("; ".join(problems), source=source, check=check, field=first_field)
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _normalise(name: str) -> str:
+    return name.upper().replace("-", "_").replace(".", "_")
+
+
+def _apply_env(
+    raw: dict[str, Any], checks: list[dict[str, Any]], environ: Mapping[str, str], source: str
+) -> None:
+    by_name = {_normalise(str(c.get("name", ""))): c for c in checks}
+    for variable, text in environ.items():
+        if not variable.startswith(ENV_PREFIX) or "__" not in variable:
+            continue
+        parts = variable[len(ENV_PREFIX) :].split("__")
+        table = parts[0].lower()
+        if table == "checks" and len(parts) == 3:
+            target = by_name.get(parts[1].upper())
+            if target is None:
+                raise ConfigError(
+                    f"environment variable {variable} names no check; checks: "
+                    + ", ".join(str(c.get("name")) for c in checks),
+                    source=source,
+                )
+            target[parts[2].lower()] = _env_value(text)
+        elif table in ("service", "aggregation") and len(parts) == 2:
+            section = raw.setdefault(table, {})
+            if isinstance(section, dict):
+                section[parts[1].lower()] = _env_value(text)

@@ -1,0 +1,114 @@
+"""Serve an ASGI app with uvicorn inside a running event loop, under our signal handling.
+
+uvicorn's own handler stops accepting connections the moment SIGTERM arrives and re-raises the
+signal afterwards; fleetwatch decides itself what a signal means (a drain, later), so the server
+here never touches signals and is stopped by :meth:`AppServer.aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals belong to the application, see wait_for_stop_signal()
+
+
+class AppServer:
+    """An ASGI app served on ``host:port`` (port 0 picks a free one) as an async context manager."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        access_log: bool = False,
+        **uvicorn_options: Any,
+    ) -> None:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="off",
+            **uvicorn_options,
+        )
+        self._server = _QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` once started."""
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and start serving; returns once the socket accepts connections."""
+        self._task = asyncio.create_task(self._server.serve(), name="fleetwatch.http-server")
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # re-raises the bind error
+                raise OSError(f"could not serve on {self.host}:{self.port}")
+            await asyncio.sleep(0.01)
+        sockets = [s for server in self._server.servers for s in server.sockets]
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+
+    async def aclose(self) -> None:
+        """Stop serving and wait for uvicorn to finish (it closes idle connections)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._server.should_exit = True
+        try:
+            async with asyncio.timeout(10):
+                await task
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> AppServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def wait_for_stop_signal(
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM),
+) -> signal.Signals:
+    """Wait until one of ``signals`` arrives and return it; restores the handlers after."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await received
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)

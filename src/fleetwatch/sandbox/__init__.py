@@ -1,0 +1,15 @@
+"""Throwaway real servers on loopback for tests, demos and benchmarks.
+
+Each server runs as a child process on a free port with its data in a temporary directory,
+and is stopped and cleaned up when you leave its ``with`` block. These are the real programs
+(``redis-server``, PostgreSQL's ``initdb`` and ``postgres``), never mocks and never the system
+services. ``stop()``/``start()`` keep the port and data, so tests can take a dependency away and
+bring it back.
+"""
+
+from fleetwatch.sandbox.http_backend import HttpBackend
+from fleetwatch.sandbox.ports import free_port
+from fleetwatch.sandbox.postgres import PostgresServer
+from fleetwatch.sandbox.redis import RedisServer
+
+__all__ = ["HttpBackend", "PostgresServer", "RedisServer", "free_port"]
