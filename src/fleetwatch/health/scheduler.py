@@ -121,10 +121,15 @@ class HealthScheduler:
                 await self._execute(entry)
         return self.states()
 
-    async def wait_for_change(self) -> None:
-        """Wait until any check records a new result (bound it with ``asyncio.timeout``)."""
-        self._changed.clear()
-        await self._changed.wait()
+    async def wait_for_change(self, since: int | None = None) -> int:
+        """Wait until a result newer than revision ``since`` (default: now) is recorded.
+
+        Returns the new revision. Bound the wait with ``asyncio.timeout``.
+        """
+        since = self.revision if since is None else since
+        while self.revision <= since:
+            await self._changed.wait()
+        return self.revision
 
     async def __aenter__(self) -> HealthScheduler:
         self.start()
@@ -171,7 +176,9 @@ class HealthScheduler:
         entry.result = result
         entry.executions += 1
         self.revision += 1
+        # Wake every waiter of this revision, and give later waiters a fresh event.
         self._changed.set()
+        self._changed = asyncio.Event()
         if after is not before:
             log.info(
                 "health.check_status_changed %s: %s -> %s (%s)",

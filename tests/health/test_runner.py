@@ -1,0 +1,108 @@
+"""The check runner: timeouts, exceptions, measurements and custom checks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fleetwatch.health import (
+    CheckSettings,
+    HealthCheck,
+    HealthStatus,
+    Observation,
+    run_check,
+)
+
+
+class Sleepy:
+    """A custom check that sleeps, then passes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def check(self) -> Observation:
+        await asyncio.sleep(self.seconds)
+        return Observation(HealthStatus.HEALTHY, "slept")
+
+
+class Broken:
+    """A custom check that raises."""
+
+    async def check(self) -> Observation:
+        raise ConnectionResetError("peer went away")
+
+
+class QueueDepth:
+    """A custom check reporting its own measurement."""
+
+    component_type = "queue"
+    measurement = "depth"
+
+    async def check(self) -> Observation:
+        return Observation(HealthStatus.DEGRADED, "deep", 42, "items", {"queue": "jobs"})
+
+
+async def test_timeout_yields_unhealthy_naming_it() -> None:
+    """A check past its timeout is cut off and reported unhealthy with the limit."""
+    result = await run_check(Sleepy(5), CheckSettings("slow", timeout=0.05))
+    assert result.status is HealthStatus.UNHEALTHY
+    assert result.output == "timed out after 0.05s"
+    assert result.metadata["error_type"] == "TimeoutError"
+    assert 0.04 < result.duration_s < 1.0
+
+
+async def test_exception_yields_unhealthy_naming_the_type() -> None:
+    """An exception never escapes: the result names its type and message."""
+    result = await run_check(Broken(), CheckSettings("broken"))
+    assert result.status is HealthStatus.UNHEALTHY
+    assert result.output == "ConnectionResetError: peer went away"
+    assert result.metadata["error_type"] == "ConnectionResetError"
+
+
+async def test_cancellation_propagates() -> None:
+    """Cancelling the runner cancels the check instead of being swallowed as a failure."""
+    task = asyncio.create_task(run_check(Sleepy(5), CheckSettings("slow", timeout=10)))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_duration_is_the_default_observed_value() -> None:
+    """Without its own measurement a result reports its duration in ms."""
+    result = await run_check(Sleepy(0.02), CheckSettings("nap"))
+    assert result.status is HealthStatus.HEALTHY
+    assert result.observed_unit == "ms"
+    assert isinstance(result.observed_value, float)
+    assert result.observed_value >= 20
+    assert result.timestamp.tzinfo is not None
+
+
+async def test_custom_check_keeps_its_measurement() -> None:
+    """A user's check satisfies the protocol and keeps its value, unit and metadata."""
+    check = QueueDepth()
+    assert isinstance(check, HealthCheck)
+    result = await run_check(check, CheckSettings("jobs"))
+    assert (result.status, result.observed_value, result.observed_unit) == (
+        HealthStatus.DEGRADED,
+        42,
+        "items",
+    )
+    assert result.metadata == {"queue": "jobs"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("interval", 0), ("timeout", -1), ("rise", 0), ("fall", 0), ("weight", -0.5)],
+)
+def test_settings_reject_nonsense(field: str, value: float) -> None:
+    """Non-positive intervals, timeouts, thresholds and negative weights are refused."""
+    with pytest.raises(ValueError, match=field):
+        CheckSettings("x", **{field: value})  # type: ignore[arg-type]
+
+
+def test_settings_reject_bad_names() -> None:
+    """Check names must be short and URL-safe (they appear in /health/<check>)."""
+    with pytest.raises(ValueError, match="invalid"):
+        CheckSettings("has space")
