@@ -53,7 +53,7 @@ async def wait_for_state(
     *,
     within: float,
 ) -> CheckState:
-    """Wait until the named check's state satisfies ``predicate``; fail the test after ``within``."""
+    """Wait until the named check satisfies ``predicate``; fail the test after ``within``."""
     async with asyncio.timeout(within):
         while True:
             revision = scheduler.revision
