@@ -3,7 +3,8 @@
 Runs in its own process (``python -m fleetwatch.sandbox.http_backend --port P --delay 0.2``) or
 in-process with :class:`HttpBackend`. Routes: ``/`` and ``/health`` answer after ``--delay``;
 ``/status/{code}`` answers with that code; ``/sleep/{seconds}`` answers after that long;
-``/count`` tells how many requests arrived.
+``/count`` tells how many requests arrived; ``/headers`` echoes the request headers and ``/last-headers`` repeats the last ones it saw; ``/peer``
+tells the client's address and port (the same port twice means a reused connection).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fleetwatch.lifecycle.serving import AppServer
 def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
     """The backend's ASGI app."""
     hits = {"count": 0}
+    last_headers: dict[str, str] = {}
 
     async def health(request: Request) -> Response:
         hits["count"] += 1
@@ -44,6 +46,20 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
     async def count(request: Request) -> Response:
         return JSONResponse(hits)
 
+    async def headers(request: Request) -> Response:
+        last_headers.clear()
+        last_headers.update(request.headers)
+        return JSONResponse(last_headers)
+
+    async def seen_headers(request: Request) -> Response:
+        return JSONResponse(last_headers)
+
+    async def peer(request: Request) -> Response:
+        client = request.client
+        return JSONResponse(
+            {"host": client.host if client else None, "port": client and client.port}
+        )
+
     return Starlette(
         routes=[
             Route("/", health),
@@ -51,6 +67,9 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
             Route("/status/{code:int}", status),
             Route("/sleep/{seconds:float}", sleep),
             Route("/count", count),
+            Route("/headers", headers),
+            Route("/last-headers", seen_headers),
+            Route("/peer", peer),
         ]
     )
 

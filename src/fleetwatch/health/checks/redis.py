@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import OutOfMemoryError
 
 from fleetwatch.health.checks._latency import timed_observation
 from fleetwatch.health.result import Observation
@@ -60,12 +61,7 @@ class RedisCheck:
         role = str(replication.get("role", "master"))
         problems: list[str] = []
         if role == "master":
-            key = f"fleetwatch:health:{uuid.uuid4().hex}"
-            await self._client.set(key, "ok", px=10_000)
-            value = await self._client.get(key)
-            await self._client.delete(key)
-            if value != "ok":
-                problems.append(f"write/read mismatch (read {value!r})")
+            problems.extend(await self._write_read_delete())
         elapsed = time.perf_counter() - started
         info: dict[str, Any] = await self._client.info("memory")
         clients: dict[str, Any] = await self._client.info("clients")
@@ -82,6 +78,17 @@ class RedisCheck:
             "connected_clients": int(clients.get("connected_clients", 0)),
         }
         return timed_observation("Redis", elapsed, self._slow_after, metadata, problems=problems)
+
+    async def _write_read_delete(self) -> list[str]:
+        key = f"fleetwatch:health:{uuid.uuid4().hex}"
+        try:
+            await self._client.set(key, "ok", px=10_000)
+        except OutOfMemoryError:
+            # Full under a noeviction policy: reads still work, writes are refused.
+            return ["writes refused: maxmemory reached (OOM)"]
+        value = await self._client.get(key)
+        await self._client.delete(key)
+        return [] if value == "ok" else [f"write/read mismatch (read {value!r})"]
 
     async def aclose(self) -> None:
         await self._client.aclose()
