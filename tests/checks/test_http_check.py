@@ -20,8 +20,8 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def _run(check: HttpCheck, timeout: float = 5.0) -> tuple[HealthStatus, str]:
-    result = await run_check(check, CheckSettings("api", timeout=timeout))
+async def _run(check: HttpCheck) -> tuple[HealthStatus, str]:
+    result = await run_check(check, CheckSettings("api"))
     return result.status, result.output
 
 

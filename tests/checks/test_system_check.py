@@ -46,7 +46,7 @@ async def test_thresholds_turn_degraded() -> None:
 
 
 async def test_cgroup_limits_replace_host_figures(tmp_path: Path) -> None:
-    """In a container, memory is measured against memory.max (working set) and CPU against cpu.max."""
+    """In a container, memory is judged against memory.max (working set), CPU against cpu.max."""
     self_cgroup = _fake_cgroup(
         tmp_path, cpu_max="50000 100000", memory_max="1000000", current=1_050_000
     )
@@ -84,7 +84,7 @@ def test_no_cgroup_v2(tmp_path: Path) -> None:
 
 
 async def test_check_never_blocks_the_event_loop() -> None:
-    """Running the check repeatedly keeps the loop responsive (the seed stalled it 1 s each time)."""
+    """Repeated checks keep the loop responsive (the seed stalled it 1 s each time)."""
     check = SystemCheck()
     worst = 0.0
 

@@ -1,10 +1,13 @@
 """A small real HTTP server to check against: fixed latency, chosen status, chosen body.
 
 Runs in its own process (``python -m fleetwatch.sandbox.http_backend --port P --delay 0.2``) or
-in-process with :class:`HttpBackend`. Routes: ``/`` and ``/health`` answer after ``--delay``;
-``/status/{code}`` answers with that code; ``/sleep/{seconds}`` answers after that long;
-``/count`` tells how many requests arrived; ``/headers`` echoes the request headers and ``/last-headers`` repeats the last ones it saw; ``/peer``
-tells the client's address and port (the same port twice means a reused connection).
+in-process with :class:`HttpBackend`. Routes:
+
+- ``/`` and ``/health`` answer after ``--delay``;
+- ``/status/{code}`` answers with that code; ``/sleep/{seconds}`` answers after that long;
+- ``/count`` tells how many requests arrived;
+- ``/headers`` echoes the request headers, ``/last-headers`` repeats the last ones it saw;
+- ``/peer`` tells the client's address and port (the same port twice: a reused connection).
 """
 
 from __future__ import annotations
