@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -100,3 +102,17 @@ async def test_check_never_blocks_the_event_loop() -> None:
         await run_check(check, CheckSettings("host"))
     task.cancel()
     assert worst < 0.1
+
+
+async def test_cpu_use_is_measured_between_samples() -> None:
+    """A busy process shows up in the CPU figure (the baseline survives worker threads)."""
+    busy = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"
+    )
+    try:
+        await asyncio.sleep(0.3)
+        result = await run_check(SystemCheck(use_cgroup=False), CheckSettings("host"))
+    finally:
+        busy.kill()
+        await busy.wait()
+    assert result.metadata["cpu_percent"] > 100 / (os.cpu_count() or 1) / 2

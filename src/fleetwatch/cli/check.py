@@ -160,11 +160,13 @@ def check_command(
     live: Annotated[
         bool, typer.Option("--live/--no-live", help="With --serve: a refreshing table.")
     ] = True,
-) -> int:
+) -> None:
     """Run health checks once (exit 0 pass/warn, 1 fail, 64 bad config), or serve probes."""
     console = Console()
     health = load_config(config)
     if serve_at is not None:
         host, port = parse_listen(serve_at)
-        return asyncio.run(serve(health, host, port, console=console, live=live))
-    return asyncio.run(run_once(health, as_json=as_json, console=console))
+        code = asyncio.run(serve(health, host, port, console=console, live=live))
+    else:
+        code = asyncio.run(run_once(health, as_json=as_json, console=console))
+    raise typer.Exit(code)

@@ -91,7 +91,7 @@ def demo_command(
         bool,
         typer.Option(help=f"Stop Redis after {CHAOS_AFTER_S:g}s for {CHAOS_OUTAGE_S:g}s."),
     ] = True,
-) -> int:
+) -> None:
     """Start Redis, PostgreSQL and an HTTP API on loopback, check them live, serve probes."""
     console = Console()
     console.rule("[bold]fleetwatch demo")
@@ -128,7 +128,7 @@ def demo_command(
             await asyncio.to_thread(redis.start)
             await asyncio.Event().wait()
 
-        return asyncio.run(
+        code = asyncio.run(
             serve(
                 load_config(config_path),
                 "127.0.0.1",
@@ -143,3 +143,4 @@ def demo_command(
         api.stop()
         postgres.close()
         redis.close()
+    raise typer.Exit(code)

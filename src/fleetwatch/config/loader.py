@@ -173,7 +173,9 @@ def _config_error(
             problems.append(f"{where}field {field!r} is required")
         else:
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}field {field!r}: {message} (got {error['input']!r})")
+            shown = repr(error["input"])
+            got = "" if shown in message else f" (got {shown})"
+            problems.append(f"{where}field {field!r}: {message}{got}")
     return ConfigError("; ".join(problems), source=source, check=check, field=first_field)
 
 

@@ -23,6 +23,9 @@ from fleetwatch.health.status import HealthStatus
 DEFAULT_CPU_THRESHOLD = 80.0
 DEFAULT_MEMORY_THRESHOLD = 85.0
 DEFAULT_DISK_THRESHOLD = 90.0
+#: CPU use over a shorter window is noise; a check that comes sooner (the first run of a
+#: one-shot ``fleetwatch check``) waits, asynchronously, until this much time has passed.
+MIN_CPU_WINDOW_S = 0.25
 
 
 def _read(path: Path) -> str | None:
@@ -30,6 +33,14 @@ def _read(path: Path) -> str | None:
         return path.read_text().strip()
     except OSError:
         return None
+
+
+def _host_cpu_times() -> tuple[float, float]:
+    """Busy and total CPU seconds of the host, all cores together (idle and iowait are idle)."""
+    times = psutil.cpu_times()
+    total = sum(times)
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return total - idle, total
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +132,9 @@ class SystemCheck:
         self._cgroup = (
             cgroup if cgroup is not None else (CgroupLimits.discover() if use_cgroup else None)
         )
-        # Prime the CPU counters so the first check already measures a real interval.
-        psutil.cpu_percent(interval=None)
-        self._last_cpu = (time.monotonic(), self._cgroup_cpu())
+        # Our own baseline, so the first check already measures a real interval. (psutil's
+        # cpu_percent(None) keeps its baseline per thread, and samples run in worker threads.)
+        self._last_cpu = (time.monotonic(), self._cgroup_cpu(), _host_cpu_times())
 
     def _cgroup_cpu(self) -> float | None:
         if self._cgroup is None or self._cgroup.cpu_cores is None:
@@ -132,16 +143,17 @@ class SystemCheck:
 
     def sample(self) -> SystemSample:
         """Read CPU, memory and disk now. Blocking file I/O: call it from a thread."""
-        now, used = time.monotonic(), self._cgroup_cpu()
-        then, used_before = self._last_cpu
-        self._last_cpu = (now, used)
+        now, used, host = time.monotonic(), self._cgroup_cpu(), _host_cpu_times()
+        then, used_before, host_before = self._last_cpu
+        self._last_cpu = (now, used, host)
         cgroup = self._cgroup
         source = "host"
         if cgroup and cgroup.cpu_cores and used is not None and used_before is not None:
             cpu = 100.0 * (used - used_before) / max(now - then, 1e-6) / cgroup.cpu_cores
             source = "cgroup"
         else:
-            cpu = psutil.cpu_percent(interval=None)
+            busy, total = host[0] - host_before[0], host[1] - host_before[1]
+            cpu = 100.0 * busy / total if total > 0 else 0.0
         memory_used = cgroup.memory_used_bytes() if cgroup and cgroup.memory_bytes else None
         if cgroup and cgroup.memory_bytes and memory_used is not None:
             memory_percent = 100.0 * memory_used / cgroup.memory_bytes
@@ -162,6 +174,9 @@ class SystemCheck:
         )
 
     async def check(self) -> Observation:
+        since_last = time.monotonic() - self._last_cpu[0]
+        if since_last < MIN_CPU_WINDOW_S:
+            await asyncio.sleep(MIN_CPU_WINDOW_S - since_last)
         s = await asyncio.to_thread(self.sample)
         cpu_max, memory_max, disk_max = self._thresholds
         issues = [
