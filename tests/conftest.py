@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -62,3 +62,13 @@ async def wait_for_state(
             if predicate(state):
                 return state
             await scheduler.wait_for_change(revision)
+
+
+async def poll_until(
+    probe: Callable[[], Awaitable[object]], expected: object, *, within: float, every: float = 0.05
+) -> None:
+    """Poll another process until ``probe()`` returns ``expected``; fail after ``within``."""
+    async with asyncio.timeout(within):
+        # Another process cannot set one of our events, so polling is the honest way to wait.
+        while await probe() != expected:  # noqa: ASYNC110
+            await asyncio.sleep(every)

@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 
 from fleetwatch.sandbox import HttpBackend, RedisServer, free_port
+from tests.conftest import poll_until
 
 
-async def _fleetwatch(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+async def _fleetwatch(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -22,7 +23,7 @@ async def _fleetwatch(*args: str, timeout: float = 60) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(60):
         out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -41,7 +42,8 @@ async def test_passing_checks_exit_0_with_a_table(
     config = _config(
         tmp_path,
         f'[[checks]]\nname = "cache"\ntype = "redis"\nurl = "{redis_server.url}"\n'
-        f'[[checks]]\nname = "port"\ntype = "tcp"\nhost = "127.0.0.1"\nport = {redis_server.port}\n',
+        f'[[checks]]\nname = "port"\ntype = "tcp"\nhost = "127.0.0.1"\n'
+        f"port = {redis_server.port}\n",
     )
     code, out, _ = await _fleetwatch("check", "--config", config)
     assert code == 0
@@ -127,13 +129,9 @@ async def test_serve_keeps_checking_and_stops_on_sigterm(
                 except httpx.TransportError:
                     return 0
 
-            async with asyncio.timeout(20):
-                while await readiness() != 200:
-                    await asyncio.sleep(0.1)
+            await poll_until(readiness, 200, within=20)
             await asyncio.to_thread(own_redis.stop)
-            async with asyncio.timeout(5):
-                while await readiness() != 503:
-                    await asyncio.sleep(0.05)
+            await poll_until(readiness, 503, within=5)
             verbose = (await client.get("/health?verbose")).json()
             assert verbose["checks"]["cache:responseTime"][0]["status"] == "fail"
         proc.send_signal(signal.SIGTERM)
