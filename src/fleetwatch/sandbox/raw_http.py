@@ -29,9 +29,26 @@ class RawHttpConnection:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
 
     async def get(self, path: str) -> tuple[int, bytes]:
-        """GET ``path``; returns the status code and body. Reconnects if needed."""
-        if self._writer is None or self._writer.is_closing():
+        """GET ``path``; returns the status code and body. Reconnects if needed.
+
+        A reused connection the server closed while it sat idle (its keep-alive timeout) fails
+        before any byte of the answer arrives; like browsers and urllib3, the GET is then sent
+        once more on a new connection. Any other failure is raised.
+        """
+        reused = self._writer is not None and not self._writer.is_closing()
+        if not reused:
             await self.connect()
+        try:
+            return await self._exchange(path)
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+            partial = exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b""
+            if not reused or partial:
+                raise
+            await self.aclose()
+            await self.connect()
+            return await self._exchange(path)
+
+    async def _exchange(self, path: str) -> tuple[int, bytes]:
         assert self._reader is not None
         assert self._writer is not None
         request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n"
