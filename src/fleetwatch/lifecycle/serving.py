@@ -42,7 +42,7 @@ class AppServer:
             port=port,
             log_level=log_level,
             access_log=access_log,
-            lifespan="off",
+            lifespan="auto",
             **uvicorn_options,
         )
         self._server = _QuietServer(config)
