@@ -116,3 +116,22 @@ async def test_wait_for_change_wakes_on_a_new_result() -> None:
         async with asyncio.timeout(1):
             newer = await scheduler.wait_for_change(revision)
     assert newer > revision
+
+
+async def test_status_changes_are_remembered_as_transitions() -> None:
+    """Each stable status change is recorded with the check, both statuses and the output."""
+    check = Counting()
+    scheduler = HealthScheduler([(check, CheckSettings("c", fall=1, rise=1))])
+    await scheduler.run_all()
+    check.failing = True
+    await scheduler.run_all()
+    await scheduler.run_all()
+    check.failing = False
+    await scheduler.run_all()
+    changes = [(t.check, t.before, t.after) for t in scheduler.transitions]
+    assert changes == [
+        ("c", HealthStatus.UNKNOWN, HealthStatus.HEALTHY),
+        ("c", HealthStatus.HEALTHY, HealthStatus.UNHEALTHY),
+        ("c", HealthStatus.UNHEALTHY, HealthStatus.HEALTHY),
+    ]
+    assert "told to fail" in scheduler.transitions[1].output

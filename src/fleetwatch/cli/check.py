@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.console import Group as Stack
 from rich.live import Live
 
-from fleetwatch.cli.table import checks_table, status_text
+from fleetwatch.cli.table import checks_table, status_text, transitions_table
 from fleetwatch.config import HealthConfig, load_config
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
@@ -120,7 +121,9 @@ async def _display(probes: HealthProbes, console: Console, live: bool) -> None:
     if live and console.is_terminal:
         with Live(console=console, auto_refresh=False) as screen:
             while True:
-                screen.update(checks_table(scheduler.states(), probes.verdict(None)), refresh=True)
+                table = checks_table(scheduler.states(), probes.verdict(None))
+                view = Stack(table, transitions_table(scheduler.transitions))
+                screen.update(view, refresh=True)
                 await _next_change(scheduler, 1.0)
     last: dict[str, str] = {}
     while True:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from rich.table import Table
 from rich.text import Text
 
 from fleetwatch.health import CheckState, HealthStatus, Verdict
 from fleetwatch.health.check import component_type
+from fleetwatch.health.scheduler import Transition
 
 STATUS_STYLE = {
     HealthStatus.HEALTHY: "bold green",
@@ -21,6 +22,21 @@ STATUS_STYLE = {
 def status_text(status: HealthStatus) -> Text:
     """A status word in its colour."""
     return Text(status.value, style=STATUS_STYLE[status])
+
+
+def transitions_table(transitions: Iterable[Transition], *, last: int = 6) -> Table:
+    """The most recent status changes, newest last."""
+    table = Table(title="recent changes", title_justify="left", box=None, show_header=False)
+    table.add_column("time", style="dim")
+    table.add_column("check")
+    table.add_column("change")
+    table.add_column("output", overflow="ellipsis", no_wrap=True, max_width=80)
+    for t in list(transitions)[-last:]:
+        change = status_text(t.before)
+        change.append(" -> ", style="default")
+        change.append_text(status_text(t.after))
+        table.add_row(t.at.astimezone().strftime("%H:%M:%S"), t.check, change, t.output)
+    return table
 
 
 def checks_table(

@@ -18,7 +18,7 @@ from fleetwatch.health.groups import evaluate
 from fleetwatch.health.hysteresis import Hysteresis
 from fleetwatch.health.probes import HealthProbes
 from fleetwatch.health.result import CheckResult, Observation
-from fleetwatch.health.scheduler import CheckState, HealthScheduler
+from fleetwatch.health.scheduler import CheckState, HealthScheduler, Transition
 from fleetwatch.health.status import HealthStatus
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Observation",
     "ScoreThresholds",
     "Summary",
+    "Transition",
     "Verdict",
     "Vote",
     "aggregate",

@@ -11,8 +11,10 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from fleetwatch.health.check import CheckSettings, HealthCheck, run_check
 from fleetwatch.health.hysteresis import Hysteresis
@@ -25,6 +27,21 @@ log = logging.getLogger("fleetwatch.health")
 #: drift apart (no synchronised bursts against a shared dependency). Jitter only shortens the
 #: wait, which keeps the promise that a result is never older than interval + timeout.
 DEFAULT_JITTER = 0.1
+
+
+#: How many recent status transitions a scheduler remembers for displays and diagnostics.
+TRANSITION_HISTORY = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A check's stable status changed."""
+
+    at: datetime
+    check: str
+    before: HealthStatus
+    after: HealthStatus
+    output: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +98,7 @@ class HealthScheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self.revision = 0
+        self.transitions: deque[Transition] = deque(maxlen=TRANSITION_HISTORY)
         for check, settings in checks:
             self.add(check, settings)
 
@@ -180,6 +198,9 @@ class HealthScheduler:
         self._changed.set()
         self._changed = asyncio.Event()
         if after is not before:
+            self.transitions.append(
+                Transition(result.timestamp, entry.settings.name, before, after, result.output)
+            )
             log.info(
                 "health.check_status_changed %s: %s -> %s (%s)",
                 entry.settings.name,
