@@ -7,19 +7,29 @@ import time
 
 import redis.asyncio as aioredis
 
-from fleetwatch.health import CheckSettings, HealthScheduler, HealthStatus, run_check
+from fleetwatch.health import (
+    CheckResult,
+    CheckSettings,
+    HealthScheduler,
+    HealthStatus,
+    run_check,
+)
 from fleetwatch.health.checks import RedisCheck
 from fleetwatch.sandbox import RedisServer
 from tests.conftest import wait_for_state
 
 
-async def test_healthy_server_reports_role_memory_and_clients(redis_server: RedisServer) -> None:
-    """A live primary passes PING and the write/read/delete round trip, leaving no key behind."""
-    check = RedisCheck(redis_server.url)
+async def _check_once(url: str, **options: float) -> CheckResult:
+    check = RedisCheck(url, **options)
     try:
-        result = await run_check(check, CheckSettings("cache"))
+        return await run_check(check, CheckSettings("cache"))
     finally:
         await check.aclose()
+
+
+async def test_healthy_server_reports_role_memory_and_clients(redis_server: RedisServer) -> None:
+    """A live primary passes PING and the write/read/delete round trip, leaving no key behind."""
+    result = await _check_once(redis_server.url)
     assert result.status is HealthStatus.HEALTHY, result.output
     assert result.metadata["role"] == "master"
     assert result.metadata["write_test"] == "done"
@@ -34,11 +44,7 @@ async def test_memory_pressure_is_degraded(own_redis: RedisServer) -> None:
     async with aioredis.Redis.from_url(own_redis.url) as client:
         used = int((await client.info("memory"))["used_memory"])
         await client.config_set("maxmemory", str(int(used * 1.5)))
-    check = RedisCheck(own_redis.url, memory_ratio=0.5)
-    try:
-        result = await run_check(check, CheckSettings("cache"))
-    finally:
-        await check.aclose()
+    result = await _check_once(own_redis.url, memory_ratio=0.5)
     assert result.status is HealthStatus.DEGRADED
     assert "memory high" in result.output
     assert isinstance(result.metadata["memory_ratio"], float)
@@ -49,11 +55,7 @@ async def test_full_server_refusing_writes_is_degraded(own_redis: RedisServer) -
     """At maxmemory with noeviction, refused writes are reported as degraded, not a crash."""
     async with aioredis.Redis.from_url(own_redis.url) as client:
         await client.config_set("maxmemory", "1000")
-    check = RedisCheck(own_redis.url)
-    try:
-        result = await run_check(check, CheckSettings("cache"))
-    finally:
-        await check.aclose()
+    result = await _check_once(own_redis.url)
     assert result.status is HealthStatus.DEGRADED
     assert "writes refused: maxmemory reached (OOM)" in result.output
 
@@ -62,11 +64,7 @@ async def test_replica_skips_the_write_test(redis_server: RedisServer) -> None:
     """On a read-only replica the write test is skipped, not failed."""
     args = ["--replicaof", "127.0.0.1", str(redis_server.port)]
     with RedisServer(extra_args=args) as replica:
-        check = RedisCheck(replica.url)
-        try:
-            result = await run_check(check, CheckSettings("replica"))
-        finally:
-            await check.aclose()
+        result = await _check_once(replica.url)
     assert result.status is HealthStatus.HEALTHY, result.output
     assert result.metadata["role"] == "slave"
     assert result.metadata["write_test"] == "skipped on replica"

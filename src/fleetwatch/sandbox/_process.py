@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 
 class ServerProcess:
@@ -61,3 +64,53 @@ class ServerProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class LocalServer:
+    """Base of the sandbox servers: a child process with its data in a temporary directory.
+
+    Subclasses implement ``start()``. ``stop()``/``start()`` keep the port and the data;
+    ``kill()`` crashes the process; ``close()`` stops it and deletes the directory; ``with``
+    starts it and closes it.
+    """
+
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_grace: float = 10.0
+
+    def __init__(self, *, prefix: str, log_name: str) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self._process = ServerProcess(self._dir / log_name)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running."""
+        return self._process.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until it is ready."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server politely, then firmly after ``stop_grace`` seconds."""
+        self._process.stop(sig=self.stop_signal, grace=self.stop_grace)
+
+    def kill(self) -> None:
+        """Crash the server with SIGKILL."""
+        self._process.stop(sig=signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop the server and delete its data."""
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -8,12 +8,10 @@ import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from fleetwatch.errors import SandboxError
-from fleetwatch.sandbox._process import ServerProcess
+from fleetwatch.sandbox._process import LocalServer
 from fleetwatch.sandbox.ports import free_port, wait_until
 
 #: PostgreSQL refuses to run as root; when we are root we run it as this user (the Debian
@@ -42,12 +40,16 @@ def find_bin_dir() -> Path:
     )
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """``postgres`` on 127.0.0.1, a free port, trust auth for loopback, data in a temp dir.
 
     Runs as the unprivileged ``postgres`` user when started by root. ``dsn`` is ready to use;
-    ``stop()`` and ``start()`` keep the port and data.
+    ``stop()`` and ``start()`` keep the port and data. Stopping is PostgreSQL's fast shutdown
+    (SIGINT: abort transactions, close connections, exit cleanly).
     """
+
+    stop_signal = signal.SIGINT
+    stop_grace = 30.0
 
     def __init__(
         self,
@@ -57,28 +59,22 @@ class PostgresServer:
         user: str = "fleetwatch",
     ) -> None:
         self.bin_dir = find_bin_dir()
+        super().__init__(prefix="fleetwatch-pg-", log_name="postgres.log")
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.user = user
         self.max_connections = max_connections
-        self._dir = Path(tempfile.mkdtemp(prefix="fleetwatch-pg-"))
         self._data = self._dir / "data"
         self._run_as = UNPRIVILEGED_USER if os.geteuid() == 0 else None
         if self._run_as:
             entry = pwd.getpwnam(self._run_as)
             os.chown(self._dir, entry.pw_uid, entry.pw_gid)
-        self._process = ServerProcess(self._dir / "postgres.log")
         self._initialised = False
 
     @property
     def dsn(self) -> str:
         """``postgresql://fleetwatch@127.0.0.1:PORT/postgres``."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/postgres"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id while running."""
-        return self._process.pid
 
     def _initdb(self) -> None:
         result = subprocess.run(
@@ -135,28 +131,3 @@ class PostgresServer:
             alive=self._process.running,
             log=str(self._process.log_path),
         )
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT: abort transactions, close connections, exit cleanly)."""
-        self._process.stop(sig=signal.SIGINT, grace=30.0)
-
-    def kill(self) -> None:
-        """Crash the postmaster with SIGKILL."""
-        self._process.stop(sig=signal.SIGKILL)
-
-    def close(self) -> None:
-        """Stop the server and delete its data."""
-        self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

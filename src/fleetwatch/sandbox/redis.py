@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import signal
-import tempfile
-from pathlib import Path
-from types import TracebackType
 
 from fleetwatch.errors import SandboxError
-from fleetwatch.sandbox._process import ServerProcess
+from fleetwatch.sandbox._process import LocalServer
 from fleetwatch.sandbox.ports import free_port, port_open, wait_until
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     """``redis-server`` on 127.0.0.1, a free port, no persistence, data in a temp dir.
 
     ``with RedisServer() as redis: redis.url`` gives a ready server; ``stop()`` and ``start()``
@@ -26,21 +22,15 @@ class RedisServer:
             raise SandboxError(
                 "redis-server is not installed; run `make setup` or `apt-get install redis-server`"
             )
+        super().__init__(prefix="fleetwatch-redis-", log_name="redis.log")
         self.host = "127.0.0.1"
         self.port = port or free_port()
-        self._dir = Path(tempfile.mkdtemp(prefix="fleetwatch-redis-"))
         self._extra = list(extra_args or [])
-        self._process = ServerProcess(self._dir / "redis.log")
 
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0``."""
         return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id while running."""
-        return self._process.pid
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and wait until it accepts connections."""
@@ -63,28 +53,3 @@ class RedisServer:
             alive=self._process.running,
             log=str(self._process.log_path),
         )
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL)."""
-        self._process.stop()
-
-    def kill(self) -> None:
-        """Crash the server with SIGKILL."""
-        self._process.stop(sig=signal.SIGKILL)
-
-    def close(self) -> None:
-        """Stop the server and delete its data."""
-        self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
