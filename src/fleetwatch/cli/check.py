@@ -107,11 +107,16 @@ async def serve(
             if background is not None:
                 helpers.append(asyncio.create_task(background(console), name="fleetwatch.bg"))
             try:
-                await asyncio.wait(tasks | set(helpers), return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    tasks | set(helpers), return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 for task in tasks | set(helpers):
                     task.cancel()
                 await asyncio.gather(*tasks, *helpers, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
     console.print("stopped")
     return 0
 
@@ -166,6 +171,8 @@ def check_command(
 ) -> None:
     """Run health checks once (exit 0 pass/warn, 1 fail, 64 bad config), or serve probes."""
     console = Console()
+    if serve_at is not None and as_json:
+        raise typer.BadParameter("--json prints one run's result; it goes without --serve")
     health = load_config(config)
     if serve_at is not None:
         host, port = parse_listen(serve_at)
