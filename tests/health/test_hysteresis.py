@@ -64,3 +64,11 @@ def test_flapping_never_reaches_fall(fall: int) -> None:
     h.update(H)
     seen = {h.update(U if i % 2 == 0 else H) for i in range(20)}
     assert seen == {H}
+
+
+def test_unknown_counts_as_failing_and_recovery_still_needs_rise() -> None:
+    """A raw unknown is failing: from unknown, healthy again takes `rise` results."""
+    h = Hysteresis(rise=3, fall=1)
+    h.update(U)
+    assert h.update(K) is K
+    assert [h.update(H) for _ in range(3)] == [K, K, H]

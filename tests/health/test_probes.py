@@ -144,6 +144,31 @@ async def test_drain_fails_readiness_and_says_so(setup: Any) -> None:
     assert (await _get(probes, "/readyz"))[0] == 200
 
 
+async def test_pass_omits_output_and_warn_has_it(setup: Any) -> None:
+    """As the draft asks, output is left out for pass and given for warn and fail."""
+    scheduler, probes, checks = setup
+    await scheduler.run_all()
+    body = (await _get(probes, "/health?verbose"))[1]
+    assert "output" not in body
+    assert "output" not in body["checks"]["db:responseTime"][0]
+    checks["cache"].status = HealthStatus.DEGRADED
+    await scheduler.run_all()
+    body = (await _get(probes, "/health?verbose"))[1]
+    assert body["status"] == "pass"  # score 5/6 is still healthy overall
+    assert body["checks"]["cache:responseTime"][0]["output"] == "fixed degraded"
+
+
+async def test_startup_without_startup_checks_waits_for_every_first_result() -> None:
+    """With no check in the startup group, /startupz passes once every check has reported."""
+    only_ready = Fixed()
+    settings = CheckSettings("ready-only", groups=frozenset({Group.READINESS}))
+    scheduler = HealthScheduler([(only_ready, settings)])
+    probes = HealthProbes(scheduler)
+    assert (await _get(probes, "/startupz"))[0] == 503
+    await scheduler.run_all()
+    assert (await _get(probes, "/startupz"))[0] == 200
+
+
 async def test_startup_latches_once_passed(setup: Any) -> None:
     """After the startup group passes once, /startupz keeps passing."""
     scheduler, probes, checks = setup

@@ -47,7 +47,7 @@ async def test_timeout_yields_unhealthy_naming_it() -> None:
     """A check past its timeout is cut off and reported unhealthy with the limit."""
     result = await run_check(Sleepy(5), CheckSettings("slow", timeout=0.05))
     assert result.status is HealthStatus.UNHEALTHY
-    assert result.output == "timed out after 0.05s"
+    assert result.output == "TimeoutError: timed out after 0.05s"
     assert result.metadata["error_type"] == "TimeoutError"
     assert 0.04 < result.duration_s < 1.0
 
@@ -106,3 +106,39 @@ def test_settings_reject_bad_names() -> None:
     """Check names must be short and URL-safe (they appear in /health/<check>)."""
     with pytest.raises(ValueError, match="invalid"):
         CheckSettings("has space")
+
+
+class ReturnsDict:
+    """A custom check that forgets to return an Observation."""
+
+    async def check(self) -> Observation:
+        return {"status": "ok"}  # type: ignore[return-value]
+
+
+class CancelsItself:
+    """A custom check whose library cancels its own work."""
+
+    async def check(self) -> Observation:
+        raise asyncio.CancelledError
+
+
+async def test_wrong_return_type_is_a_failure_not_an_escape() -> None:
+    """A check returning something other than an Observation is unhealthy, naming the type."""
+    result = await run_check(ReturnsDict(), CheckSettings("typo"))
+    assert result.status is HealthStatus.UNHEALTHY
+    assert result.output == "TypeError: check() returned dict, not an Observation"
+
+
+async def test_check_cancelling_itself_is_a_failure() -> None:
+    """A CancelledError raised inside the check (not by our caller) is reported, not propagated."""
+    result = await run_check(CancelsItself(), CheckSettings("self-cancel"))
+    assert result.status is HealthStatus.UNHEALTHY
+    assert result.output.startswith("CancelledError")
+
+
+def test_settings_reject_infinity() -> None:
+    """An infinite timeout or weight is refused: every limit must be finite."""
+    with pytest.raises(ValueError, match="finite"):
+        CheckSettings("x", timeout=float("inf"))
+    with pytest.raises(ValueError, match="finite"):
+        CheckSettings("x", weight=float("inf"))

@@ -135,3 +135,24 @@ async def test_status_changes_are_remembered_as_transitions() -> None:
         ("c", HealthStatus.UNHEALTHY, HealthStatus.HEALTHY),
     ]
     assert "told to fail" in scheduler.transitions[1].output
+
+
+async def test_result_older_than_interval_plus_timeout_reads_stale() -> None:
+    """If a check's loop stops producing results, the check turns unhealthy and says stale."""
+    check = Counting()
+    settings = CheckSettings("c", interval=0.1, timeout=0.1)
+    scheduler = HealthScheduler([(check, settings)])
+    await scheduler.run_all()
+    assert scheduler.states()["c"].status is HealthStatus.HEALTHY
+    await asyncio.sleep(settings.interval + settings.timeout + 1.05)  # nothing runs meanwhile
+    state = scheduler.states()["c"]
+    assert state.status is HealthStatus.UNHEALTHY
+    assert state.stale_for_s is not None
+    assert state.stale_for_s > 1.2
+
+
+async def test_run_all_is_refused_while_loops_run() -> None:
+    """A one-shot run beside the background loops would run a check twice at once."""
+    async with HealthScheduler([(Counting(), CheckSettings("c"))]) as scheduler:
+        with pytest.raises(RuntimeError, match="not running its loops"):
+            await scheduler.run_all()

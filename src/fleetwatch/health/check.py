@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ from typing import Protocol, runtime_checkable
 from fleetwatch.health.result import CheckResult, Observation
 from fleetwatch.health.status import HealthStatus
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: Check names appear in URLs (``/health/<name>``) and metric labels: short and URL-safe.
+CHECK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_NAME = re.compile(CHECK_NAME_PATTERN)
 
 
 class Group(StrEnum):
@@ -76,10 +79,14 @@ class CheckSettings:
             )
         for field_name in ("interval", "timeout"):
             value = getattr(self, field_name)
-            if not value > 0:
-                raise ValueError(f"check {self.name!r}: {field_name} must be > 0, got {value}")
-        if not self.weight >= 0:
-            raise ValueError(f"check {self.name!r}: weight must be >= 0, got {self.weight}")
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(
+                    f"check {self.name!r}: {field_name} must be a finite number > 0, got {value}"
+                )
+        if not (self.weight >= 0 and math.isfinite(self.weight)):
+            raise ValueError(
+                f"check {self.name!r}: weight must be a finite number >= 0, got {self.weight}"
+            )
         for field_name in ("rise", "fall"):
             value = getattr(self, field_name)
             if value < 1:
@@ -96,32 +103,46 @@ def measurement(check: HealthCheck) -> str:
     return str(getattr(check, "measurement", "responseTime"))
 
 
+def _failure(error_type: str, message: str) -> Observation:
+    return Observation(
+        HealthStatus.UNHEALTHY, f"{error_type}: {message}", metadata={"error_type": error_type}
+    )
+
+
+async def _observe(check: HealthCheck, limit_s: float) -> Observation:
+    """One ``check()`` call within ``limit_s`` seconds, every failure turned into an observation."""
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task else 0
+    try:
+        async with asyncio.timeout(limit_s) as deadline:
+            observation = await check.check()
+    except TimeoutError as exc:
+        if deadline.expired():
+            return _failure("TimeoutError", f"timed out after {limit_s:g}s")
+        return _failure("TimeoutError", str(exc) or "the check timed out")
+    except asyncio.CancelledError:
+        if task is not None and task.cancelling() > cancelling:
+            raise  # we are being cancelled: let it through
+        # The check cancelled itself (e.g. a library cancelling its own work): a failure.
+        return _failure("CancelledError", "the check was cancelled from inside")
+    except Exception as exc:  # a check must never escape the runner
+        return _failure(type(exc).__name__, str(exc) or "(no message)")
+    if not isinstance(observation, Observation):
+        return _failure(
+            "TypeError", f"check() returned {type(observation).__name__}, not an Observation"
+        )
+    return observation
+
+
 async def run_check(check: HealthCheck, settings: CheckSettings) -> CheckResult:
     """Run ``check`` once under its timeout. Never raises, except for cancellation.
 
-    A timeout or any exception yields an ``unhealthy`` result whose output names the error type,
-    so one broken check cannot take down the scheduler or an endpoint.
+    A timeout, an exception, or a return value that is not an :class:`Observation` yields an
+    ``unhealthy`` result whose output starts with the error type, so one broken check cannot
+    take down the scheduler or an endpoint.
     """
     started = time.perf_counter()
-    try:
-        async with asyncio.timeout(settings.timeout) as deadline:
-            observation = await check.check()
-    except TimeoutError as exc:
-        ours = deadline.expired()
-        message = (
-            f"timed out after {settings.timeout:g}s"
-            if ours
-            else f"TimeoutError: {exc or 'the check timed out'}"
-        )
-        observation = Observation(
-            HealthStatus.UNHEALTHY, message, metadata={"error_type": "TimeoutError"}
-        )
-    except Exception as exc:
-        observation = Observation(
-            HealthStatus.UNHEALTHY,
-            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-            metadata={"error_type": type(exc).__name__},
-        )
+    observation = await _observe(check, settings.timeout)
     duration = time.perf_counter() - started
     value, unit = observation.observed_value, observation.observed_unit
     if value is None:

@@ -35,16 +35,26 @@ def evaluate(
 ) -> Verdict:
     """The verdict for one group.
 
-    Liveness ignores checks that have not reported yet and passes when it has none: a process
-    that answers is alive, and restarting it for lack of data would only make things worse.
-    Every other group is ``unknown`` (so failing) until each of its checks has reported once:
-    traffic should not go where nothing has been checked yet.
+    Liveness ignores checks that have not reported yet (or reported ``unknown``) and passes when
+    it has none: a process that answers is alive, and restarting it for lack of data would only
+    make things worse. Every other group is ``unknown`` (so failing) until each of its checks
+    has reported once: traffic should not go where nothing has been checked yet. A startup group
+    with no checks of its own, when other checks exist, passes once every check has reported
+    (the application has finished starting its checks); with no checks at all it is unknown.
     """
     chosen = members(states, group)
     if group is Group.LIVENESS:
-        chosen = [s for s in chosen if s.result is not None]
+        chosen = [
+            s for s in chosen if s.result is not None and s.status is not HealthStatus.UNKNOWN
+        ]
         if not chosen:
             return Verdict(HealthStatus.HEALTHY, "alive", None, summarize([]))
+    if group is Group.STARTUP and not chosen and states:
+        waiting = [s.settings.name for s in states.values() if s.result is None]
+        if not waiting:
+            return Verdict(HealthStatus.HEALTHY, "started", None, summarize([]))
+        message = f"waiting for the first result of: {', '.join(waiting)}"
+        return Verdict(HealthStatus.UNKNOWN, message, None, summarize([]))
     waiting = [s.settings.name for s in chosen if s.result is None]
     if waiting:
         message = f"waiting for the first result of: {', '.join(waiting)}"

@@ -1,7 +1,8 @@
 """Renders verdicts and check states as ``application/health+json``.
 
 Format: IETF draft "Health Check Response Format for HTTP APIs" (draft-inadarei-api-health-check):
-top-level ``status`` pass/warn/fail, ``output``, ``notes``, and ``checks`` keyed
+top-level ``status`` pass/warn/fail, ``output`` (for warn and fail only, as the draft asks),
+``notes``, and ``checks`` keyed
 ``component:measurement``, each a list of measurements with ``componentId``, ``componentType``,
 ``observedValue``, ``observedUnit``, ``status``, ``time`` and ``output``. fleetwatch adds a few
 fields the draft allows as extensions: ``critical``, ``weight``, ``groups``, ``durationMs``,
@@ -16,6 +17,7 @@ from typing import Any
 from fleetwatch.health.aggregate import Verdict
 from fleetwatch.health.check import component_type, measurement
 from fleetwatch.health.scheduler import CheckState
+from fleetwatch.health.status import HealthStatus
 
 MEDIA_TYPE = "application/health+json"
 
@@ -46,8 +48,15 @@ def render_check(state: CheckState) -> dict[str, Any]:
         observedUnit=result.observed_unit,
         time=result.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         durationMs=round(result.duration_ms, 3),
-        output=result.output,
     )
+    if state.stale_for_s is not None:
+        body["output"] = (
+            f"stale: the last result is {state.stale_for_s:.1f}s old "
+            f"(expected every {state.settings.interval:g}s): {result.output}"
+        )
+    elif state.status is not HealthStatus.HEALTHY or result.status is not HealthStatus.HEALTHY:
+        # The draft: output is for warn and fail; it SHOULD be omitted for pass.
+        body["output"] = result.output
     if result.status is not state.status:
         body["rawStatus"] = result.status.value
     if state.pending:
@@ -71,7 +80,8 @@ def render(
     doc: dict[str, Any] = {"status": verdict.status.health_json}
     if service:
         doc.update(service)
-    doc["output"] = verdict.message
+    if verdict.status is not HealthStatus.HEALTHY:
+        doc["output"] = verdict.message
     if notes:
         doc["notes"] = notes
     if verbose:

@@ -21,10 +21,15 @@ class Hysteresis:
     fall: int
     status: HealthStatus = HealthStatus.UNKNOWN
     streak: int = 0
+    seen: bool = False
 
     def update(self, raw: HealthStatus) -> HealthStatus:
-        """Feed one raw result; return the status to report."""
-        if self.status is HealthStatus.UNKNOWN or raw.passing == self.status.passing:
+        """Feed one raw result; return the status to report.
+
+        A raw ``unknown`` (a check that could not tell) counts as failing, like unhealthy.
+        """
+        if not self.seen or raw.passing == self.status.passing:
+            self.seen = True
             self.status = raw
             self.streak = 0
             return self.status

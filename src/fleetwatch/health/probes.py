@@ -10,6 +10,7 @@ rendered once per change, so a probe flood costs a dictionary lookup each.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -71,7 +72,7 @@ class HealthProbes:
         }
         self._draining = False
         self._started = False
-        self._cache: dict[tuple[str, bool], tuple[int, bool, int, bytes]] = {}
+        self._cache: dict[tuple[str, bool], tuple[tuple[int, bool, int], int, bytes]] = {}
 
     @property
     def draining(self) -> bool:
@@ -102,9 +103,8 @@ class HealthProbes:
     def document(self, group: Group | None, *, verbose: bool) -> tuple[int, dict[str, Any]]:
         """The HTTP status and health+json body for a group."""
         verdict = self.verdict(group)
-        notes = [_DRAINING_NOTE] if self._draining else None
         states = members(self.scheduler.states(), group)
-        body = render(verdict, states, verbose=verbose, notes=notes, service=self._service)
+        body = render(verdict, states, verbose=verbose, notes=self._notes(), service=self._service)
         return (200 if verdict.status.passing else 503), body
 
     def routes(self, prefix: str = "") -> list[BaseRoute]:
@@ -133,15 +133,16 @@ class HealthProbes:
         return endpoint
 
     def _cached(self, path: str, group: Group | None, verbose: bool) -> tuple[int, bytes]:
-        # Rendered once per scheduler revision and drain state; startup can flip on its own.
+        # Rendered once per scheduler revision and drain state, and at least once a second,
+        # so a check that stopped producing results is seen to go stale.
         key = (path, verbose)
-        revision = self.scheduler.revision
+        stamp = (self.scheduler.revision, self._draining, int(time.monotonic()))
         hit = self._cache.get(key)
-        if hit and hit[0] == revision and hit[1] == self._draining and group is not Group.STARTUP:
-            return hit[2], hit[3]
+        if hit and hit[0] == stamp:
+            return hit[1], hit[2]
         status, body = self.document(group, verbose=verbose)
         content = json.dumps(body, separators=(",", ":")).encode()
-        self._cache[key] = (revision, self._draining, status, content)
+        self._cache[key] = (stamp, status, content)
         return status, content
 
     async def _check_endpoint(self, request: Request) -> Response:
@@ -155,8 +156,11 @@ class HealthProbes:
             }
             return Response(json.dumps(body).encode(), 404, _HEADERS, MEDIA_TYPE)
         entry = render_check(state)
-        verdict = Verdict(state.status, entry["output"], None, summarize([]))
-        body = render(verdict, [], verbose=False, service=self._service)
+        verdict = Verdict(state.status, entry.get("output", ""), None, summarize([]))
+        body = render(verdict, [], verbose=False, notes=self._notes(), service=self._service)
         body["checks"] = {check_key(state): [entry]}
         status = 200 if state.status.passing else 503
         return Response(json.dumps(body).encode(), status, _HEADERS, MEDIA_TYPE)
+
+    def _notes(self) -> list[str] | None:
+        return [_DRAINING_NOTE] if self._draining else None

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fleetwatch.health.check import CheckSettings, HealthCheck, run_check
 from fleetwatch.health.hysteresis import Hysteresis
@@ -28,6 +28,10 @@ log = logging.getLogger("fleetwatch.health")
 #: wait, which keeps the promise that a result is never older than interval + timeout.
 DEFAULT_JITTER = 0.1
 
+
+#: A result older than interval + timeout + this slack means the check's loop has stopped
+#: producing results (or the process is starved); the check then reads as unhealthy.
+STALE_SLACK_S = 1.0
 
 #: How many recent status transitions a scheduler remembers for displays and diagnostics.
 TRANSITION_HISTORY = 50
@@ -54,6 +58,7 @@ class CheckState:
     result: CheckResult | None
     executions: int
     pending: str | None = None
+    stale_for_s: float | None = None
 
 
 class _Entry:
@@ -66,14 +71,20 @@ class _Entry:
         self.result: CheckResult | None = None
         self.executions = 0
 
-    def state(self) -> CheckState:
+    def state(self, now: datetime) -> CheckState:
+        status, stale_for = self.hysteresis.status, None
+        if self.result is not None:
+            age = (now - self.result.timestamp).total_seconds()
+            if age > self.settings.interval + self.settings.timeout + STALE_SLACK_S:
+                status, stale_for = HealthStatus.UNHEALTHY, round(age, 3)
         return CheckState(
             self.check,
             self.settings,
-            self.hysteresis.status,
+            status,
             self.result,
             self.executions,
             self.hysteresis.pending,
+            stale_for,
         )
 
 
@@ -121,16 +132,27 @@ class HealthScheduler:
         return sum(entry.executions for entry in self._entries.values())
 
     def states(self) -> dict[str, CheckState]:
-        """A snapshot of every check's state, keyed by name, in registration order."""
-        return {name: entry.state() for name, entry in self._entries.items()}
+        """A snapshot of every check's state, keyed by name, in registration order.
+
+        A check whose latest result is older than its interval + timeout (+ slack) reads as
+        unhealthy with ``stale_for_s`` set: results are never served past their freshness.
+        """
+        now = datetime.now(UTC)
+        return {name: entry.state(now) for name, entry in self._entries.items()}
 
     def state(self, name: str) -> CheckState | None:
         """One check's state, or ``None`` if no check has that name."""
         entry = self._entries.get(name)
-        return entry.state() if entry else None
+        return entry.state(datetime.now(UTC)) if entry else None
 
     async def run_all(self, *, parallel: bool = True) -> Mapping[str, CheckState]:
-        """Run every check once now (in parallel by default) and return the new states."""
+        """Run every check once now (in parallel by default) and return the new states.
+
+        For one-shot use: while the background loops run, a second execution of the same check
+        would race with them, so that is refused.
+        """
+        if self._tasks:
+            raise RuntimeError("run_all() is for a scheduler that is not running its loops")
         entries = list(self._entries.values())
         if parallel:
             await asyncio.gather(*(self._execute(entry) for entry in entries))
@@ -164,6 +186,8 @@ class HealthScheduler:
             asyncio.create_task(self._loop(entry), name=f"fleetwatch.check.{name}")
             for name, entry in self._entries.items()
         ]
+        for task in self._tasks:
+            task.add_done_callback(_report_death)
 
     async def aclose(self) -> None:
         """Cancel the loops, wait for them, and close every check that can be closed."""
@@ -180,6 +204,8 @@ class HealthScheduler:
                     log.exception("health.check_close_failed", extra={"check": entry.settings.name})
 
     async def _loop(self, entry: _Entry) -> None:
+        # run_check never raises except for cancellation; should the loop die anyway, the
+        # check goes stale (unhealthy) and _report_death logs why.
         interval = entry.settings.interval
         while True:
             started = time.monotonic()
@@ -209,3 +235,8 @@ class HealthScheduler:
                 result.output,
                 extra={"check": entry.settings.name, "from": before.value, "to": after.value},
             )
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("health.check_loop_died %s: %r", task.get_name(), error, exc_info=error)
