@@ -32,14 +32,18 @@ async def test_configured_query_and_bad_query(postgres_server: PostgresServer) -
 
 
 async def test_near_max_connections_is_degraded(own_postgres: PostgresServer) -> None:
-    """With 90% of max_connections in use the check is degraded before clients get refused."""
-    held = [await asyncpg.connect(own_postgres.dsn) for _ in range(8)]
+    """Near the limit ordinary clients hit (max_connections less reserved slots): degraded."""
+    held = [await asyncpg.connect(own_postgres.dsn) for _ in range(6)]
     try:
         result = await run_check(PostgresCheck(own_postgres.dsn), CheckSettings("db"))
     finally:
         await asyncio.gather(*(conn.close() for conn in held))
     assert result.status is HealthStatus.DEGRADED
-    assert "near max_connections: 9/10" in result.output
+    assert result.output.startswith(
+        "PostgreSQL near the connection limit: 7 in use, ordinary clients are refused at 7 "
+        "(10 max_connections, 3 reserved)"
+    )
+    assert result.metadata["reserved_connections"] == 3
 
 
 async def test_pool_check_reports_stats_and_exhaustion(postgres_server: PostgresServer) -> None:
@@ -83,3 +87,19 @@ async def test_stop_and_restart_mid_test(own_postgres: PostgresServer) -> None:
         assert first_ok.status is HealthStatus.UNHEALTHY
         healthy = await wait_for_state(scheduler, "db", lambda s: s.status.passing, within=5)
         assert healthy.executions == first_ok.executions + 1
+
+
+async def test_frozen_server_fails_within_the_timeout(own_postgres: PostgresServer) -> None:
+    """A hung (SIGSTOPped) server fails by timeout, and the check does not overrun it."""
+    own_postgres.pause()
+    try:
+        started = time.monotonic()
+        result = await run_check(
+            PostgresCheck(own_postgres.dsn, timeout=1.0), CheckSettings("db", timeout=1.0)
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        own_postgres.resume()
+    assert result.status is HealthStatus.UNHEALTHY
+    assert result.output.startswith("TimeoutError")
+    assert elapsed < 1.5

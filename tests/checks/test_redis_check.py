@@ -96,3 +96,17 @@ async def test_stop_and_restart_mid_test(own_redis: RedisServer) -> None:
         assert first_ok.pending == "recovering 1/2"
         healthy = await wait_for_state(scheduler, "cache", lambda s: s.status.passing, within=5)
         assert healthy.executions == first_ok.executions + 1
+
+
+async def test_frozen_server_fails_within_the_timeout(own_redis: RedisServer) -> None:
+    """A hung (SIGSTOPped) server fails by timeout, and the check does not overrun it."""
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        result = await _check_once(own_redis.url, timeout=0.5)
+        elapsed = time.monotonic() - started
+    finally:
+        own_redis.resume()
+    assert result.status is HealthStatus.UNHEALTHY
+    assert result.output.startswith(("TimeoutError", "ConnectionError"))
+    assert elapsed < 1.0

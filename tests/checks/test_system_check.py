@@ -60,15 +60,30 @@ async def test_cgroup_limits_replace_host_figures(tmp_path: Path) -> None:
     check = SystemCheck(cgroup=limits)
     cpu_stat = limits.directory / "cpu.stat"
     await asyncio.sleep(0.1)
-    cpu_stat.write_text("usage_usec 1040000\n")  # 0.04 s of CPU in ~0.1 s on half a core
+    # 0.04 s of CPU over the sample window (at least MIN_CPU_WINDOW_S = 0.25 s) on half a core
+    cpu_stat.write_text("usage_usec 1040000\n")
     result = await run_check(check, CheckSettings("host"))
     assert result.metadata["limits"] == "cgroup"
     assert result.metadata["cpu_limit_cores"] == 0.5
     assert result.metadata["memory_percent"] == 95.0
     assert result.metadata["memory_available_bytes"] == 50_000
-    assert 20.0 < result.metadata["cpu_percent"] < 90.0
+    assert 1.0 < result.metadata["cpu_percent"] <= 32.0
     assert result.status is HealthStatus.DEGRADED
     assert "Memory high: 95.0%" in result.output
+
+
+def test_a_parent_limit_binds_when_tighter(tmp_path: Path) -> None:
+    """A memory limit on the pod's parent group binds when it is tighter than the leaf's."""
+    self_cgroup = _fake_cgroup(tmp_path, cpu_max="max", memory_max="max", current=1)
+    parent = tmp_path / "kubepods"
+    (parent / "memory.max").write_text("2000000\n")
+    (parent / "memory.current").write_text("1900000\n")
+    (parent / "cpu.max").write_text("200000 100000\n")
+    limits = CgroupLimits.discover(tmp_path, self_cgroup)
+    assert limits is not None
+    assert (limits.memory_bytes, limits.memory_directory) == (2_000_000, parent)
+    assert (limits.cpu_cores, limits.cpu_directory) == (2.0, parent)
+    assert limits.memory_used_bytes() == 1_900_000
 
 
 def test_unlimited_cgroup_falls_back_to_host(tmp_path: Path) -> None:

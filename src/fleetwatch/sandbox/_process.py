@@ -98,6 +98,14 @@ class LocalServer:
         """Crash the server with SIGKILL."""
         self._process.stop(sig=signal.SIGKILL)
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it keeps its sockets but answers nothing, like a hang."""
+        self._process.send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused server (SIGCONT)."""
+        self._process.send(signal.SIGCONT)
+
     def close(self) -> None:
         """Stop the server and delete its data."""
         self.stop()

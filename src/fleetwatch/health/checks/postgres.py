@@ -13,11 +13,16 @@ from fleetwatch.health.status import HealthStatus
 
 #: The seed's threshold: a query slower than 1 s is degraded.
 DEFAULT_SLOW_AFTER = 1.0
-#: Server connections at or above this share of max_connections is degraded: new clients are
-#: about to be refused ("sorry, too many clients already").
+#: Connections at or above this share of what ordinary clients may open is degraded: new
+#: clients are about to be refused ("sorry, too many clients already").
 DEFAULT_CONNECTIONS_RATIO = 0.9
 
-_CONNECTIONS_SQL = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+_CONNECTIONS_SQL = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(current_setting('reserved_connections', true), '0')::int
+"""
 
 
 class PostgresCheck:
@@ -25,6 +30,8 @@ class PostgresCheck:
 
     It opens a fresh connection each time on purpose: that is what a new client of the database
     must be able to do, and a long-lived connection would hide ``max_connections`` exhaustion.
+    The limit that matters to ordinary clients is ``max_connections`` less the slots reserved for
+    superusers (and, from PostgreSQL 16, ``reserved_connections``): they are refused there.
     """
 
     component_type = "datastore"
@@ -53,15 +60,28 @@ class PostgresCheck:
         try:
             await conn.execute(self._query, timeout=self._timeout)
             elapsed = time.perf_counter() - started
-            in_use = int(await conn.fetchval(_CONNECTIONS_SQL, timeout=self._timeout))
-            limit = int(await conn.fetchval("SHOW max_connections", timeout=self._timeout))
-        finally:
-            await conn.close(timeout=self._timeout)
-        ratio = in_use / limit if limit else 0.0
+            row = await conn.fetchrow(_CONNECTIONS_SQL, timeout=self._timeout)
+        except BaseException:
+            # Failed, timed out or cancelled: drop the connection without waiting on a server
+            # that may be the very thing that hangs.
+            conn.terminate()
+            raise
+        await conn.close(timeout=self._timeout)
+        if row is None:
+            raise RuntimeError("the connection-count query returned no row")
+        in_use, limit, reserved = int(row[0]), int(row[1]), int(row[2])
+        usable = max(1, limit - reserved)
         problems = []
-        if ratio >= self._connections_ratio:
-            problems.append(f"near max_connections: {in_use}/{limit} in use")
-        metadata = {"connections_in_use": in_use, "max_connections": limit}
+        if in_use >= self._connections_ratio * usable:
+            problems.append(
+                f"near the connection limit: {in_use} in use, ordinary clients are refused at "
+                f"{usable} ({limit} max_connections, {reserved} reserved)"
+            )
+        metadata = {
+            "connections_in_use": in_use,
+            "max_connections": limit,
+            "reserved_connections": reserved,
+        }
         return timed_observation(
             "PostgreSQL", elapsed, self._slow_after, metadata, problems=problems
         )

@@ -36,26 +36,50 @@ def _read(path: Path) -> str | None:
 
 
 def _host_cpu_times() -> tuple[float, float]:
-    """Busy and total CPU seconds of the host, all cores together (idle and iowait are idle)."""
+    """Busy and total CPU seconds of the host, all cores together.
+
+    Idle and iowait count as idle. Guest time is already inside user and nice, so it is taken
+    out of the total once (as psutil does), or VM hosts would look less busy than they are.
+    """
     times = psutil.cpu_times()
-    total = sum(times)
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
     idle = times.idle + getattr(times, "iowait", 0.0)
     return total - idle, total
 
 
+def _cpu_limit(directory: Path) -> float | None:
+    cpu_max = (_read(directory / "cpu.max") or "max").split()
+    if not cpu_max or cpu_max[0] == "max":
+        return None
+    period = int(cpu_max[1]) if len(cpu_max) > 1 else 100_000
+    return int(cpu_max[0]) / period
+
+
+def _memory_limit(directory: Path) -> int | None:
+    memory_max = _read(directory / "memory.max") or "max"
+    return None if memory_max == "max" else int(memory_max)
+
+
 @dataclass(frozen=True, slots=True)
 class CgroupLimits:
-    """The cgroup v2 directory of this process and what it limits."""
+    """The cgroup v2 limits that bind this process, and the groups that set them.
+
+    A limit may be set on the process's own group or on any ancestor (a systemd slice, a
+    Kubernetes pod above its containers); the tightest one binds, and usage is measured in the
+    group that sets it, since everything in that group shares the limit.
+    """
 
     directory: Path
     cpu_cores: float | None
     memory_bytes: int | None
+    cpu_directory: Path | None = None
+    memory_directory: Path | None = None
 
     @classmethod
     def discover(
         cls, root: Path = Path("/sys/fs/cgroup"), self_cgroup: Path = Path("/proc/self/cgroup")
     ) -> CgroupLimits | None:
-        """Find this process's cgroup v2 directory; ``None`` on cgroup v1 or no cgroup."""
+        """Find this process's cgroup v2 limits; ``None`` on cgroup v1 or no cgroup."""
         if not (root / "cgroup.controllers").exists():
             return None
         relative = "/"
@@ -65,18 +89,30 @@ class CgroupLimits:
         directory = root / relative.lstrip("/")
         if not directory.is_dir():
             directory = root  # a cgroup namespace shows our own group as the root
-        cpu_cores = None
-        cpu_max = (_read(directory / "cpu.max") or "max").split()
-        if cpu_max and cpu_max[0] != "max":
-            period = int(cpu_max[1]) if len(cpu_max) > 1 else 100_000
-            cpu_cores = int(cpu_max[0]) / period
-        memory_max = _read(directory / "memory.max") or "max"
-        memory_bytes = None if memory_max == "max" else int(memory_max)
-        return cls(directory, cpu_cores, memory_bytes)
+        cpu: tuple[float, Path] | None = None
+        memory: tuple[int, Path] | None = None
+        level = directory
+        while True:
+            cores, limit = _cpu_limit(level), _memory_limit(level)
+            if cores is not None and (cpu is None or cores < cpu[0]):
+                cpu = (cores, level)
+            if limit is not None and (memory is None or limit < memory[0]):
+                memory = (limit, level)
+            if level == root or root not in level.parents:
+                break
+            level = level.parent
+        return cls(
+            directory,
+            cpu[0] if cpu else None,
+            memory[0] if memory else None,
+            cpu[1] if cpu else None,
+            memory[1] if memory else None,
+        )
 
     def cpu_usage_seconds(self) -> float | None:
-        """Total CPU time the group has used, from ``cpu.stat``."""
-        for line in (_read(self.directory / "cpu.stat") or "").splitlines():
+        """CPU time used by the group that sets the CPU limit, from its ``cpu.stat``."""
+        directory = self.cpu_directory or self.directory
+        for line in (_read(directory / "cpu.stat") or "").splitlines():
             key, _, value = line.partition(" ")
             if key == "usage_usec":
                 return int(value) / 1e6
@@ -84,11 +120,12 @@ class CgroupLimits:
 
     def memory_used_bytes(self) -> int | None:
         """Working set: ``memory.current`` less reclaimable page cache, as Kubernetes counts."""
-        current = _read(self.directory / "memory.current")
+        directory = self.memory_directory or self.directory
+        current = _read(directory / "memory.current")
         if current is None:
             return None
         inactive = 0
-        for line in (_read(self.directory / "memory.stat") or "").splitlines():
+        for line in (_read(directory / "memory.stat") or "").splitlines():
             key, _, value = line.partition(" ")
             if key == "inactive_file":
                 inactive = int(value)
