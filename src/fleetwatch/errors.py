@@ -39,3 +39,7 @@ class ConfigError(FleetwatchError):
 
 class SandboxError(FleetwatchError):
     """A throwaway local server (Redis, PostgreSQL, HTTP) could not be started or stopped."""
+
+
+class ServeError(FleetwatchError):
+    """An HTTP server could not start: the address is in use, or start-up got stuck."""

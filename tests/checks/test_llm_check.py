@@ -143,3 +143,16 @@ async def test_api_key_is_sent(llm: Any, client: httpx.AsyncClient) -> None:
     result = await run_check(without, CheckSettings("llm"))
     assert result.status is HealthStatus.UNHEALTHY
     assert result.output.startswith("HTTPStatusError")
+
+
+async def test_malformed_reply_names_what_was_wrong(client: httpx.AsyncClient) -> None:
+    """A server that answers /v1/models with something other than a model list fails clearly."""
+
+    async def not_models(request: Request) -> JSONResponse:
+        return JSONResponse(["not", "an", "object"])
+
+    app = Starlette(routes=[Route("/v1/models", not_models)])
+    async with AppServer(app) as server:
+        result = await run_check(LlmCheck(server.url, client=client), CheckSettings("llm"))
+    assert result.status is HealthStatus.UNHEALTHY
+    assert result.output == "ValueError: GET /v1/models: expected a JSON object, got list"

@@ -220,11 +220,47 @@ async def test_missing_secret_variable_is_named(monkeypatch: pytest.MonkeyPatch)
             config.build(http)
 
 
-async def test_prompt_without_model_is_refused() -> None:
-    """A generation probe must say which model to ask."""
-    config = parse_config(
-        {"checks": [{"name": "a", "type": "llm", "url": "http://x", "prompt": "hi"}]}
-    )
-    async with httpx.AsyncClient() as http:
-        with pytest.raises(ConfigError, match="needs `model` too"):
-            config.build(http)
+def test_prompt_without_model_is_refused() -> None:
+    """A generation probe must say which model to ask; this is caught when the file is read."""
+    table = {"name": "a", "type": "llm", "url": "http://x", "prompt": "hi"}
+    with pytest.raises(ConfigError, match="needs `model` too"):
+        parse_config({"checks": [table]})
+
+
+def test_bad_override_names_its_variable(tmp_path: Path) -> None:
+    """A bad value that came from the environment says which variable set it."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, FULL), environ={"FLEETWATCH_CHECKS__DB_PORT__PORT": "0"})
+    assert "(set by environment variable FLEETWATCH_CHECKS__DB_PORT__PORT)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "variable", ["FLEETWATCH_SERVICES__ID", "FLEETWATCH_CHECKS__CACHE", "FLEETWATCH_X__Y__Z"]
+)
+def test_unknown_override_forms_are_refused(tmp_path: Path, variable: str) -> None:
+    """An override in no known form is an error, not silently ignored."""
+    with pytest.raises(ConfigError, match="is not an override fleetwatch knows"):
+        load_config(_write(tmp_path, FULL), environ={variable: "1"})
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        (
+            {"name": "a", "type": "http", "url": "http://x", "headers": {"Authorization": "t"}},
+            "use headers_from_env",
+        ),
+        (
+            {"name": "a", "type": "redis", "url": "redis://:pw@h:6379"},
+            "must not contain a password",
+        ),
+        ({"name": "a", "type": "postgres", "dsn": "postgresql://u:pw@h/db"}, "password_env"),
+        ({"name": "a", "type": "system", "timeout": float("inf")}, "finite"),
+        ({"name": "a", "type": "system", "weight": float("inf")}, "field 'weight'"),
+    ],
+)
+def test_secrets_and_infinities_are_refused(table: dict[str, object], expected: str) -> None:
+    """Secrets never live in the file, and every limit is finite."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"checks": [table]})
+    assert expected in str(info.value)

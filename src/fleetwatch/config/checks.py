@@ -7,10 +7,18 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from fleetwatch.config.durations import parse_duration
-from fleetwatch.health import CheckSettings, Group, HealthCheck
+from fleetwatch.health import DEPENDENCY_GROUPS, CheckSettings, Group, HealthCheck
+from fleetwatch.health.check import CHECK_NAME_PATTERN
 from fleetwatch.health.checks import (
     HttpCheck,
     LlmCheck,
@@ -26,26 +34,40 @@ from fleetwatch.health.checks import redis as redis_check
 from fleetwatch.health.checks import system as system_check
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+Name = Annotated[str, Field(pattern=CHECK_NAME_PATTERN)]
 Percent = Annotated[float, Field(gt=0, le=100)]
 Ratio = Annotated[float, Field(gt=0, le=1)]
 
 
-def _env_secret(variable: str | None, field: str) -> str | None:
+def _require_env(variable: str, field: str) -> str:
     """Read a secret from the environment; secrets never live in the config file."""
-    if variable is None:
-        return None
     value = os.environ.get(variable)
     if value is None:
         raise ValueError(f"{field}: environment variable {variable} is not set")
     return value
 
 
-def _require_scheme(url: str, schemes: tuple[str, ...]) -> str:
+def _env_secret(variable: str | None, field: str) -> str | None:
+    """Like :func:`_require_env`, for optional secrets."""
+    return None if variable is None else _require_env(variable, field)
+
+
+#: Headers that carry credentials; their values must come from the environment.
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
+)
+
+
+def _require_scheme(url: str, schemes: tuple[str, ...], secret_field: str | None = None) -> str:
     parts = urlsplit(url)
     if parts.scheme not in schemes or not parts.hostname:
         allowed = " or ".join(f"{s}://" for s in schemes)
         raise ValueError(f"must be a URL starting with {allowed} and naming a host, got {url!r}")
+    if parts.password is not None:
+        where = (
+            f"; put it in an environment variable named by `{secret_field}`" if secret_field else ""
+        )
+        raise ValueError(f"must not contain a password (secrets never live in the file){where}")
     return url
 
 
@@ -59,8 +81,8 @@ class CheckConfig(BaseModel):
     name: Name
     type: str
     critical: bool = False
-    weight: Annotated[float, Field(ge=0)] = 1.0
-    groups: list[Group] = Field(default_factory=lambda: [Group.READINESS, Group.STARTUP])
+    weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    groups: list[Group] = Field(default_factory=lambda: sorted(DEPENDENCY_GROUPS))
     interval: Duration | None = None
     timeout: Duration = 5.0
     rise: Annotated[int, Field(ge=1, le=100)] = 2
@@ -98,7 +120,18 @@ class HttpCheckConfig(CheckConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _require_scheme(value, ("http", "https"))
+        return _require_scheme(value, ("http", "https"), "headers_from_env")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secret_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        secret = sorted(h for h in value if h.lower() in SECRET_HEADERS)
+        if secret:
+            raise ValueError(
+                f"{', '.join(secret)} carries a secret, and secrets never live in the file: "
+                f'use headers_from_env = {{ {secret[0]} = "ENV_VAR_NAME" }}'
+            )
+        return value
 
     @field_validator("expected_status", mode="before")
     @classmethod
@@ -111,7 +144,7 @@ class HttpCheckConfig(CheckConfig):
     def build(self, http: httpx.AsyncClient) -> HealthCheck:
         headers = dict(self.headers)
         for header, variable in self.headers_from_env.items():
-            headers[header] = _env_secret(variable, f"headers_from_env.{header}") or ""
+            headers[header] = _require_env(variable, f"headers_from_env.{header}")
         return HttpCheck(
             self.url,
             client=http,
@@ -147,7 +180,7 @@ class RedisCheckConfig(CheckConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _require_scheme(value, ("redis", "rediss"))
+        return _require_scheme(value, ("redis", "rediss"), "password_env")
 
     def build(self, http: httpx.AsyncClient) -> HealthCheck:
         return RedisCheck(
@@ -172,7 +205,7 @@ class PostgresCheckConfig(CheckConfig):
     @field_validator("dsn")
     @classmethod
     def _dsn(cls, value: str) -> str:
-        return _require_scheme(value, ("postgresql", "postgres"))
+        return _require_scheme(value, ("postgresql", "postgres"), "password_env")
 
     def build(self, http: httpx.AsyncClient) -> HealthCheck:
         return PostgresCheck(
@@ -229,7 +262,7 @@ class LlmCheckConfig(CheckConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _require_scheme(value, ("http", "https"))
+        return _require_scheme(value, ("http", "https"), "api_key_env")
 
     @field_validator("prompt")
     @classmethod
@@ -238,9 +271,13 @@ class LlmCheckConfig(CheckConfig):
             raise ValueError("must not be empty; leave it out to only list models")
         return value
 
-    def build(self, http: httpx.AsyncClient) -> HealthCheck:
+    @model_validator(mode="after")
+    def _prompt_needs_model(self) -> LlmCheckConfig:
         if self.prompt is not None and self.model is None:
             raise ValueError("prompt: a generation probe needs `model` too")
+        return self
+
+    def build(self, http: httpx.AsyncClient) -> HealthCheck:
         return LlmCheck(
             self.url,
             client=http,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
@@ -24,6 +25,6 @@ def parse_duration(value: object) -> float:
             f"invalid duration {value!r}: use seconds as a number (2, 0.5) or a string with a "
             "unit: '500ms', '2s', '1m', '1h'"
         )
-    if not seconds > 0:
-        raise ValueError(f"a duration must be greater than zero, got {value!r}")
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"a duration must be a finite number greater than zero, got {value!r}")
     return seconds

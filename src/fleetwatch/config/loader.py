@@ -29,6 +29,8 @@ from fleetwatch.health import CheckSettings, HealthCheck, ScoreThresholds
 ENV_PREFIX = "FLEETWATCH_"
 _TABLES = ("service", "aggregation", "checks")
 _M = TypeVar("_M", bound=BaseModel)
+#: Which environment variable set a field: (check name or table name, field) -> variable.
+Overrides = dict[tuple[str, str], str]
 
 
 class ServiceConfig(BaseModel):
@@ -46,8 +48,8 @@ class AggregationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    healthy_threshold: float = Field(0.8, ge=0, le=1)
-    degraded_threshold: float = Field(0.5, ge=0, le=1)
+    healthy_threshold: float = Field(0.8, ge=0, le=1, allow_inf_nan=False)
+    degraded_threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     parallel: bool = True
 
     @model_validator(mode="after")
@@ -112,15 +114,19 @@ def parse_config(
     checks_raw = raw.get("checks", [])
     if not isinstance(checks_raw, list) or not all(isinstance(c, dict) for c in checks_raw):
         raise ConfigError("`checks` must be an array of tables: [[checks]]", source=source)
-    _apply_env(raw, checks_raw, environ or {}, source)
-    service = _validate(ServiceConfig, raw.get("service", {}), source, None, "service")
+    overrides = _apply_env(raw, checks_raw, environ or {}, source)
+    service = _validate(
+        ServiceConfig, raw.get("service", {}), _Where(source, overrides, table="service")
+    )
     aggregation = _validate(
-        AggregationConfig, raw.get("aggregation", {}), source, None, "aggregation"
+        AggregationConfig,
+        raw.get("aggregation", {}),
+        _Where(source, overrides, table="aggregation"),
     )
     checks: list[CheckConfig] = []
     seen: set[str] = set()
     for index, table in enumerate(checks_raw):
-        check = _validate_check(table, index, source)
+        check = _validate_check(table, index, source, overrides)
         if check.name in seen:
             raise ConfigError(f"duplicate check name {check.name!r}", source=source)
         seen.add(check.name)
@@ -128,7 +134,9 @@ def parse_config(
     return HealthConfig(source, service, aggregation, tuple(checks))
 
 
-def _validate_check(table: dict[str, Any], index: int, source: str) -> CheckConfig:
+def _validate_check(
+    table: dict[str, Any], index: int, source: str, overrides: Overrides
+) -> CheckConfig:
     name = table.get("name")
     label = str(name) if isinstance(name, str) and name else f"checks[{index}]"
     kind = table.get("type")
@@ -147,36 +155,49 @@ def _validate_check(table: dict[str, Any], index: int, source: str) -> CheckConf
             check=label,
             field="type",
         )
-    return _validate(model, table, source, label, None)
+    return _validate(model, table, _Where(source, overrides, check=label))
 
 
-def _validate(model: type[_M], data: Any, source: str, check: str | None, table: str | None) -> _M:
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """Where a table being validated comes from, for error messages."""
+
+    source: str
+    overrides: Overrides
+    check: str | None = None
+    table: str | None = None
+
+
+def _validate(model: type[_M], data: Any, where: _Where) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, model, source, check, table) from None
+        raise _config_error(exc, model, where) from None
 
 
-def _config_error(
-    exc: ValidationError, model: type[BaseModel], source: str, check: str | None, table: str | None
-) -> ConfigError:
+def _config_error(exc: ValidationError, model: type[BaseModel], where: _Where) -> ConfigError:
     problems = []
     first_field = None
+    scope = where.check or where.table or ""
+    prefix = f"[{where.table}] " if where.table else ""
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(table)"
         first_field = first_field or field
-        where = f"[{table}] " if table else ""
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(model.model_fields))
-            problems.append(f"{where}unknown field {field!r}; allowed fields: {allowed}")
+            problems.append(f"{prefix}unknown field {field!r}; allowed fields: {allowed}")
         elif error["type"] == "missing":
-            problems.append(f"{where}field {field!r} is required")
+            problems.append(f"{prefix}field {field!r} is required")
         else:
             message = error["msg"].removeprefix("Value error, ")
             shown = repr(error["input"])
             got = "" if shown in message else f" (got {shown})"
-            problems.append(f"{where}field {field!r}: {message}{got}")
-    return ConfigError("; ".join(problems), source=source, check=check, field=first_field)
+            variable = where.overrides.get((scope, str(error["loc"][0]) if error["loc"] else ""))
+            origin = f" (set by environment variable {variable})" if variable else ""
+            problems.append(f"{prefix}field {field!r}: {message}{got}{origin}")
+    return ConfigError(
+        "; ".join(problems), source=where.source, check=where.check, field=first_field
+    )
 
 
 def _env_value(text: str) -> Any:
@@ -192,14 +213,16 @@ def _normalise(name: str) -> str:
 
 def _apply_env(
     raw: dict[str, Any], checks: list[dict[str, Any]], environ: Mapping[str, str], source: str
-) -> None:
+) -> Overrides:
+    """Apply FLEETWATCH_*__* variables; return which variable set which (scope, field)."""
     by_name = {_normalise(str(c.get("name", ""))): c for c in checks}
-    for variable, text in environ.items():
+    overrides: Overrides = {}
+    for variable, text in sorted(environ.items()):
         if not variable.startswith(ENV_PREFIX) or "__" not in variable:
             continue
         parts = variable[len(ENV_PREFIX) :].split("__")
         table = parts[0].lower()
-        if table == "checks" and len(parts) == 3:
+        if table == "checks" and len(parts) == 3 and all(parts):
             target = by_name.get(parts[1].upper())
             if target is None:
                 raise ConfigError(
@@ -207,8 +230,21 @@ def _apply_env(
                     + ", ".join(str(c.get("name")) for c in checks),
                     source=source,
                 )
-            target[parts[2].lower()] = _env_value(text)
-        elif table in ("service", "aggregation") and len(parts) == 2:
+            field = parts[2].lower()
+            target[field] = _env_value(text)
+            overrides[(str(target.get("name")), field)] = variable
+        elif table in ("service", "aggregation") and len(parts) == 2 and parts[1]:
             section = raw.setdefault(table, {})
-            if isinstance(section, dict):
-                section[parts[1].lower()] = _env_value(text)
+            if not isinstance(section, dict):
+                raise ConfigError(f"[{table}] must be a table", source=source)
+            field = parts[1].lower()
+            section[field] = _env_value(text)
+            overrides[(table, field)] = variable
+        else:
+            raise ConfigError(
+                f"environment variable {variable} is not an override fleetwatch knows; use "
+                "FLEETWATCH_CHECKS__<CHECK>__<FIELD>, FLEETWATCH_SERVICE__<FIELD> or "
+                "FLEETWATCH_AGGREGATION__<FIELD>",
+                source=source,
+            )
+    return overrides

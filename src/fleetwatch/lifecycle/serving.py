@@ -16,6 +16,12 @@ from typing import Any
 
 import uvicorn
 
+from fleetwatch.errors import ServeError
+
+#: Binding a socket and running an app's start-up takes milliseconds; a start-up that takes
+#: longer than this is stuck (a lifespan waiting on something that never comes).
+STARTUP_LIMIT_S = 30.0
+
 
 class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -52,20 +58,42 @@ class AppServer:
 
     @property
     def url(self) -> str:
-        """``http://host:port`` once started."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port`` once started (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
-    async def start(self) -> None:
-        """Bind and start serving; returns once the socket accepts connections."""
-        self._task = asyncio.create_task(self._server.serve(), name="fleetwatch.http-server")
-        while not self._server.started:
-            if self._task.done():
-                await self._task  # re-raises the bind error
-                raise OSError(f"could not serve on {self.host}:{self.port}")
-            await asyncio.sleep(0.01)
+    async def start(self, *, within: float = STARTUP_LIMIT_S) -> None:
+        """Bind and start serving; returns once the socket accepts connections.
+
+        Raises :class:`ServeError` naming the address when the port cannot be bound (uvicorn
+        itself would exit the process) or when start-up takes longer than ``within`` seconds.
+        """
+        self._task = asyncio.create_task(self._serve(), name="fleetwatch.http-server")
+        try:
+            async with asyncio.timeout(within):
+                while not self._server.started:
+                    if self._task.done():
+                        await self._task
+                        raise ServeError(f"the server on {self.host}:{self.port} did not start")
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            await self.aclose()
+            raise ServeError(
+                f"the server on {self.host}:{self.port} did not start within {within:g}s"
+            ) from None
         sockets = [s for server in self._server.servers for s in server.sockets]
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve()
+        except SystemExit:
+            # uvicorn logs the bind error and exits; turn that into an error we can report.
+            raise ServeError(
+                f"cannot listen on {self.host}:{self.port}: the address is in use or not "
+                "available (choose another port, or stop what holds it)"
+            ) from None
 
     async def aclose(self) -> None:
         """Stop serving and wait for uvicorn to finish (it closes idle connections)."""

@@ -49,6 +49,14 @@ class RawHttpConnection:
             return await self._exchange(path)
 
     async def _exchange(self, path: str) -> tuple[int, bytes]:
+        try:
+            return await self._request(path)
+        except BaseException:
+            # A half-read answer would be taken for the next request's: never reuse this one.
+            await self.aclose()
+            raise
+
+    async def _request(self, path: str) -> tuple[int, bytes]:
         assert self._reader is not None
         assert self._writer is not None
         request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n"

@@ -32,6 +32,8 @@ class StatusRange:
 
 
 SUCCESS = (StatusRange(200, 299),)
+#: How much of a body ``body_contains`` searches; the rest is never downloaded.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def parse_status_spec(spec: int | str) -> StatusRange:
@@ -58,7 +60,8 @@ class HttpCheck:
 
     Expected statuses pass (default any 2xx). 429 Too Many Requests is degraded, as in Consul:
     the dependency is alive but shedding load. Any other status, a missing ``body_contains``
-    substring or a connection error fails. Slower than ``slow_after`` is degraded.
+    substring (searched in the first 64 KiB; without it the body is not read at all) or a
+    connection error fails. Slower than ``slow_after`` is degraded.
     """
 
     component_type = "http"
@@ -85,26 +88,38 @@ class HttpCheck:
 
     async def check(self) -> Observation:
         started = time.perf_counter()
-        response = await self._client.get(self.url, headers=self._headers, timeout=self._timeout)
+        async with self._client.stream(
+            "GET", self.url, headers=self._headers, timeout=self._timeout
+        ) as response:
+            body = await self._read_some(response) if self._body_contains is not None else b""
         elapsed = time.perf_counter() - started
         code = response.status_code
         metadata = {"status_code": code, "url": self.url}
-        expected = ", ".join(map(str, self._expected))
+        ms = round(elapsed * 1000, 3)
         if not any(code in r for r in self._expected):
+            expected = ", ".join(map(str, self._expected))
             status = HealthStatus.DEGRADED if code == 429 else HealthStatus.UNHEALTHY
             return Observation(
-                status,
-                f"HTTP {code} from {self.url} (expected {expected})",
-                round(elapsed * 1000, 3),
-                "ms",
-                metadata,
+                status, f"HTTP {code} from {self.url} (expected {expected})", ms, "ms", metadata
             )
-        if self._body_contains is not None and self._body_contains not in response.text:
+        if self._body_contains is not None and self._body_contains.encode() not in body:
             return Observation(
                 HealthStatus.UNHEALTHY,
-                f"HTTP {code} but the body lacks {self._body_contains!r}",
-                round(elapsed * 1000, 3),
+                f"HTTP {code} but the first {len(body)} bytes of the body lack "
+                f"{self._body_contains!r}",
+                ms,
                 "ms",
                 metadata,
             )
         return timed_observation(f"HTTP {code}", elapsed, self._slow_after, metadata)
+
+    @staticmethod
+    async def _read_some(response: httpx.Response) -> bytes:
+        """At most MAX_BODY_BYTES of the body: a health endpoint cannot make us download a file."""
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_BODY_BYTES:
+                break
+        return b"".join(chunks)[:MAX_BODY_BYTES]

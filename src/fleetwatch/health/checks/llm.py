@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from fleetwatch.health.checks._latency import timed_observation
 from fleetwatch.health.result import Observation
 from fleetwatch.health.status import HealthStatus
 
@@ -64,7 +65,7 @@ class LlmCheck:
             )
         if self._prompt is None:
             elapsed = time.perf_counter() - started
-            return self._judge("models listed", elapsed, metadata)
+            return timed_observation("LLM (models only)", elapsed, self._slow_after, metadata)
         text, usage = await self._generate()
         elapsed = time.perf_counter() - started
         metadata.update(response_length=len(text), tokens_used=usage)
@@ -76,26 +77,16 @@ class LlmCheck:
                 "ms",
                 metadata,
             )
-        return self._judge("LLM generated", elapsed, metadata)
-
-    def _judge(self, what: str, elapsed: float, metadata: dict[str, Any]) -> Observation:
-        ms = round(elapsed * 1000, 3)
-        if self._slow_after is not None and elapsed > self._slow_after:
-            return Observation(
-                HealthStatus.DEGRADED,
-                f"LLM slow: {ms:.1f}ms > {self._slow_after * 1000:.0f}ms",
-                ms,
-                "ms",
-                metadata,
-            )
-        return Observation(HealthStatus.HEALTHY, f"{what}: {ms:.1f}ms", ms, "ms", metadata)
+        return timed_observation("LLM", elapsed, self._slow_after, metadata)
 
     async def _models(self) -> list[str]:
         response = await self._client.get(
             f"{self.base_url}/v1/models", headers=self._headers, timeout=self._timeout
         )
         response.raise_for_status()
-        data = response.json().get("data", [])
+        data = _json(response).get("data")
+        if not isinstance(data, list):
+            raise ValueError("GET /v1/models: expected an object with a `data` list of models")
         return [str(item.get("id")) for item in data if isinstance(item, dict)]
 
     async def _generate(self) -> tuple[str, int]:
@@ -111,8 +102,28 @@ class LlmCheck:
             },
         )
         response.raise_for_status()
+        body = _json(response)
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ValueError("POST /v1/chat/completions: expected a `choices` list")
+        message = choices[0].get("message")
+        text = str(message.get("content") or "") if isinstance(message, dict) else ""
+        usage = body.get("usage")
+        tokens = int(usage.get("total_tokens") or 0) if isinstance(usage, dict) else 0
+        return text, tokens
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object, or a ValueError that says what came instead."""
+    try:
         body = response.json()
-        choices = body.get("choices") or [{}]
-        text = str((choices[0].get("message") or {}).get("content") or "")
-        usage = int((body.get("usage") or {}).get("total_tokens") or 0)
-        return text, usage
+    except ValueError:
+        raise ValueError(
+            f"{response.request.method} {response.request.url.path}: the reply is not JSON"
+        ) from None
+    if not isinstance(body, dict):
+        raise ValueError(
+            f"{response.request.method} {response.request.url.path}: expected a JSON object, "
+            f"got {type(body).__name__}"
+        )
+    return body
