@@ -18,6 +18,7 @@ check executions per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,12 +27,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from _common import emit, parser, percentile, progress
 from fleetwatch.health.scheduler import DEFAULT_JITTER
-from fleetwatch.sandbox import PostgresServer, RedisServer, free_port
+from fleetwatch.sandbox import BackendProcess, PostgresServer, RedisServer, free_port
 from fleetwatch.sandbox.ports import port_open, wait_until
 from fleetwatch.sandbox.raw_http import RawHttpConnection
 
@@ -170,71 +172,44 @@ async def measure_seed_style(port: int, duration: float) -> dict[str, Any]:
     return load
 
 
+@contextlib.contextmanager
+def child(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, ready once ``port`` accepts connections, stopped with SIGTERM."""
+    proc = subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_until(lambda: port_open("127.0.0.1", port), timeout=30, what=" ".join(argv[:4]))
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
 def main() -> None:
     """Set up the servers, run the load, print the JSON result."""
     args = parser(__doc__ or "").parse_args()
     duration = 3.0 if args.quick else 10.0
-    workdir = Path(tempfile.mkdtemp(prefix="fleetwatch-bench-"))
     progress("starting redis-server, PostgreSQL and a 200 ms slow HTTP dependency")
-    with RedisServer() as redis, PostgresServer() as postgres:
-        slow_port, probe_port = free_port(), free_port()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        slow = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleetwatch.sandbox.http_backend",
-                "--port",
-                str(slow_port),
-                "--delay",
-                "0.2",
-            ],
-            env=env,
-        )
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetwatch-bench-")))
+        redis = stack.enter_context(RedisServer())
+        postgres = stack.enter_context(PostgresServer())
+        slow = stack.enter_context(BackendProcess(delay=0.2))
         config = workdir / "checks.toml"
-        config.write_text(config_text(redis, postgres, slow_port))
-        server_log = (workdir / "probe-server.log").open("wb")
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleetwatch",
-                "check",
-                "--config",
-                str(config),
-                "--serve",
-                f"127.0.0.1:{probe_port}",
-                "--no-live",
-            ],
-            env=env,
-            stdout=server_log,
-            stderr=subprocess.STDOUT,
+        config.write_text(config_text(redis, postgres, slow.port))
+        probe_port, seed_port = free_port(), free_port()
+        fleetwatch = [sys.executable, "-m", "fleetwatch", "check", "--config", str(config)]
+        seed_style = [sys.executable, str(Path(__file__).with_name("_seed_style_server.py"))]
+        server = stack.enter_context(
+            child([*fleetwatch, "--serve", f"127.0.0.1:{probe_port}", "--no-live"], probe_port)
         )
-        seed_port = free_port()
-        seed = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("_seed_style_server.py")),
-                str(config),
-                str(seed_port),
-            ],
-            env=env,
-        )
-        try:
-            wait_until(lambda: port_open("127.0.0.1", probe_port), timeout=30, what="probe server")
-            wait_until(lambda: port_open("127.0.0.1", seed_port), timeout=30, what="seed server")
-            time.sleep(1.5)  # every check has reported at least once
-            progress(f"open-loop load: {RATE:.0f} req/s for {duration:g} s against /health")
-            result = asyncio.run(measure(probe_port, duration))
-            progress(f"seed-style baseline: {SEED_STYLE_RATE:.0f} req/s for {duration:g} s")
-            baseline = asyncio.run(measure_seed_style(seed_port, duration))
-        finally:
-            for proc in (server, seed):
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=20)
-            slow.terminate()
-            slow.wait(timeout=10)
-            server_log.close()
+        seed = stack.enter_context(child([*seed_style, str(config), str(seed_port)], seed_port))
+        if server.poll() is not None or seed.poll() is not None:
+            raise SystemExit("a server exited during start-up")
+        time.sleep(1.5)  # every check has reported at least once
+        progress(f"open-loop load: {RATE:.0f} req/s for {duration:g} s against /health")
+        result = asyncio.run(measure(probe_port, duration))
+        progress(f"seed-style baseline: {SEED_STYLE_RATE:.0f} req/s for {duration:g} s")
+        baseline = asyncio.run(measure_seed_style(seed_port, duration))
     per_request = result["executions"]["total"] / max(result["completed"], 1)
     latency = result["latency_ms"]
     progress(

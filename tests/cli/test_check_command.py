@@ -97,6 +97,17 @@ async def test_config_and_usage_errors_exit_64(tmp_path: Path) -> None:
     assert "HOST:PORT" in err
 
 
+async def test_busy_port_is_a_clear_error(tmp_path: Path, backend: HttpBackend) -> None:
+    """--serve on a port already in use exits 64 naming the address, not with a traceback."""
+    ok = _config(tmp_path, '[[checks]]\nname = "s"\ntype = "system"\n')
+    code, _, err = await _fleetwatch(
+        "check", "--config", ok, "--serve", f"127.0.0.1:{backend.port}", "--no-live"
+    )
+    assert code == 64
+    assert f"cannot listen on 127.0.0.1:{backend.port}" in err
+    assert "Traceback" not in err
+
+
 async def test_serve_keeps_checking_and_stops_on_sigterm(
     tmp_path: Path, own_redis: RedisServer
 ) -> None:

@@ -122,14 +122,25 @@ async def serve(
 
 
 async def _display(probes: HealthProbes, console: Console, live: bool) -> None:
-    scheduler = probes.scheduler
     if live and console.is_terminal:
-        with Live(console=console, auto_refresh=False) as screen:
-            while True:
-                table = checks_table(scheduler.states(), probes.verdict(None))
-                view = Stack(table, transitions_table(scheduler.transitions))
-                screen.update(view, refresh=True)
-                await _next_change(scheduler, 1.0)
+        await _live_table(probes, console)
+    else:
+        await _change_lines(probes, console)
+
+
+async def _live_table(probes: HealthProbes, console: Console) -> None:
+    """A table redrawn on every result, and at least once a second."""
+    scheduler = probes.scheduler
+    with Live(console=console, auto_refresh=False) as screen:
+        while True:
+            table = checks_table(scheduler.states(), probes.verdict(None))
+            screen.update(Stack(table, transitions_table(scheduler.transitions)), refresh=True)
+            await _next_change(scheduler, 1.0)
+
+
+async def _change_lines(probes: HealthProbes, console: Console) -> None:
+    """For logs: one line whenever any check's status changes."""
+    scheduler = probes.scheduler
     last: dict[str, str] = {}
     while True:
         await _next_change(scheduler, 5.0)

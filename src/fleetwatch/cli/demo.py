@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
@@ -16,15 +16,14 @@ from rich.syntax import Syntax
 
 from fleetwatch.cli.check import serve
 from fleetwatch.config import load_config
-from fleetwatch.sandbox import PostgresServer, RedisServer, free_port
-from fleetwatch.sandbox._process import ServerProcess
-from fleetwatch.sandbox.ports import port_open, wait_until
+from fleetwatch.sandbox import BackendProcess, PostgresServer, RedisServer, free_port
 
 CHAOS_AFTER_S = 15.0
 CHAOS_OUTAGE_S = 12.0
 
 
 def _config_text(redis: RedisServer, postgres: PostgresServer, api_port: int) -> str:
+    """The demo's checks: the two datastores (critical), a TCP port, the API, the host."""
     return textwrap.dedent(
         f"""\
         [service]
@@ -95,23 +94,17 @@ def demo_command(
     """Start Redis, PostgreSQL and an HTTP API on loopback, check them live, serve probes."""
     console = Console()
     console.rule("[bold]fleetwatch demo")
-    workdir = Path(tempfile.mkdtemp(prefix="fleetwatch-demo-"))
-    with console.status("starting redis-server and PostgreSQL on loopback..."):
-        redis = RedisServer()
-        redis.start()
-        postgres = PostgresServer()
-        postgres.start()
-        api = ServerProcess(workdir / "api.log")
-        api_port = free_port()
-        backend = "fleetwatch.sandbox.http_backend"
-        api.spawn([sys.executable, "-m", backend, "--port", str(api_port), "--delay", "0.02"])
-        wait_until(lambda: port_open("127.0.0.1", api_port), timeout=20, what="demo HTTP API")
-    try:
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetwatch-demo-")))
+        with console.status("starting redis-server, PostgreSQL and an HTTP API on loopback..."):
+            redis = stack.enter_context(RedisServer())
+            postgres = stack.enter_context(PostgresServer())
+            api = stack.enter_context(BackendProcess(delay=0.02))
         console.print(f"redis-server  {redis.url}  (pid {redis.pid})")
         console.print(f"postgres      {postgres.dsn}  (pid {postgres.pid})")
-        console.print(f"HTTP API      http://127.0.0.1:{api_port}/health  (pid {api.pid})")
+        console.print(f"HTTP API      {api.url}/health  (pid {api.pid})")
         config_path = workdir / "checks.toml"
-        config_path.write_text(_config_text(redis, postgres, api_port))
+        config_path.write_text(_config_text(redis, postgres, api.port))
         console.print(f"\nconfig: {config_path}")
         console.print(Syntax(config_path.read_text(), "toml", theme="ansi_dark"))
         probe_port = _port_or_free(port)
@@ -139,8 +132,4 @@ def demo_command(
                 background=outage if chaos else None,
             )
         )
-    finally:
-        api.stop()
-        postgres.close()
-        redis.close()
     raise typer.Exit(code)

@@ -7,9 +7,9 @@ services. ``stop()``/``start()`` keep the port and data, so tests can take a dep
 bring it back.
 """
 
-from fleetwatch.sandbox.http_backend import HttpBackend
+from fleetwatch.sandbox.http_backend import BackendProcess, HttpBackend
 from fleetwatch.sandbox.ports import free_port
 from fleetwatch.sandbox.postgres import PostgresServer
 from fleetwatch.sandbox.redis import RedisServer
 
-__all__ = ["HttpBackend", "PostgresServer", "RedisServer", "free_port"]
+__all__ = ["BackendProcess", "HttpBackend", "PostgresServer", "RedisServer", "free_port"]

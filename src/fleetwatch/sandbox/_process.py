@@ -8,9 +8,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from fleetwatch.sandbox.ports import wait_until
 
 
 class ServerProcess:
@@ -89,6 +92,16 @@ class LocalServer:
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it is ready."""
         raise NotImplementedError
+
+    def _await_ready(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait until ``ready()``; on timeout or early exit, raise with the log's last lines."""
+        wait_until(
+            ready,
+            timeout=timeout,
+            what=what,
+            alive=self._process.running,
+            log=str(self._process.log_path),
+        )
 
     def stop(self) -> None:
         """Stop the server politely, then firmly after ``stop_grace`` seconds."""

@@ -1,19 +1,21 @@
 """A small real HTTP server to check against: fixed latency, chosen status, chosen body.
 
-Runs in its own process (``python -m fleetwatch.sandbox.http_backend --port P --delay 0.2``) or
+Runs in its own process (``python -m fleetwatch.sandbox --port P --delay 0.2``) or
 in-process with :class:`HttpBackend`. Routes:
 
 - ``/`` and ``/health`` answer after ``--delay``;
 - ``/status/{code}`` answers with that code; ``/sleep/{seconds}`` answers after that long;
 - ``/count`` tells how many requests arrived;
 - ``/headers`` echoes the request headers, ``/last-headers`` repeats the last ones it saw;
-- ``/peer`` tells the client's address and port (the same port twice: a reused connection).
+- ``/peer`` tells the client's port and ``/peers`` every port seen there (the same port
+  twice: a reused connection).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import uvicorn
 from starlette.applications import Starlette
@@ -22,12 +24,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fleetwatch.lifecycle.serving import AppServer
+from fleetwatch.sandbox._process import LocalServer
+from fleetwatch.sandbox.ports import free_port, port_open
 
 
 def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
     """The backend's ASGI app."""
     hits = {"count": 0}
     last_headers: dict[str, str] = {}
+    peer_ports: list[int | None] = []
 
     async def health(request: Request) -> Response:
         hits["count"] += 1
@@ -58,10 +63,12 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
         return JSONResponse(last_headers)
 
     async def peer(request: Request) -> Response:
-        client = request.client
-        return JSONResponse(
-            {"host": client.host if client else None, "port": client and client.port}
-        )
+        port = request.client.port if request.client else None
+        peer_ports.append(port)
+        return JSONResponse({"port": port})
+
+    async def peers(request: Request) -> Response:
+        return JSONResponse({"ports": peer_ports})
 
     return Starlette(
         routes=[
@@ -73,8 +80,27 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
             Route("/headers", headers),
             Route("/last-headers", seen_headers),
             Route("/peer", peer),
+            Route("/peers", peers),
         ]
     )
+
+
+class BackendProcess(LocalServer):
+    """The backend in a process of its own (``python -m fleetwatch.sandbox``), on loopback."""
+
+    def __init__(self, *, delay: float = 0.0, port: int | None = None) -> None:
+        super().__init__(prefix="fleetwatch-backend-", log_name="backend.log")
+        self.delay = delay
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the process and wait until it accepts connections."""
+        argv = [sys.executable, "-m", "fleetwatch.sandbox", "--port", str(self.port)]
+        self._process.spawn([*argv, "--delay", str(self.delay)])
+        self._await_ready(
+            lambda: port_open("127.0.0.1", self.port), timeout, f"HTTP backend on port {self.port}"
+        )
 
 
 class HttpBackend(AppServer):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fleetwatch.errors import SandboxError
 from fleetwatch.sandbox._process import LocalServer
-from fleetwatch.sandbox.ports import free_port, wait_until
+from fleetwatch.sandbox.ports import free_port
 
 #: PostgreSQL refuses to run as root; when we are root we run it as this user (the Debian
 #: package creates it).
@@ -124,10 +124,4 @@ class PostgresServer(LocalServer):
             user=self._run_as,
             cwd=str(self._dir),
         )  # fmt: skip
-        wait_until(
-            self._ready,
-            timeout=timeout,
-            what=f"postgres on port {self.port}",
-            alive=self._process.running,
-            log=str(self._process.log_path),
-        )
+        self._await_ready(self._ready, timeout, f"postgres on port {self.port}")

@@ -6,7 +6,7 @@ import shutil
 
 from fleetwatch.errors import SandboxError
 from fleetwatch.sandbox._process import LocalServer
-from fleetwatch.sandbox.ports import free_port, port_open, wait_until
+from fleetwatch.sandbox.ports import free_port, port_open
 
 
 class RedisServer(LocalServer):
@@ -46,10 +46,6 @@ class RedisServer(LocalServer):
                 *self._extra,
             ]
         )  # fmt: skip
-        wait_until(
-            lambda: port_open(self.host, self.port),
-            timeout=timeout,
-            what=f"redis-server on port {self.port}",
-            alive=self._process.running,
-            log=str(self._process.log_path),
+        self._await_ready(
+            lambda: port_open(self.host, self.port), timeout, f"redis-server on port {self.port}"
         )

@@ -60,8 +60,8 @@ class HttpCheck:
 
     Expected statuses pass (default any 2xx). 429 Too Many Requests is degraded, as in Consul:
     the dependency is alive but shedding load. Any other status, a missing ``body_contains``
-    substring (searched in the first 64 KiB; without it the body is not read at all) or a
-    connection error fails. Slower than ``slow_after`` is degraded.
+    substring (searched in the first 64 KiB; a larger body is never downloaded whole, and its
+    connection is dropped rather than reused) or a connection error fails. Slower than ``slow_after`` is degraded.
     """
 
     component_type = "http"
@@ -91,7 +91,9 @@ class HttpCheck:
         async with self._client.stream(
             "GET", self.url, headers=self._headers, timeout=self._timeout
         ) as response:
-            body = await self._read_some(response) if self._body_contains is not None else b""
+            # Read the (small) body even when not searching it: only a fully read response
+            # leaves its connection in the pool for the next check to reuse.
+            body = await self._read_some(response)
         elapsed = time.perf_counter() - started
         code = response.status_code
         metadata = {"status_code": code, "url": self.url}
