@@ -61,7 +61,8 @@ class HttpCheck:
     Expected statuses pass (default any 2xx). 429 Too Many Requests is degraded, as in Consul:
     the dependency is alive but shedding load. Any other status, a missing ``body_contains``
     substring (searched in the first 64 KiB; a larger body is never downloaded whole, and its
-    connection is dropped rather than reused) or a connection error fails. Slower than ``slow_after`` is degraded.
+    connection is dropped rather than reused) or a connection error fails. Slower than
+    ``slow_after`` is degraded.
     """
 
     component_type = "http"
