@@ -43,3 +43,24 @@ class SandboxError(FleetwatchError):
 
 class ServeError(FleetwatchError):
     """An HTTP server could not start: the address is in use, or start-up got stuck."""
+
+
+class RegistryError(FleetwatchError):
+    """Root of the registry's errors; each names the service and instance it concerns."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry's store (or the registry service) cannot be reached right now."""
+
+
+class InstanceGone(RegistryError):
+    """An operator deregistered this instance; its tombstone refuses heartbeats and re-registration.
+
+    The HTTP API answers ``410 Gone`` so the instance's agent stops instead of bringing it back.
+    """
+
+
+class IndexReset(RegistryError):
+    """The change index a client holds is no longer meaningful: it is ahead of the registry's
+    (the store restarted without persistence) or older than the history kept. The client must
+    fetch the full state again, as Consul clients do when the index goes backwards."""

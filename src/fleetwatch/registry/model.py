@@ -1,0 +1,229 @@
+"""Registered instances, their status machine, and the change events the registry emits."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+#: Service names and instance ids appear in URLs and Redis keys: short and URL-safe.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_NAME = re.compile(NAME_PATTERN)
+
+#: A degraded instance keeps serving at this share of its weight, like Consul's warning weight
+#: (``Weights.Warning`` 1 against ``Passing`` 10).
+DEGRADED_WEIGHT_FACTOR = 0.1
+
+
+class InstanceStatus(StrEnum):
+    """Where an instance stands.
+
+    ``starting`` -> ``available`` after ``rise`` passing checks; ``available`` <->
+    ``unavailable`` after ``fall`` failures; ``degraded`` stays routable at a tenth of its
+    weight; ``maintenance`` is set by an operator (not routable, never evicted); ``draining``
+    takes no new traffic while in-flight requests finish, then the instance deregisters.
+    """
+
+    STARTING = "starting"
+    AVAILABLE = "available"
+    DEGRADED = "degraded"
+    UNAVAILABLE = "unavailable"
+    MAINTENANCE = "maintenance"
+    DRAINING = "draining"
+
+    @property
+    def routable(self) -> bool:
+        """Whether new requests may be sent here."""
+        return self in (InstanceStatus.AVAILABLE, InstanceStatus.DEGRADED)
+
+    @property
+    def held_by_operator(self) -> bool:
+        """Set by an operator; checks do not move the instance out of it."""
+        return self in (InstanceStatus.MAINTENANCE, InstanceStatus.DRAINING)
+
+
+class CheckType(StrEnum):
+    """How the registry judges an instance."""
+
+    HTTP = "http"
+    TCP = "tcp"
+    LLM = "llm"
+    #: Judged by an agent's reports and its lease; the monitor does not probe it.
+    TTL = "ttl"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """How the monitor checks an instance.
+
+    Defaults aim at noticing a hung instance within about 3 s (Kubernetes' readiness defaults
+    take 30 s): a check every second, a 0.75 s timeout, two failures to fall, two successes to
+    rise. A crash is noticed faster than that, through the monitor's idle keep-alive connection.
+    ``startup_grace`` keeps a slow-loading server (vLLM binds its port before its model is
+    loaded) in ``starting`` rather than ``unavailable``.
+    """
+
+    type: CheckType = CheckType.HTTP
+    path: str = "/health"
+    interval: float = 1.0
+    timeout: float = 0.75
+    rise: int = 2
+    fall: int = 2
+    startup_grace: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "timeout"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"check.{name} must be a finite number > 0, got {value}")
+        if not (self.startup_grace >= 0 and math.isfinite(self.startup_grace)):
+            raise ValueError(
+                f"check.startup_grace must be finite and >= 0, got {self.startup_grace}"
+            )
+        for name in ("rise", "fall"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"check.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.path.startswith("/"):
+            raise ValueError(f"check.path must start with '/', got {self.path!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One registered instance of a service, with what the registry knows about its health."""
+
+    service: str
+    instance_id: str
+    host: str
+    port: int
+    scheme: str = "http"
+    check: CheckSpec = field(default_factory=CheckSpec)
+    tags: frozenset[str] = frozenset()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    version: str = ""
+    weight: float = 1.0
+    ttl: float = 30.0
+    status: InstanceStatus = InstanceStatus.STARTING
+    registered_at: float = 0.0
+    last_check_at: float | None = None
+    last_check_output: str = ""
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    owner: str = ""
+
+    def __post_init__(self) -> None:
+        for label, value in (("service", self.service), ("instance_id", self.instance_id)):
+            if not _NAME.match(value):
+                raise ValueError(
+                    f"{label} {value!r} is invalid: use 1-63 letters, digits, '_', '.' or '-', "
+                    "starting with a letter or digit"
+                )
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be 1-65535, got {self.port}")
+        if self.scheme not in ("http", "https"):
+            raise ValueError(f"scheme must be http or https, got {self.scheme!r}")
+        if not (self.weight >= 0 and math.isfinite(self.weight)):
+            raise ValueError(f"weight must be a finite number >= 0, got {self.weight}")
+        if not (self.ttl > 0 and math.isfinite(self.ttl)):
+            raise ValueError(f"ttl must be a finite number > 0, got {self.ttl}")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(service, instance_id)."""
+        return self.service, self.instance_id
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host:port`` (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def effective_weight(self) -> float:
+        """The weight a balancer should use: full when available, a tenth when degraded."""
+        if self.status is InstanceStatus.AVAILABLE:
+            return self.weight
+        if self.status is InstanceStatus.DEGRADED:
+            return self.weight * DEGRADED_WEIGHT_FACTOR
+        return 0.0
+
+    def with_changes(self, **changes: Any) -> Instance:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (the store and API format)."""
+        data = asdict(self)
+        data["tags"] = sorted(self.tags)
+        data["metadata"] = dict(self.metadata)
+        data["status"] = self.status.value
+        data["check"]["type"] = self.check.type.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Instance:
+        """The inverse of :meth:`to_dict`."""
+        values = dict(data)
+        check = dict(values.pop("check", {}) or {})
+        if "type" in check:
+            check["type"] = CheckType(check["type"])
+        values["check"] = CheckSpec(**check)
+        values["tags"] = frozenset(values.get("tags") or ())
+        values["metadata"] = dict(values.get("metadata") or {})
+        values["status"] = InstanceStatus(values.get("status", InstanceStatus.STARTING))
+        return cls(**values)
+
+
+class EventType(StrEnum):
+    """What happened to an instance."""
+
+    REGISTERED = "registered"
+    UPDATED = "updated"
+    STATUS_CHANGED = "status_changed"
+    DEREGISTERED = "deregistered"
+    EVICTED = "evicted"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One membership or status change, numbered by the registry's change index."""
+
+    index: int
+    type: EventType
+    service: str
+    instance_id: str
+    at: float
+    instance: Instance | None = None
+    previous_status: InstanceStatus | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return {
+            "index": self.index,
+            "type": self.type.value,
+            "service": self.service,
+            "instance_id": self.instance_id,
+            "at": self.at,
+            "instance": self.instance.to_dict() if self.instance else None,
+            "previous_status": self.previous_status.value if self.previous_status else None,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """The inverse of :meth:`to_dict`."""
+        instance = data.get("instance")
+        previous = data.get("previous_status")
+        return cls(
+            index=int(data["index"]),
+            type=EventType(data["type"]),
+            service=str(data["service"]),
+            instance_id=str(data["instance_id"]),
+            at=float(data["at"]),
+            instance=Instance.from_dict(instance) if instance else None,
+            previous_status=InstanceStatus(previous) if previous else None,
+            reason=str(data.get("reason", "")),
+        )

@@ -1,0 +1,121 @@
+"""The store protocol: what the registry needs from its storage, memory or Redis.
+
+Every membership or status change is atomic with the event it emits and the change index it
+bumps. Check bookkeeping that changes nothing (another passing check) writes without an event,
+and load figures travel apart from membership, so blocking queries wake only for real changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from fleetwatch.registry.model import Event, Instance, InstanceStatus
+
+#: How many events a store keeps for clients catching up after a disconnection.
+DEFAULT_HISTORY = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecord:
+    """The monitor's bookkeeping after one check of an instance."""
+
+    at: float
+    output: str
+    consecutive_failures: int
+    consecutive_successes: int
+
+
+class RegistryStore(Protocol):
+    """Storage for instances, their leases, tombstones, the change index and event history."""
+
+    async def now(self) -> float:
+        """The store's clock, in seconds since the epoch (Redis: its ``TIME``)."""
+        ...
+
+    async def index(self) -> int:
+        """The current change index."""
+        ...
+
+    async def upsert(self, instance: Instance) -> Event:
+        """Register or update; the lease runs ``instance.ttl`` from now on the store's clock.
+
+        Emits ``registered`` for a new instance, ``updated`` otherwise. Raises
+        :class:`~fleetwatch.errors.InstanceGone` while the instance is tombstoned.
+        """
+        ...
+
+    async def renew(self, service: str, instance_id: str) -> Instance | None:
+        """Extend the lease by the instance's ttl. ``None`` if unknown; raises InstanceGone."""
+        ...
+
+    async def set_status(
+        self,
+        service: str,
+        instance_id: str,
+        status: InstanceStatus,
+        *,
+        reason: str = "",
+        record: CheckRecord | None = None,
+        only_from: frozenset[InstanceStatus] | None = None,
+    ) -> tuple[Instance, Event | None] | None:
+        """Set the status (and the check bookkeeping) of an instance.
+
+        Emits ``status_changed`` only when the status changes. With ``only_from``, nothing
+        happens unless the current status is one of those (an operator's maintenance is not
+        overwritten by a check that raced with it). ``None`` if the instance is unknown.
+        """
+        ...
+
+    async def remove(
+        self,
+        service: str,
+        instance_id: str,
+        *,
+        evicted: bool = False,
+        reason: str = "",
+        tombstone_for: float = 0.0,
+    ) -> Event | None:
+        """Remove an instance and everything that points at it; optionally leave a tombstone."""
+        ...
+
+    async def lapsed(self) -> list[tuple[str, str]]:
+        """Instances whose lease deadline has passed on the store's clock."""
+        ...
+
+    async def evict_if_lapsed(self, service: str, instance_id: str, reason: str) -> Event | None:
+        """Remove the instance only if its lease is still lapsed (a renewal may have raced)."""
+        ...
+
+    async def get(self, service: str, instance_id: str) -> Instance | None:
+        """One instance."""
+        ...
+
+    async def instances(self, service: str | None = None) -> list[Instance]:
+        """The instances of one service, or of all services, sorted by service and id."""
+        ...
+
+    async def events_after(self, index: int, limit: int = 1000) -> list[Event]:
+        """Events with an index above ``index``, oldest first.
+
+        Raises :class:`~fleetwatch.errors.IndexReset` when ``index`` is ahead of the store's
+        (it restarted) or older than the history kept.
+        """
+        ...
+
+    async def wait_for_change(self, index: int, within: float) -> int:
+        """Return the current index once it exceeds ``index``, or after ``within`` seconds."""
+        ...
+
+    async def put_load(self, service: str, instance_id: str, load: Mapping[str, float]) -> None:
+        """Record load figures (queue depth, KV-cache use); never bumps the change index."""
+        ...
+
+    async def loads(self, service: str) -> dict[str, dict[str, float]]:
+        """The latest load figures of a service's instances, by instance id."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and background tasks."""
+        ...

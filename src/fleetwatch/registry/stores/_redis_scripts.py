@@ -1,0 +1,125 @@
+"""Lua scripts of the Redis store. Each runs atomically, on Redis's own clock (``TIME``).
+
+All keys share one hash tag, so every script touches a single slot and also runs on Redis
+Cluster. Events go to a stream whose entry ids are ``<index>-1``: the change index and the event
+log can never disagree, and ``XRANGE``/``XREAD`` from an index is a range query.
+"""
+
+# Shared prologue: the time in milliseconds and an event writer.
+_PROLOGUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function emit(index_key, events_key, history, kind, field, instance, prev, reason)
+  local idx = redis.call('INCR', index_key)
+  redis.call('XADD', events_key, 'MAXLEN', history, idx .. '-1',
+    'type', kind, 'field', field, 'at', now, 'instance', instance,
+    'prev', prev, 'reason', reason)
+  return idx
+end
+local function tombstoned(tomb_key, field)
+  local until_ms = redis.call('ZSCORE', tomb_key, field)
+  if not until_ms then return false end
+  if tonumber(until_ms) > now then return tonumber(until_ms) - now end
+  redis.call('ZREM', tomb_key, field)
+  return false
+end
+"""
+
+# KEYS: inst lease tomb index events svcset services
+# ARGV: field json history service instance_id
+UPSERT = (
+    _PROLOGUE
+    + """
+local gone = tombstoned(KEYS[3], ARGV[1])
+if gone then return {'gone', tostring(gone)} end
+local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
+local ttl_ms = math.floor(tonumber(cjson.decode(ARGV[2])['ttl']) * 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + ttl_ms, ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[5])
+redis.call('SADD', KEYS[7], ARGV[4])
+local kind = 'registered'
+if existed == 1 then kind = 'updated' end
+local idx = emit(KEYS[4], KEYS[5], ARGV[3], kind, ARGV[1], ARGV[2], '', '')
+return {'ok', tostring(idx), kind, tostring(now)}
+"""
+)
+
+# KEYS: inst lease tomb   ARGV: field
+RENEW = (
+    _PROLOGUE
+    + """
+local gone = tombstoned(KEYS[3], ARGV[1])
+if gone then return {'gone', tostring(gone)} end
+local json = redis.call('HGET', KEYS[1], ARGV[1])
+if not json then return {'missing'} end
+local ttl_ms = math.floor(tonumber(cjson.decode(json)['ttl']) * 1000)
+redis.call('ZADD', KEYS[2], now + ttl_ms, ARGV[1])
+return {'ok', json}
+"""
+)
+
+# KEYS: inst index events
+# ARGV: field status reason record_json_or_empty only_from_csv_or_empty history
+SET_STATUS = (
+    _PROLOGUE
+    + """
+local json = redis.call('HGET', KEYS[1], ARGV[1])
+if not json then return {'missing'} end
+local inst = cjson.decode(json)
+local prev = inst['status']
+if ARGV[5] ~= '' and not string.find(',' .. ARGV[5] .. ',', ',' .. prev .. ',', 1, true) then
+  return {'skipped'}
+end
+inst['status'] = ARGV[2]
+if ARGV[4] ~= '' then
+  local record = cjson.decode(ARGV[4])
+  for k, v in pairs(record) do inst[k] = v end
+end
+local updated = cjson.encode(inst)
+redis.call('HSET', KEYS[1], ARGV[1], updated)
+if prev == ARGV[2] then return {'ok', updated, '0'} end
+local idx = emit(KEYS[2], KEYS[3], ARGV[6], 'status_changed', ARGV[1], updated, prev, ARGV[3])
+return {'ok', updated, tostring(idx), tostring(now), prev}
+"""
+)
+
+# KEYS: inst lease tomb index events svcset services load
+# ARGV: field instance_id service kind reason tombstone_ms history only_if_lapsed
+REMOVE = (
+    _PROLOGUE
+    + """
+if ARGV[8] == '1' then
+  local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if (not deadline) or tonumber(deadline) > now then return {'kept'} end
+end
+if tonumber(ARGV[6]) > 0 then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[1])
+end
+local json = redis.call('HGET', KEYS[1], ARGV[1])
+if not json then return {'missing'} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[8], ARGV[1])
+redis.call('SREM', KEYS[6], ARGV[2])
+if redis.call('SCARD', KEYS[6]) == 0 then redis.call('SREM', KEYS[7], ARGV[3]) end
+local prev = cjson.decode(json)['status']
+local idx = emit(KEYS[4], KEYS[5], ARGV[7], ARGV[4], ARGV[1], '', prev, ARGV[5])
+return {'ok', tostring(idx), prev, tostring(now)}
+"""
+)
+
+# KEYS: lease   ARGV: limit
+LAPSED = (
+    _PROLOGUE
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+"""
+)
+
+# KEYS: inst load   ARGV: field json
+PUT_LOAD = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
