@@ -1,0 +1,110 @@
+"""What only the Redis store must prove: shared state, clean keys, surviving Redis restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from fleetwatch.errors import IndexReset, RegistryUnavailable
+from fleetwatch.registry.model import EventType
+from fleetwatch.registry.stores.redis import RedisStore
+from fleetwatch.sandbox import RedisServer
+from tests.registry.conftest import instance
+
+
+async def _keys(url: str, namespace: str) -> dict[str, int]:
+    """Every key of a namespace with its size, found by SCAN (never KEYS)."""
+    sizes = {}
+    async with aioredis.Redis.from_url(url, decode_responses=True) as client:
+        async for key in client.scan_iter(match=f"{{{namespace}}}:*"):
+            kind = await client.type(key)
+            size = {
+                "hash": client.hlen,
+                "zset": client.zcard,
+                "set": client.scard,
+                "stream": client.xlen,
+            }.get(kind)
+            sizes[key] = await size(key) if size else 1
+    return sizes
+
+
+async def test_two_nodes_share_one_registry(redis_server: RedisServer) -> None:
+    """What one node writes, another reads, and its blocking wait wakes for it."""
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    one = RedisStore(redis_server.url, namespace=namespace)
+    two = RedisStore(redis_server.url, namespace=namespace)
+    try:
+        index = await two.index()
+        waiter = asyncio.create_task(two.wait_for_change(index, 5.0))
+        await asyncio.sleep(0.05)
+        await one.upsert(instance())
+        assert await asyncio.wait_for(waiter, 2.0) == index + 1
+        assert [i.instance_id for i in await two.instances("llm")] == ["a"]
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_eviction_leaves_no_orphaned_keys(redis_server: RedisServer) -> None:
+    """After every instance is evicted, no index set, lease or load entry points at it."""
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_server.url, namespace=namespace)
+    try:
+        for name in ("a", "b", "c"):
+            await store.upsert(instance(name, ttl=0.1))
+            await store.put_load("llm", name, {"waiting": 1})
+        await asyncio.sleep(0.15)
+        for service, instance_id in await store.lapsed():
+            await store.evict_if_lapsed(service, instance_id, "lease lapsed")
+        keys = await _keys(redis_server.url, namespace)
+    finally:
+        await store.aclose()
+    tag = "{" + namespace + "}"
+    assert all(key.startswith(tag) for key in keys)
+    leftovers = {key: size for key, size in keys.items() if not key.endswith((":index", ":events"))}
+    assert leftovers == {}
+    assert keys[f"{tag}:events"] == 6  # 3 registered + 3 evicted, the history clients catch up on
+
+
+async def test_redis_restart_without_persistence_is_noticed(own_redis: RedisServer) -> None:
+    """If Redis comes back empty, an old index is ahead of the store's: clients must resync."""
+    store = RedisStore(own_redis.url, namespace="restart")
+    try:
+        for name in ("a", "b"):
+            await store.upsert(instance(name))
+        held = await store.index()
+        await asyncio.to_thread(own_redis.stop)
+        with pytest.raises(RegistryUnavailable, match="Redis store"):
+            await store.index()
+        await asyncio.to_thread(own_redis.start)
+        await store.upsert(instance("c"))
+        assert await store.index() < held
+        with pytest.raises(IndexReset, match="ahead"):
+            await store.events_after(held)
+        assert await store.wait_for_change(held, 5.0) < held  # at once, not after the wait
+    finally:
+        await store.aclose()
+
+
+async def test_registration_survives_in_order_for_a_node_that_was_away(
+    redis_server: RedisServer,
+) -> None:
+    """A node that was away while N events happened reads all N, in order, when back."""
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    writer = RedisStore(redis_server.url, namespace=namespace)
+    try:
+        start = await writer.index()
+        for i in range(25):
+            await writer.upsert(instance(f"i{i}"))
+        returning = RedisStore(redis_server.url, namespace=namespace)
+        try:
+            events = await returning.events_after(start, limit=100)
+        finally:
+            await returning.aclose()
+    finally:
+        await writer.aclose()
+    assert [e.instance_id for e in events] == [f"i{i}" for i in range(25)]
+    assert all(e.type is EventType.REGISTERED for e in events)
