@@ -64,3 +64,15 @@ class IndexReset(RegistryError):
     """The change index a client holds is no longer meaningful: it is ahead of the registry's
     (the store restarted without persistence) or older than the history kept. The client must
     fetch the full state again, as Consul clients do when the index goes backwards."""
+
+
+class InstanceNotFound(RegistryError):
+    """No such instance: a heartbeat for it means the registry lost it (restart): register again."""
+
+
+class Forbidden(RegistryError):
+    """The caller's token may not do this (wrong scope, or another team's instance)."""
+
+
+class Unauthorized(RegistryError):
+    """No valid token was presented for an operation that needs one."""

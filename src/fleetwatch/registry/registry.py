@@ -1,0 +1,241 @@
+"""The registry's rules on top of a store: who may change what, and what a change means."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from fleetwatch.errors import Forbidden, InstanceNotFound, Unauthorized
+from fleetwatch.registry.model import (
+    CheckSpec,
+    Event,
+    Instance,
+    InstanceStatus,
+)
+from fleetwatch.registry.store import RegistryStore
+
+#: How long an operator's deregistration keeps an instance out (its agent's heartbeats and
+#: re-registrations get 410 Gone meanwhile).
+DEFAULT_TOMBSTONE_S = 300.0
+
+
+class Scope:
+    """Token scopes."""
+
+    READ = "read"
+    REGISTER = "register"
+    ADMIN = "admin"
+    ALL = frozenset({READ, REGISTER, ADMIN})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a token's name (never the secret) and its scopes."""
+
+    name: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    authenticated: bool = True
+
+    @property
+    def admin(self) -> bool:
+        """Whether this caller may act on anyone's instance."""
+        return Scope.ADMIN in self.scopes
+
+    def require(self, scope: str, what: str) -> None:
+        """Raise unless the caller holds ``scope`` (admin holds every scope): Unauthorized when
+        no token was presented, Forbidden when the token lacks the scope."""
+        if scope in self.scopes or self.admin:
+            return
+        if not self.authenticated:
+            raise Unauthorized(
+                f"{what} needs a bearer token (Authorization: Bearer <token>, e.g. the value of "
+                "FLEETWATCH_TOKEN)"
+            )
+        if scope not in self.scopes and not self.admin:
+            raise Forbidden(
+                f"{what} needs a token with the {scope!r} scope; {self.name!r} has "
+                f"{', '.join(sorted(self.scopes)) or 'none'}"
+            )
+
+
+ANONYMOUS = Principal("anonymous", authenticated=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What a registrant says about its instance (the body of a PUT)."""
+
+    host: str
+    port: int
+    scheme: str = "http"
+    check: CheckSpec = field(default_factory=CheckSpec)
+    tags: frozenset[str] = frozenset()
+    metadata: dict[str, str] = field(default_factory=dict)
+    version: str = ""
+    weight: float = 1.0
+    ttl: float = 30.0
+
+
+#: Statuses only an operator (or the instance's own drain) sets; checks never leave them.
+OPERATOR_STATUSES = frozenset({InstanceStatus.MAINTENANCE, InstanceStatus.DRAINING})
+
+
+class Registry:
+    """Registration, heartbeats, operator status, deregistration and discovery."""
+
+    def __init__(self, store: RegistryStore, *, tombstone_s: float = DEFAULT_TOMBSTONE_S) -> None:
+        self.store = store
+        self.tombstone_s = tombstone_s
+
+    async def _owned(
+        self, service: str, instance_id: str, caller: Principal, what: str
+    ) -> Instance:
+        instance = await self.store.get(service, instance_id)
+        if instance is None:
+            raise InstanceNotFound(f"{service}/{instance_id} is not registered")
+        if instance.owner != caller.name and not caller.admin:
+            raise Forbidden(
+                f"{what} {service}/{instance_id}: it was registered by another token "
+                f"({instance.owner!r}); only that token or an admin token may change it"
+            )
+        return instance
+
+    async def register(
+        self, service: str, instance_id: str, registration: Registration, caller: Principal
+    ) -> Event:
+        """Register or update an instance; only its registrant or an admin may update it."""
+        caller.require(Scope.REGISTER, "registering an instance")
+        existing = await self.store.get(service, instance_id)
+        if existing is not None and existing.owner != caller.name and not caller.admin:
+            raise Forbidden(
+                f"{service}/{instance_id} is registered by another token ({existing.owner!r}); "
+                "only that token or an admin token may change it"
+            )
+        now = await self.store.now()
+        status = InstanceStatus.STARTING
+        registered_at = now
+        if existing is not None:
+            registered_at = existing.registered_at
+            same_target = (existing.host, existing.port, existing.scheme) == (
+                registration.host,
+                registration.port,
+                registration.scheme,
+            )
+            if same_target:
+                status = existing.status  # a re-registration is not a restart
+        instance = Instance(
+            service=service,
+            instance_id=instance_id,
+            host=registration.host,
+            port=registration.port,
+            scheme=registration.scheme,
+            check=registration.check,
+            tags=registration.tags,
+            metadata=registration.metadata,
+            version=registration.version,
+            weight=registration.weight,
+            ttl=registration.ttl,
+            status=status,
+            registered_at=registered_at,
+            owner=existing.owner if existing is not None else caller.name,
+        )
+        return await self.store.upsert(instance)
+
+    async def heartbeat(
+        self,
+        service: str,
+        instance_id: str,
+        caller: Principal,
+        *,
+        report: InstanceStatus | None = None,
+        output: str = "",
+    ) -> Instance:
+        """Renew the lease; an agent holding a TTL check also reports its verdict here."""
+        caller.require(Scope.REGISTER, "a heartbeat")
+        instance = await self.store.renew(service, instance_id)
+        if instance is None:
+            raise InstanceNotFound(
+                f"{service}/{instance_id} is not registered (the registry may have restarted): "
+                "register again"
+            )
+        if instance.owner != caller.name and not caller.admin:
+            raise Forbidden(
+                f"{service}/{instance_id} belongs to another token ({instance.owner!r})"
+            )
+        if (
+            report is not None
+            and report is not instance.status
+            and not instance.status.held_by_operator
+        ):
+            result = await self.store.set_status(
+                service,
+                instance_id,
+                report,
+                reason=output or "reported by agent",
+                only_from=frozenset(InstanceStatus) - OPERATOR_STATUSES,
+            )
+            if result is not None:
+                instance = result[0]
+        return instance
+
+    async def set_operator_status(
+        self, service: str, instance_id: str, status: InstanceStatus | None, caller: Principal
+    ) -> Event | None:
+        """``draining`` or ``maintenance``; ``None`` hands the instance back to its checks."""
+        await self._owned(service, instance_id, caller, "changing the status of")
+        if status is None:
+            result = await self.store.set_status(
+                service,
+                instance_id,
+                InstanceStatus.STARTING,
+                reason="operator: back to checks",
+                only_from=OPERATOR_STATUSES,
+            )
+        else:
+            if status not in OPERATOR_STATUSES:
+                raise ValueError(f"an operator sets draining or maintenance, not {status.value}")
+            result = await self.store.set_status(
+                service, instance_id, status, reason=f"operator: {status.value}"
+            )
+        return result[1] if result else None
+
+    async def deregister(self, service: str, instance_id: str, caller: Principal) -> Event | None:
+        """Remove an instance. Done by someone other than its registrant (an operator), it leaves
+        a tombstone so the instance's agent cannot bring it straight back."""
+        instance = await self._owned(service, instance_id, caller, "deregistering")
+        by_operator = instance.owner != caller.name
+        return await self.store.remove(
+            service,
+            instance_id,
+            reason=f"deregistered by {caller.name}",
+            tombstone_for=self.tombstone_s if by_operator else 0.0,
+        )
+
+    async def discover(
+        self,
+        service: str,
+        *,
+        status: Iterable[InstanceStatus] = (),
+        tags: Iterable[str] = (),
+        passing: bool = False,
+    ) -> list[Instance]:
+        """Instances of a service, filtered: any of ``status``, all of ``tags``, or routable."""
+        statuses = frozenset(status)
+        wanted = frozenset(tags)
+        return [
+            i
+            for i in await self.store.instances(service)
+            if (not statuses or i.status in statuses)
+            and wanted <= i.tags
+            and (not passing or i.status.routable)
+        ]
+
+    async def services(self) -> dict[str, dict[str, int]]:
+        """Every service with its instance count by status (and ``total``)."""
+        counts: dict[str, Counter[str]] = {}
+        for instance in await self.store.instances():
+            counter = counts.setdefault(instance.service, Counter())
+            counter[instance.status.value] += 1
+            counter["total"] += 1
+        return {service: dict(sorted(c.items())) for service, c in sorted(counts.items())}

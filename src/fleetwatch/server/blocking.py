@@ -1,0 +1,56 @@
+"""Consul-style blocking queries: ``?index=N&wait=30s`` returns when the answer changes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from fleetwatch.config.durations import parse_duration
+from fleetwatch.registry.store import RegistryStore
+
+T = TypeVar("T")
+
+#: Consul's default wait is 5 minutes; proxies often cut idle requests sooner, so a minute.
+DEFAULT_WAIT_S = 60.0
+MAX_WAIT_S = 600.0
+
+
+def parse_wait(value: str | None) -> float:
+    """The ``wait`` parameter: a duration, capped at ten minutes."""
+    if value is None:
+        return DEFAULT_WAIT_S
+    return min(parse_duration(value), MAX_WAIT_S)
+
+
+async def blocking_read(
+    store: RegistryStore,
+    index: int | None,
+    wait: float,
+    read: Callable[[], Awaitable[T]],
+) -> tuple[int, T]:
+    """Read now, or, given the caller's last ``index``, once the answer differs from what it was
+    at that index or ``wait`` (plus up to 1/16 jitter, as Consul does) has passed.
+
+    The change index is registry-wide, so a change elsewhere wakes the wait; the answer is then
+    compared and the wait goes on if this answer did not change. An index ahead of the store's
+    (the store restarted) answers at once, so the client resynchronises.
+    """
+    current = await store.index()
+    answer = await read()
+    if index is None or current != index:
+        return current, answer
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait + random.uniform(0, wait / 16)
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return current, answer
+        newer = await store.wait_for_change(current, remaining)
+        if newer == current:
+            return current, answer
+        fresh = await read()
+        if fresh != answer or newer < current:
+            return newer, fresh
+        current = newer

@@ -1,0 +1,62 @@
+"""Errors as HTTP answers: each names what was wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from fleetwatch.errors import (
+    Forbidden,
+    InstanceGone,
+    InstanceNotFound,
+    RegistryError,
+    RegistryUnavailable,
+    Unauthorized,
+)
+from fleetwatch.server.schemas import ErrorReply
+
+_STATUS_OF: list[tuple[type[RegistryError], int]] = [
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (InstanceNotFound, 404),
+    (InstanceGone, 410),
+    (RegistryUnavailable, 503),
+]
+
+#: Documented in the OpenAPI schema of every route.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorReply} for code in (400, 401, 403, 404, 410, 413, 422, 503)
+}
+
+
+def status_of(exc: RegistryError) -> int:
+    """The HTTP status for a registry error."""
+    for kind, code in _STATUS_OF:
+        if isinstance(exc, kind):
+            return code
+    return 500
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Registry errors, validation errors and bad values as ``{"error": "..."}``."""
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            where = [str(p) for p in error["loc"] if p not in ("body", "query", "path", "header")]
+            field = ".".join(where) or "body"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"field {field!r}: {message}")
+        return JSONResponse({"error": "; ".join(problems)}, 422)
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, 400)

@@ -1,0 +1,83 @@
+"""Writes: register, heartbeat, status, drain, deregister."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.server import schemas
+from fleetwatch.server.deps import NAME_PATTERN, Caller, RegistryDep
+from fleetwatch.server.errors import ERROR_RESPONSES
+
+router = APIRouter(tags=["instances"], responses=ERROR_RESPONSES)
+Name = Annotated[str, Path(pattern=NAME_PATTERN)]
+PATH = "/v1/services/{service}/instances/{instance_id}"
+
+
+@router.put(PATH, response_model=schemas.InstanceReply)
+async def register(
+    *,
+    service: Name,
+    instance_id: Name,
+    body: schemas.RegistrationBody,
+    who: Caller,
+    registry: RegistryDep,
+) -> schemas.InstanceReply:
+    """Register or update an instance. The smallest body is ``{"host": ..., "port": ...}``."""
+    event = await registry.register(service, instance_id, body.registration(), who)
+    assert event.instance is not None
+    return schemas.InstanceReply(index=event.index, instance=schemas.InstanceOut.of(event.instance))
+
+
+@router.put(PATH + "/heartbeat", response_model=schemas.InstanceReply)
+async def heartbeat(
+    *,
+    service: Name,
+    instance_id: Name,
+    who: Caller,
+    registry: RegistryDep,
+    body: schemas.HeartbeatBody | None = None,
+) -> schemas.InstanceReply:
+    """Renew the lease. 404: register again (the registry may have restarted); 410: an operator
+    removed this instance, stop."""
+    report = InstanceStatus(body.status) if body and body.status else None
+    instance = await registry.heartbeat(
+        service, instance_id, who, report=report, output=body.output if body else ""
+    )
+    index = await registry.store.index()
+    return schemas.InstanceReply(index=index, instance=schemas.InstanceOut.of(instance))
+
+
+@router.put(PATH + "/status", response_model=schemas.EmptyReply)
+async def set_status(
+    *,
+    service: Name,
+    instance_id: Name,
+    body: schemas.StatusBody,
+    who: Caller,
+    registry: RegistryDep,
+) -> schemas.EmptyReply:
+    """``draining`` (no new traffic), ``maintenance`` (out, never evicted), or ``active``."""
+    status = None if body.status == "active" else InstanceStatus(body.status)
+    await registry.set_operator_status(service, instance_id, status, who)
+    return schemas.EmptyReply(index=await registry.store.index())
+
+
+@router.post("/v1/admin/drain/{service}/{instance_id}", response_model=schemas.EmptyReply)
+async def drain(
+    *, service: Name, instance_id: Name, who: Caller, registry: RegistryDep
+) -> schemas.EmptyReply:
+    """The seed's ``/admin/drain``: mark an instance draining."""
+    await registry.set_operator_status(service, instance_id, InstanceStatus.DRAINING, who)
+    return schemas.EmptyReply(index=await registry.store.index())
+
+
+@router.delete(PATH, response_model=schemas.EmptyReply)
+async def deregister(
+    *, service: Name, instance_id: Name, who: Caller, registry: RegistryDep
+) -> schemas.EmptyReply:
+    """Deregister. Done by an operator (not the registrant), it leaves a tombstone."""
+    event = await registry.deregister(service, instance_id, who)
+    return schemas.EmptyReply(index=await registry.store.index(), removed=event is not None)
