@@ -37,7 +37,10 @@ async def test_instances_round_trip_every_field(store: RegistryStore) -> None:
         scheme="https",
     )
     await store.upsert(original)
-    assert await store.get("llm", "a") == original
+    stored = await store.get("llm", "a")
+    assert stored is not None
+    assert stored.status_since > 0  # stamped on the store's clock at registration
+    assert stored == original.with_changes(status_since=stored.status_since)
 
 
 async def test_status_change_emits_only_on_change(store: RegistryStore) -> None:
@@ -109,6 +112,22 @@ async def test_leases_lapse_and_renew(store: RegistryStore) -> None:
     assert await store.lapsed() == []
     await asyncio.sleep(0.15)
     assert await store.lapsed() == [("llm", "short")]
+
+
+async def test_a_check_record_renews_the_lease(store: RegistryStore) -> None:
+    """The monitor's check is the checker vouching for the instance: its lease runs on."""
+    await store.upsert(instance(ttl=0.2))
+    record = CheckRecord(at=1.0, output="HTTP 200", consecutive_failures=0, consecutive_successes=1)
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        await store.set_status("llm", "a", InstanceStatus.STARTING, record=record)
+    assert await store.lapsed() == []
+    stored = await store.get("llm", "a")
+    assert stored is not None
+    before = stored.status_since
+    changed = await store.set_status("llm", "a", AVAILABLE)
+    assert changed is not None
+    assert changed[0].status_since >= before
 
 
 async def test_eviction_only_of_a_still_lapsed_lease(store: RegistryStore) -> None:

@@ -107,6 +107,7 @@ class Instance:
     ttl: float = 30.0
     status: InstanceStatus = InstanceStatus.STARTING
     registered_at: float = 0.0
+    status_since: float = 0.0
     last_check_at: float | None = None
     last_check_output: str = ""
     consecutive_failures: int = 0

@@ -62,9 +62,11 @@ class RegistryStore(Protocol):
     ) -> tuple[Instance, Event | None] | None:
         """Set the status (and the check bookkeeping) of an instance.
 
-        Emits ``status_changed`` only when the status changes. With ``only_from``, nothing
-        happens unless the current status is one of those (an operator's maintenance is not
-        overwritten by a check that raced with it). ``None`` if the instance is unknown.
+        Emits ``status_changed`` (and stamps ``status_since``) only when the status changes.
+        With a ``record`` (a check just ran) the lease is renewed too: the checker vouches for
+        the instance. With ``only_from``, nothing happens unless the current status is one of
+        those (an operator's maintenance is not overwritten by a check that raced with it).
+        ``None`` if the instance is unknown.
         """
         ...
 

@@ -33,15 +33,21 @@ UPSERT = (
 local gone = tombstoned(KEYS[3], ARGV[1])
 if gone then return {'gone', tostring(gone)} end
 local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
-local ttl_ms = math.floor(tonumber(cjson.decode(ARGV[2])['ttl']) * 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local inst = cjson.decode(ARGV[2])
+local ttl_ms = math.floor(tonumber(inst['ttl']) * 1000)
+local payload = ARGV[2]
+if tonumber(inst['status_since']) == 0 then
+  inst['status_since'] = now / 1000
+  payload = cjson.encode(inst)
+end
+redis.call('HSET', KEYS[1], ARGV[1], payload)
 redis.call('ZADD', KEYS[2], now + ttl_ms, ARGV[1])
 redis.call('SADD', KEYS[6], ARGV[5])
 redis.call('SADD', KEYS[7], ARGV[4])
 local kind = 'registered'
 if existed == 1 then kind = 'updated' end
-local idx = emit(KEYS[4], KEYS[5], ARGV[3], kind, ARGV[1], ARGV[2], '', '')
-return {'ok', tostring(idx), kind, tostring(now)}
+local idx = emit(KEYS[4], KEYS[5], ARGV[3], kind, ARGV[1], payload, '', '')
+return {'ok', tostring(idx), kind, tostring(now), payload}
 """
 )
 
@@ -59,7 +65,7 @@ return {'ok', json}
 """
 )
 
-# KEYS: inst index events
+# KEYS: inst index events lease
 # ARGV: field status reason record_json_or_empty only_from_csv_or_empty history
 SET_STATUS = (
     _PROLOGUE
@@ -72,9 +78,12 @@ if ARGV[5] ~= '' and not string.find(',' .. ARGV[5] .. ',', ',' .. prev .. ',', 
   return {'skipped'}
 end
 inst['status'] = ARGV[2]
+if prev ~= ARGV[2] then inst['status_since'] = now / 1000 end
 if ARGV[4] ~= '' then
   local record = cjson.decode(ARGV[4])
   for k, v in pairs(record) do inst[k] = v end
+  -- a check is the checker vouching for the instance: its lease runs on
+  redis.call('ZADD', KEYS[4], now + math.floor(tonumber(inst['ttl']) * 1000), ARGV[1])
 end
 local updated = cjson.encode(inst)
 redis.call('HSET', KEYS[1], ARGV[1], updated)

@@ -65,6 +65,8 @@ class MemoryStore:
         key = instance.key
         self._check_tombstone(key)
         existed = key in self._instances
+        if instance.status_since == 0.0:
+            instance = instance.with_changes(status_since=time.time())
         self._instances[key] = instance
         self._leases[key] = time.monotonic() + instance.ttl
         return self._emit(EventType.UPDATED if existed else EventType.REGISTERED, key, instance)
@@ -92,7 +94,11 @@ class MemoryStore:
         if current is None or (only_from is not None and current.status not in only_from):
             return None
         changes: dict[str, object] = {"status": status}
+        if status is not current.status:
+            changes["status_since"] = time.time()
         if record is not None:
+            # A check of the instance is the checker vouching for it: the lease runs on.
+            self._leases[key] = time.monotonic() + current.ttl
             changes.update(
                 last_check_at=record.at,
                 last_check_output=record.output,

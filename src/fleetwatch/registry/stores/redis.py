@@ -123,8 +123,9 @@ class RedisStore:
             )  # fmt: skip
         if reply[0] == "gone":
             raise _gone(field, int(reply[1]))
+        stored = Instance.from_dict(json.loads(reply[4]))
         return Event(
-            int(reply[1]), EventType(reply[2]), *instance.key, int(reply[3]) / 1000, instance
+            int(reply[1]), EventType(reply[2]), *instance.key, int(reply[3]) / 1000, stored
         )
 
     async def renew(self, service: str, instance_id: str) -> Instance | None:
@@ -161,7 +162,7 @@ class RedisStore:
         allowed = ",".join(sorted(s.value for s in only_from)) if only_from else ""
         async with _translated(f"set status of {field}"):
             reply = await self._scripts["set_status"](
-                keys=[self._k["inst"], self._k["index"], self._k["events"]],
+                keys=[self._k["inst"], self._k["index"], self._k["events"], self._k["lease"]],
                 args=[field, status.value, reason, record_json, allowed, self._history],
             )
         if reply[0] != "ok":
