@@ -5,6 +5,7 @@ in-process with :class:`HttpBackend`. Routes:
 
 - ``/`` and ``/health`` answer after ``--delay``;
 - ``/status/{code}`` answers with that code; ``/sleep/{seconds}`` answers after that long;
+- ``/slow-every/{n}/{seconds}`` answers every n-th request only after that long;
 - ``/count`` tells how many requests arrived;
 - ``/headers`` echoes the request headers, ``/last-headers`` repeats the last ones it saw;
 - ``/peer`` tells the client's port and ``/peers`` every port seen there (the same port
@@ -51,6 +52,13 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
         await asyncio.sleep(float(request.path_params["seconds"]))
         return Response(body, media_type="text/plain")
 
+    async def slow_every(request: Request) -> Response:
+        hits["count"] += 1
+        hits["slow_every"] = hits.get("slow_every", 0) + 1
+        if hits["slow_every"] % int(request.path_params["n"]) == 0:
+            await asyncio.sleep(float(request.path_params["seconds"]))
+        return Response(body, media_type="text/plain")
+
     async def count(request: Request) -> Response:
         return JSONResponse(hits)
 
@@ -76,6 +84,7 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
             Route("/health", health),
             Route("/status/{code:int}", status),
             Route("/sleep/{seconds:float}", sleep),
+            Route("/slow-every/{n:int}/{seconds:float}", slow_every),
             Route("/count", count),
             Route("/headers", headers),
             Route("/last-headers", seen_headers),

@@ -1,0 +1,53 @@
+"""The status machine: what one probe result means for an instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fleetwatch.registry.model import Instance, InstanceStatus
+from fleetwatch.registry.prober import ProbeResult
+
+_PASSING = (InstanceStatus.AVAILABLE, InstanceStatus.DEGRADED)
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The status after a probe, and the counters that led there."""
+
+    status: InstanceStatus
+    failures: int
+    successes: int
+
+
+def judge(instance: Instance, result: ProbeResult, now: float) -> Judgement:
+    """Apply one probe result to an instance.
+
+    - ``starting`` and ``unavailable`` become ``available`` (or ``degraded`` on a 429) after
+      ``rise`` consecutive passes; ``available`` and ``degraded`` switch between each other at once.
+    - A passing instance becomes ``unavailable`` after ``fall`` consecutive failures, or at once
+      on a definitive failure (connection refused: nothing listens there any more).
+    - ``starting`` within its ``startup_grace`` stays ``starting`` whatever happens: a server
+      loading its model (vLLM binds its port first) is not down.
+    - ``maintenance`` and ``draining`` belong to the operator: the counters move, the status not.
+    """
+    spec = instance.check
+    if result.passed:
+        failures, successes = 0, instance.consecutive_successes + 1
+        target = InstanceStatus.DEGRADED if result.degraded else InstanceStatus.AVAILABLE
+        status = instance.status
+        if status in _PASSING or (
+            status in (InstanceStatus.STARTING, InstanceStatus.UNAVAILABLE)
+            and successes >= spec.rise
+        ):
+            status = target
+        return Judgement(status, failures, successes)
+    failures, successes = instance.consecutive_failures + 1, 0
+    status = instance.status
+    enough = result.definitive or failures >= spec.fall
+    if status in _PASSING and enough:
+        status = InstanceStatus.UNAVAILABLE
+    elif status is InstanceStatus.STARTING and enough:
+        in_grace = now - instance.registered_at < spec.startup_grace
+        if not in_grace:
+            status = InstanceStatus.UNAVAILABLE
+    return Judgement(status, failures, successes)

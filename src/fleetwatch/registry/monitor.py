@@ -1,0 +1,311 @@
+"""The active monitor: checks every registered instance, reaps lapsed leases, evicts the dead.
+
+One watcher task per instance probes it on its interval (with jitter), over a connection kept
+open and watched between probes, so a crash is noticed in milliseconds. Each result goes through
+:func:`~fleetwatch.registry.judge.judge`; status changes are written at once, bookkeeping at
+least every ``write_every`` seconds (each write also renews the instance's lease: the monitor
+vouches for it). Instances with a ``ttl`` check belong to their agent and are not probed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from fleetwatch.errors import RegistryUnavailable
+from fleetwatch.registry.judge import judge
+from fleetwatch.registry.model import CheckType, Instance, InstanceStatus
+from fleetwatch.registry.preservation import PreservationPolicy, SelfPreservation
+from fleetwatch.registry.prober import Prober, ProbeResult
+from fleetwatch.registry.registry import OPERATOR_STATUSES
+from fleetwatch.registry.store import CheckRecord, RegistryStore
+
+log = logging.getLogger("fleetwatch.registry")
+
+Key = tuple[str, str]
+_CHECKED = frozenset(InstanceStatus) - OPERATOR_STATUSES
+#: After a failure that has not yet made an instance unavailable, the next probe comes this
+#: soon instead of a whole interval later.
+FAST_RECHECK_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSettings:
+    """How the monitor and reaper behave. ``deregister_after`` is the seed's 10 minutes."""
+
+    jitter: float = 0.1
+    deregister_after: float = 600.0
+    reap_every: float = 1.0
+    write_every: float = 5.0
+    resync_every: float = 5.0
+    preservation: PreservationPolicy = field(default_factory=PreservationPolicy)
+
+
+class _Watcher:
+    """Probes one instance until cancelled."""
+
+    def __init__(self, monitor: Monitor, instance: Instance) -> None:
+        self.monitor = monitor
+        self.instance = instance
+        self.wake = asyncio.Event()
+        self.prober = self._prober(instance)
+        self.last_write = 0.0
+        self.suspect = False
+        self.task = asyncio.create_task(
+            self._run(), name=f"fleetwatch.watch.{instance.service}/{instance.instance_id}"
+        )
+
+    def _prober(self, instance: Instance) -> Prober:
+        path = None if instance.check.type is CheckType.TCP else instance.check.path
+        return Prober(
+            instance.host, instance.port, path=path, scheme=instance.scheme, on_close=self.wake.set
+        )
+
+    def refresh(self, latest: Instance) -> None:
+        """A newer copy from the store (an operator's status, a re-registration)."""
+        target_changed = (latest.host, latest.port, latest.scheme, latest.check) != (
+            self.instance.host,
+            self.instance.port,
+            self.instance.scheme,
+            self.instance.check,
+        )
+        if target_changed:
+            old, self.prober = self.prober, self._prober(latest)
+            self.monitor._spawn(old.aclose())
+            self.wake.set()
+        if latest.status is not self.instance.status or target_changed:
+            self.instance = latest
+
+    async def _run(self) -> None:
+        settings = self.monitor.settings
+        try:
+            while True:
+                started = time.monotonic()
+                self.wake.clear()
+                result = await self.prober.probe(self.instance.check.timeout)
+                self.monitor.probes += 1
+                try:
+                    await self._apply(result)
+                except RegistryUnavailable as exc:
+                    log.warning("registry.monitor_write_failed %s: %s", self.instance.key, exc)
+                wait = self.instance.check.interval * (1 - random.uniform(0, settings.jitter))
+                if self.suspect:
+                    # HAProxy's "fastinter": while a failure is unconfirmed, look again soon.
+                    # A crashed server's socket may reset before it refuses, for instance.
+                    wait = min(wait, FAST_RECHECK_S)
+                remaining = started + wait - time.monotonic()
+                if remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining):
+                            await self.wake.wait()
+        finally:
+            await self.prober.aclose()
+
+    async def _apply(self, result: ProbeResult) -> None:
+        monitor, instance = self.monitor, self.instance
+        now = time.time()
+        verdict = judge(instance, result, now)
+        status = verdict.status
+        self.suspect = not result.passed and status is not InstanceStatus.UNAVAILABLE
+        maybe_ours = not result.passed and not result.definitive
+        monitor.preservation.observe(instance.key, failing=maybe_ours)
+        if (
+            status is InstanceStatus.UNAVAILABLE
+            and instance.status is not InstanceStatus.UNAVAILABLE
+            and maybe_ours
+            and monitor.preservation.engaged
+        ):
+            status = instance.status  # hold: the failure may be ours (self-preservation)
+        due = time.monotonic() - self.last_write >= monitor.settings.write_every
+        # Written at once: a status change, or a check that starts or stops failing (so the
+        # API shows it); otherwise at least every write_every seconds, renewing the lease.
+        changed = (
+            status is not instance.status
+            or (verdict.failures > 0) != (instance.consecutive_failures > 0)
+            or (verdict.successes > 0) != (instance.consecutive_successes > 0)
+        )
+        if not (changed or due):
+            self.instance = instance.with_changes(
+                consecutive_failures=verdict.failures,
+                consecutive_successes=verdict.successes,
+                last_check_at=now,
+                last_check_output=result.output,
+            )
+            return
+        record = CheckRecord(now, result.output, verdict.failures, verdict.successes)
+        reason = result.output if status is not instance.status else ""
+        # Checks move only the statuses they own; under an operator's status they still record
+        # their results, on the condition that the operator's status is still the one we saw.
+        guard = _CHECKED if instance.status in _CHECKED else frozenset({instance.status})
+        written = await monitor.store.set_status(
+            *instance.key, status, reason=reason, record=record, only_from=guard
+        )
+        self.last_write = time.monotonic()
+        if written is None:  # an operator stepped in, or it was removed: read what is there
+            latest = await monitor.store.get(*instance.key)
+            if latest is not None:
+                self.instance = latest
+            return
+        self.instance = written[0]
+        if written[1] is not None:
+            monitor.transitions += 1
+            log.info(
+                "registry.instance_status %s/%s: %s -> %s (%s)",
+                *instance.key,
+                instance.status.value,
+                status.value,
+                result.output,
+            )
+
+
+class Monitor:
+    """Watches the instances this node is responsible for, and reaps lapsed leases.
+
+    ``owns`` decides which instances are this node's to check (several nodes on one Redis split
+    the fleet); by default a node checks everything.
+    """
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        settings: MonitorSettings | None = None,
+        *,
+        owns: Callable[[Instance], bool] = lambda instance: True,
+    ) -> None:
+        self.store = store
+        self.settings = settings or MonitorSettings()
+        self.preservation = SelfPreservation(self.settings.preservation)
+        self._owns = owns
+        self._watchers: dict[Key, _Watcher] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._spare: set[asyncio.Task[None]] = set()
+        self._sync_lock = asyncio.Lock()
+        self.probes = 0
+        self.transitions = 0
+        self.evictions = 0
+        self.lease_preservations = 0
+
+    @property
+    def watched(self) -> int:
+        """How many instances this node probes now."""
+        return len(self._watchers)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._spare.add(task)
+        task.add_done_callback(self._spare.discard)
+
+    async def __aenter__(self) -> Monitor:
+        self._tasks = [
+            asyncio.create_task(self._sync_loop(), name="fleetwatch.monitor-sync"),
+            asyncio.create_task(self._reap_loop(), name="fleetwatch.monitor-reap"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every watcher and loop, and close their connections."""
+        tasks = self._tasks + [w.task for w in self._watchers.values()] + list(self._spare)
+        self._tasks, self._watchers = [], {}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def sync(self) -> None:
+        """Start watchers for new instances, stop them for removed ones, pass on changes."""
+        async with self._sync_lock:  # two interleaved syncs would start two watchers
+            await self._sync()
+
+    async def _sync(self) -> None:
+        current = {
+            i.key: i
+            for i in await self.store.instances()
+            if i.check.type is not CheckType.TTL and self._owns(i)
+        }
+        for key in list(self._watchers):
+            if key not in current:
+                watcher = self._watchers.pop(key)
+                watcher.task.cancel()
+                self._spare.add(watcher.task)
+                watcher.task.add_done_callback(self._spare.discard)
+                self.preservation.forget(key)
+        for key, instance in current.items():
+            existing = self._watchers.get(key)
+            if existing is None:
+                self._watchers[key] = _Watcher(self, instance)
+            else:
+                existing.refresh(instance)
+        self.preservation.watched(len(self._watchers))
+
+    async def _sync_loop(self) -> None:
+        index = -1
+        while True:
+            try:
+                current = await self.store.index()
+                if current != index:
+                    await self.sync()
+                    index = current
+                index_now = await self.store.wait_for_change(index, self.settings.resync_every)
+                if index_now == index:
+                    index = -1  # resync now and then even without a change (ownership moves)
+            except RegistryUnavailable as exc:
+                log.warning("registry.monitor_sync_failed: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reap_every)
+            try:
+                await self.reap()
+            except RegistryUnavailable as exc:
+                log.warning("registry.reap_failed: %s", exc)
+
+    async def reap(self) -> None:
+        """Evict lapsed leases (unless too many lapse together) and long-unavailable instances."""
+        instances = await self.store.instances()
+        lapsed = await self.store.lapsed()
+        if self.settings.preservation.suspicious(len(lapsed), len(instances)):
+            self.lease_preservations += 1
+            log.warning(
+                "registry.self_preservation: %d of %d leases lapsed together; not evicting",
+                len(lapsed),
+                len(instances),
+            )
+        else:
+            for service, instance_id in lapsed:
+                if await self.store.evict_if_lapsed(service, instance_id, "lease lapsed"):
+                    self.evictions += 1
+        now = await self.store.now()
+        for instance in instances:
+            if (
+                instance.status is InstanceStatus.UNAVAILABLE
+                and now - instance.status_since > self.settings.deregister_after
+            ):
+                reason = f"unavailable for more than {self.settings.deregister_after:g}s"
+                if await self.store.remove(*instance.key, evicted=True, reason=reason):
+                    self.evictions += 1
+
+    def snapshot(self) -> dict[str, object]:
+        """Counters and self-preservation state, for the API."""
+        return {
+            "watched": self.watched,
+            "probes": self.probes,
+            "transitions": self.transitions,
+            "evictions": self.evictions,
+            "lease_preservations": self.lease_preservations,
+            "self_preservation": self.preservation.snapshot(),
+        }

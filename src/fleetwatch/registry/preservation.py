@@ -1,0 +1,97 @@
+"""Self-preservation: when many instances fail at once, suspect the registry, not the fleet.
+
+A registry cut off from half its fleet sees timeouts from every instance it cannot reach, and
+would evict them all, sending every client to the other half. Eureka calls the defence
+self-preservation: when more than a share of a large enough fleet fails together, hold off.
+Only failures that could be the monitor's own fault count: a refused connection is an answer
+from the instance's host (nothing listens on that port any more), so it never engages this mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger("fleetwatch.registry")
+
+
+@dataclass(frozen=True, slots=True)
+class PreservationPolicy:
+    """More than ``share`` of at least ``minimum`` instances failing together engages it."""
+
+    share: float = 0.5
+    minimum: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share < 1:
+            raise ValueError(f"self-preservation share must be in (0, 1), got {self.share}")
+        if self.minimum < 1:
+            raise ValueError(f"self-preservation minimum must be >= 1, got {self.minimum}")
+
+    def suspicious(self, failing: int, total: int) -> bool:
+        """Whether ``failing`` of ``total`` looks like the registry's own trouble."""
+        return total >= self.minimum and failing > self.share * total
+
+
+class SelfPreservation:
+    """Tracks which watched instances are failing in a way the monitor could cause."""
+
+    def __init__(self, policy: PreservationPolicy | None = None) -> None:
+        self.policy = policy or PreservationPolicy()
+        self._failing: set[tuple[str, str]] = set()
+        self._watched = 0
+        self.engaged_since: float | None = None
+        self.engagements = 0
+
+    @property
+    def engaged(self) -> bool:
+        """Whether evictions and failure transitions are being held back."""
+        return self.engaged_since is not None
+
+    def watched(self, count: int) -> None:
+        """How many instances the monitor watches now."""
+        self._watched = count
+        self._update()
+
+    def observe(self, key: tuple[str, str], *, failing: bool) -> None:
+        """Record one instance's latest probe: failing in a way we may cause, or not."""
+        if failing:
+            self._failing.add(key)
+        else:
+            self._failing.discard(key)
+        self._update()
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """An instance is no longer watched."""
+        self._failing.discard(key)
+
+    def _update(self) -> None:
+        suspicious = self.policy.suspicious(len(self._failing), self._watched)
+        if suspicious and self.engaged_since is None:
+            self.engaged_since = time.time()
+            self.engagements += 1
+            log.warning(
+                "registry.self_preservation_engaged: %d of %d instances failing at once; "
+                "holding their status instead of marking them unavailable",
+                len(self._failing),
+                self._watched,
+            )
+        elif not suspicious and self.engaged_since is not None:
+            log.warning(
+                "registry.self_preservation_released after %.1fs: %d of %d failing",
+                time.time() - self.engaged_since,
+                len(self._failing),
+                self._watched,
+            )
+            self.engaged_since = None
+
+    def snapshot(self) -> dict[str, object]:
+        """For the API: engaged or not, since when, how many failing of how many."""
+        return {
+            "engaged": self.engaged,
+            "engaged_since": self.engaged_since,
+            "engagements": self.engagements,
+            "failing": len(self._failing),
+            "watched": self._watched,
+        }
