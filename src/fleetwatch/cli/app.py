@@ -6,6 +6,7 @@ import typer
 
 from fleetwatch.cli.check import check_command
 from fleetwatch.cli.demo import demo_command
+from fleetwatch.cli.serve import serve_command
 
 app = typer.Typer(
     name="fleetwatch",
@@ -16,3 +17,4 @@ app = typer.Typer(
 )
 app.command("check")(check_command)
 app.command("demo")(demo_command)
+app.command("serve")(serve_command)

@@ -17,20 +17,18 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fleetwatch.config._validation import Overrides, Where, validate
 from fleetwatch.config.checks import CHECK_TYPES, CheckConfig
 from fleetwatch.errors import ConfigError
 from fleetwatch.health import CheckSettings, HealthCheck, ScoreThresholds
 
 ENV_PREFIX = "FLEETWATCH_"
 _TABLES = ("service", "aggregation", "checks")
-_M = TypeVar("_M", bound=BaseModel)
-#: Which environment variable set a field: (check name or table name, field) -> variable.
-Overrides = dict[tuple[str, str], str]
 
 
 class ServiceConfig(BaseModel):
@@ -115,13 +113,13 @@ def parse_config(
     if not isinstance(checks_raw, list) or not all(isinstance(c, dict) for c in checks_raw):
         raise ConfigError("`checks` must be an array of tables: [[checks]]", source=source)
     overrides = _apply_env(raw, checks_raw, environ or {}, source)
-    service = _validate(
-        ServiceConfig, raw.get("service", {}), _Where(source, overrides, table="service")
+    service = validate(
+        ServiceConfig, raw.get("service", {}), Where(source, overrides, table="service")
     )
-    aggregation = _validate(
+    aggregation = validate(
         AggregationConfig,
         raw.get("aggregation", {}),
-        _Where(source, overrides, table="aggregation"),
+        Where(source, overrides, table="aggregation"),
     )
     checks: list[CheckConfig] = []
     seen: set[str] = set()
@@ -155,49 +153,7 @@ def _validate_check(
             check=label,
             field="type",
         )
-    return _validate(model, table, _Where(source, overrides, check=label))
-
-
-@dataclass(frozen=True, slots=True)
-class _Where:
-    """Where a table being validated comes from, for error messages."""
-
-    source: str
-    overrides: Overrides
-    check: str | None = None
-    table: str | None = None
-
-
-def _validate(model: type[_M], data: Any, where: _Where) -> _M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _config_error(exc, model, where) from None
-
-
-def _config_error(exc: ValidationError, model: type[BaseModel], where: _Where) -> ConfigError:
-    problems = []
-    first_field = None
-    scope = where.check or where.table or ""
-    prefix = f"[{where.table}] " if where.table else ""
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(table)"
-        first_field = first_field or field
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(model.model_fields))
-            problems.append(f"{prefix}unknown field {field!r}; allowed fields: {allowed}")
-        elif error["type"] == "missing":
-            problems.append(f"{prefix}field {field!r} is required")
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-            shown = repr(error["input"])
-            got = "" if shown in message else f" (got {shown})"
-            variable = where.overrides.get((scope, str(error["loc"][0]) if error["loc"] else ""))
-            origin = f" (set by environment variable {variable})" if variable else ""
-            problems.append(f"{prefix}field {field!r}: {message}{got}{origin}")
-    return ConfigError(
-        "; ".join(problems), source=where.source, check=where.check, field=first_field
-    )
+    return validate(model, table, Where(source, overrides, check=label))
 
 
 def _env_value(text: str) -> Any:

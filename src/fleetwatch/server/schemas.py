@@ -153,6 +153,7 @@ class InstanceOut(BaseModel):
     ttl: float
     check: CheckOut
     registered_at: float
+    status_since: float
     last_check_at: float | None
     last_check_output: str
     consecutive_failures: int

@@ -1,0 +1,52 @@
+"""``fleetwatch serve``: the registry service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fleetwatch.config.registry import load_serve_config
+from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
+from fleetwatch.server.auth import TOKEN_ENV
+from fleetwatch.server.node import RegistryNode
+
+DEFAULT_PORT = 8760
+
+
+async def run_registry(node: RegistryNode, host: str, port: int, console: Console) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    async with AppServer(node.app(), host=host, port=port) as server:
+        console.print(
+            f"[bold]fleetwatch registry[/] on [cyan]{server.url}[/] "
+            f"(store: {type(node.store).__name__}; API docs: {server.url}/docs)"
+        )
+        if not node.auth.configured:
+            console.print(
+                f"[yellow]no tokens configured: writes are refused; set {TOKEN_ENV} or add "
+                "[[tokens]] to the config[/]"
+            )
+        signal = await wait_for_stop_signal()
+        console.print(f"{signal.name}: stopping")
+
+
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = DEFAULT_PORT,
+    store: Annotated[
+        str | None,
+        typer.Option(help="'memory' (default, one machine) or redis://host:port/db (many nodes)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML: [registry], [monitor], [[tokens]].")
+    ] = None,
+) -> None:
+    """Run the registry: API, monitor of every instance, reaper, change feed."""
+    console = Console()
+    serve_config = load_serve_config(config)
+    node = RegistryNode(serve_config, store_url=store or os.environ.get("FLEETWATCH_STORE"))
+    asyncio.run(run_registry(node, host, port, console))

@@ -1,0 +1,108 @@
+"""The ``fleetwatch serve`` configuration file: store, tokens, limits, monitor settings.
+
+```toml
+[registry]
+store = "redis://127.0.0.1:6379/0"   # or "memory" (the default)
+namespace = "fleetwatch"
+open_reads = false                    # true: reads need no token
+tombstone = "5m"
+max_body_bytes = 65536
+
+[monitor]
+deregister_after = "10m"
+self_preservation_share = 0.5
+self_preservation_minimum = 5
+
+[[tokens]]
+name = "team-a"
+token_env = "TEAM_A_TOKEN"            # the secret lives in the environment, never here
+scopes = ["register", "read"]
+```
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from fleetwatch.config._validation import Where, validate
+from fleetwatch.config.durations import parse_duration
+from fleetwatch.errors import ConfigError
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class RegistrySection(BaseModel):
+    """``[registry]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: str = "memory"
+    namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")] = "fleetwatch"
+    open_reads: bool = False
+    tombstone: Duration = 300.0
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+
+
+class MonitorSection(BaseModel):
+    """``[monitor]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deregister_after: Duration = 600.0
+    self_preservation_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    self_preservation_minimum: Annotated[int, Field(ge=1)] = 5
+
+
+class TokenSection(BaseModel):
+    """One ``[[tokens]]`` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    token_env: Annotated[str, Field(min_length=1)]
+    scopes: list[Literal["read", "register", "admin"]]
+
+
+class ServeConfig(BaseModel):
+    """A whole ``fleetwatch serve`` configuration file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registry: RegistrySection = Field(default_factory=RegistrySection)
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
+    tokens: list[TokenSection] = Field(default_factory=list)
+
+    def secrets(
+        self, environ: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str, frozenset[str]]]:
+        """(name, secret, scopes) for every token, reading the secrets from the environment."""
+        env = os.environ if environ is None else environ
+        found: list[tuple[str, str, frozenset[str]]] = []
+        for token in self.tokens:
+            secret = env.get(token.token_env)
+            if not secret:
+                raise ConfigError(
+                    f"token {token.name!r}: environment variable {token.token_env} is not set"
+                )
+            found.append((token.name, secret, frozenset(token.scopes)))
+        return found
+
+
+def load_serve_config(path: str | Path | None) -> ServeConfig:
+    """Read and validate a serve configuration file (``None``: every default)."""
+    if path is None:
+        return ServeConfig()
+    source = str(path)
+    try:
+        raw: Any = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    return validate(ServeConfig, raw, Where(source, {}))

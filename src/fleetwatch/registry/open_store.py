@@ -1,0 +1,20 @@
+"""Open a store from a URL: ``memory``, ``redis://``, ``rediss://``."""
+
+from __future__ import annotations
+
+from fleetwatch.errors import ConfigError
+from fleetwatch.registry.store import RegistryStore
+from fleetwatch.registry.stores import MemoryStore
+from fleetwatch.registry.stores.redis import RedisStore
+
+
+def open_store(url: str, *, namespace: str = "fleetwatch") -> RegistryStore:
+    """The store a ``--store`` value names."""
+    if url == "memory":
+        return MemoryStore()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url, namespace=namespace)
+    raise ConfigError(
+        f"unknown store {url!r}: use 'memory' (one machine) or a Redis URL such as "
+        "'redis://127.0.0.1:6379/0' (many nodes)"
+    )

@@ -1,0 +1,114 @@
+"""One registry node: store, registry rules, monitor, and the HTTP app, owned together."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from fleetwatch.config.registry import ServeConfig
+from fleetwatch.errors import RegistryUnavailable
+from fleetwatch.health import (
+    CheckSettings,
+    Group,
+    HealthProbes,
+    HealthScheduler,
+    HealthStatus,
+    Observation,
+)
+from fleetwatch.registry.monitor import Monitor, MonitorSettings
+from fleetwatch.registry.open_store import open_store
+from fleetwatch.registry.preservation import PreservationPolicy
+from fleetwatch.registry.registry import Registry
+from fleetwatch.registry.store import RegistryStore
+from fleetwatch.server.app import create_app
+from fleetwatch.server.auth import Token, TokenAuth
+
+
+class StoreCheck:
+    """The registry's own readiness: can it reach its store?"""
+
+    component_type = "datastore"
+    measurement = "responseTime"
+
+    def __init__(self, store: RegistryStore) -> None:
+        self.store = store
+
+    async def check(self) -> Observation:
+        started = time.perf_counter()
+        try:
+            index = await self.store.index()
+        except RegistryUnavailable as exc:
+            return Observation(HealthStatus.UNHEALTHY, str(exc))
+        ms = (time.perf_counter() - started) * 1000
+        return Observation(
+            HealthStatus.HEALTHY, f"store reachable, index {index}", round(ms, 3), "ms"
+        )
+
+
+class RegistryNode:
+    """Everything ``fleetwatch serve`` runs, as one ASGI app whose lifespan owns it all."""
+
+    def __init__(self, config: ServeConfig, *, store_url: str | None = None) -> None:
+        self.config = config
+        registry_config = config.registry
+        self.store = open_store(
+            store_url or registry_config.store, namespace=registry_config.namespace
+        )
+        self.registry = Registry(self.store, tombstone_s=registry_config.tombstone)
+        policy = PreservationPolicy(
+            config.monitor.self_preservation_share, config.monitor.self_preservation_minimum
+        )
+        self.monitor = Monitor(
+            self.store,
+            MonitorSettings(deregister_after=config.monitor.deregister_after, preservation=policy),
+        )
+        self.health = HealthScheduler(
+            [
+                (
+                    StoreCheck(self.store),
+                    CheckSettings(
+                        "store",
+                        interval=2,
+                        timeout=2,
+                        critical=True,
+                        groups=frozenset({Group.READINESS, Group.STARTUP}),
+                        rise=1,
+                        fall=2,
+                    ),
+                )
+            ]
+        )
+        self.probes = HealthProbes(self.health, service_id="fleetwatch-registry")
+        tokens = [Token(name, secret, scopes) for name, secret, scopes in config.secrets()]
+        self.auth = TokenAuth.from_environment(tokens, open_reads=registry_config.open_reads)
+
+    def app(self) -> ASGIApp:
+        """The HTTP app; serving it starts and stops the monitor and health checks."""
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            async with self.health, self.monitor:
+                try:
+                    yield
+                finally:
+                    await self.store.aclose()
+
+        async def monitor_status(request: Request) -> JSONResponse:
+            return JSONResponse(self.monitor.snapshot())
+
+        routes: list[Any] = [*self.probes.routes(), Route("/v1/monitor", monitor_status)]
+        return create_app(
+            self.registry,
+            self.auth,
+            max_body_bytes=self.config.registry.max_body_bytes,
+            lifespan=lifespan,
+            extra_routes=routes,
+        )
