@@ -1,0 +1,131 @@
+"""Choosing one instance: round-robin, random, weighted, least outstanding requests, and
+power-of-two-choices on a latency EWMA."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from fleetwatch.registry.model import Instance
+
+Key = tuple[str, str]
+#: Weight of the newest latency sample in the moving average (about the last ten requests).
+EWMA_ALPHA = 0.3
+
+
+class Strategy(StrEnum):
+    """Balancing strategies by name (for config and CLI)."""
+
+    ROUND_ROBIN = "round-robin"
+    RANDOM = "random"
+    WEIGHTED = "weighted"
+    LEAST_OUTSTANDING = "least-outstanding"
+    P2C_EWMA = "p2c-ewma"
+
+
+@dataclass
+class LoadStats:
+    """What a client knows of each instance from its own requests: in flight, latency EWMA."""
+
+    outstanding: dict[Key, int] = field(default_factory=dict)
+    latency_ewma: dict[Key, float] = field(default_factory=dict)
+
+    def begin(self, key: Key) -> None:
+        """A request started."""
+        self.outstanding[key] = self.outstanding.get(key, 0) + 1
+
+    def end(self, key: Key, latency_s: float | None) -> None:
+        """A request ended (``latency_s`` None when it failed before an answer)."""
+        self.outstanding[key] = max(0, self.outstanding.get(key, 0) - 1)
+        if latency_s is not None:
+            old = self.latency_ewma.get(key)
+            self.latency_ewma[key] = (
+                latency_s if old is None else EWMA_ALPHA * latency_s + (1 - EWMA_ALPHA) * old
+            )
+
+
+class Balancer(Protocol):
+    """Picks one of the given routable instances (never called with an empty list)."""
+
+    def pick(self, instances: Sequence[Instance]) -> Instance:
+        """The chosen instance."""
+        ...
+
+
+class RoundRobin:
+    """Each in turn."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+
+    def pick(self, instances: Sequence[Instance]) -> Instance:
+        return instances[next(self._counter) % len(instances)]
+
+
+class RandomChoice:
+    """Uniformly at random."""
+
+    def pick(self, instances: Sequence[Instance]) -> Instance:
+        return random.choice(instances)
+
+
+class Weighted:
+    """At random in proportion to effective weight (a degraded instance gets a tenth)."""
+
+    def pick(self, instances: Sequence[Instance]) -> Instance:
+        weights = [i.effective_weight for i in instances]
+        if sum(weights) <= 0:
+            return random.choice(instances)
+        return random.choices(instances, weights=weights, k=1)[0]
+
+
+class LeastOutstanding:
+    """The instance with the fewest requests in flight from this client (ties: random)."""
+
+    def __init__(self, stats: LoadStats) -> None:
+        self.stats = stats
+
+    def pick(self, instances: Sequence[Instance]) -> Instance:
+        fewest = min(self.stats.outstanding.get(i.key, 0) for i in instances)
+        return random.choice(
+            [i for i in instances if self.stats.outstanding.get(i.key, 0) == fewest]
+        )
+
+
+class PowerOfTwoEwma:
+    """Two at random; the one with the lower latency EWMA x (outstanding + 1) wins.
+
+    Unmeasured instances score zero, so new instances get tried.
+    """
+
+    def __init__(self, stats: LoadStats) -> None:
+        self.stats = stats
+
+    def _cost(self, instance: Instance) -> float:
+        ewma = self.stats.latency_ewma.get(instance.key, 0.0)
+        return ewma * (self.stats.outstanding.get(instance.key, 0) + 1)
+
+    def pick(self, instances: Sequence[Instance]) -> Instance:
+        if len(instances) == 1:
+            return instances[0]
+        first, second = random.sample(list(instances), 2)
+        return first if self._cost(first) <= self._cost(second) else second
+
+
+def balancer_for(strategy: Strategy | str, stats: LoadStats) -> Balancer:
+    """A balancer by name."""
+    match Strategy(strategy):
+        case Strategy.ROUND_ROBIN:
+            return RoundRobin()
+        case Strategy.RANDOM:
+            return RandomChoice()
+        case Strategy.WEIGHTED:
+            return Weighted()
+        case Strategy.LEAST_OUTSTANDING:
+            return LeastOutstanding(stats)
+        case Strategy.P2C_EWMA:
+            return PowerOfTwoEwma(stats)
