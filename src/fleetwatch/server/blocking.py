@@ -7,10 +7,39 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from starlette.requests import Request
+
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.registry.store import RegistryStore
 
 T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected while its blocking query waited."""
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``, but give up as soon as the client disconnects (a blocking query must not
+    hold the server, or its shutdown, for a client that is no longer there)."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
+
 
 #: Consul's default wait is 5 minutes; proxies often cut idle requests sooner, so a minute.
 DEFAULT_WAIT_S = 60.0

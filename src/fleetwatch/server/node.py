@@ -56,10 +56,17 @@ class StoreCheck:
 class RegistryNode:
     """Everything ``fleetwatch serve`` runs, as one ASGI app whose lifespan owns it all."""
 
-    def __init__(self, config: ServeConfig, *, store_url: str | None = None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        store_url: str | None = None,
+        auth: TokenAuth | None = None,
+        store: RegistryStore | None = None,
+    ) -> None:
         self.config = config
         registry_config = config.registry
-        self.store = open_store(
+        self.store = store or open_store(
             store_url or registry_config.store, namespace=registry_config.namespace
         )
         self.registry = Registry(self.store, tombstone_s=registry_config.tombstone)
@@ -87,8 +94,10 @@ class RegistryNode:
             ]
         )
         self.probes = HealthProbes(self.health, service_id="fleetwatch-registry")
-        tokens = [Token(name, secret, scopes) for name, secret, scopes in config.secrets()]
-        self.auth = TokenAuth.from_environment(tokens, open_reads=registry_config.open_reads)
+        if auth is None:
+            tokens = [Token(name, secret, scopes) for name, secret, scopes in config.secrets()]
+            auth = TokenAuth.from_environment(tokens, open_reads=registry_config.open_reads)
+        self.auth = auth
 
     def app(self) -> ASGIApp:
         """The HTTP app; serving it starts and stops the monitor and health checks."""

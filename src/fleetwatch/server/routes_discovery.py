@@ -7,14 +7,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.registry.registry import Registry
 from fleetwatch.server import schemas
-from fleetwatch.server.blocking import blocking_read, parse_wait
+from fleetwatch.server.blocking import blocking_read, parse_wait, unless_disconnected
 from fleetwatch.server.deps import NAME_PATTERN, Reader, RegistryDep
 from fleetwatch.server.errors import ERROR_RESPONSES
 
@@ -31,6 +31,7 @@ SSE_KEEPALIVE_S = 15.0
 @router.get("/v1/services", response_model=schemas.ServicesReply)
 async def services(
     *,
+    request: Request,
     response: Response,
     who: Reader,
     registry: RegistryDep,
@@ -38,8 +39,8 @@ async def services(
     wait: Wait = None,
 ) -> schemas.ServicesReply:
     """Services with instance counts by status. A blocking query with ``index``/``wait``."""
-    current, answer = await blocking_read(
-        registry.store, index, parse_wait(wait), registry.services
+    current, answer = await unless_disconnected(
+        request, blocking_read(registry.store, index, parse_wait(wait), registry.services)
     )
     response.headers[INDEX_HEADER] = str(current)
     return schemas.ServicesReply(index=current, services=answer)
@@ -49,6 +50,7 @@ async def services(
 async def instances(
     *,
     service: Name,
+    request: Request,
     response: Response,
     who: Reader,
     registry: RegistryDep,
@@ -66,7 +68,9 @@ async def instances(
         )
         return [schemas.InstanceOut.of(i) for i in found]
 
-    current, answer = await blocking_read(registry.store, index, parse_wait(wait), read)
+    current, answer = await unless_disconnected(
+        request, blocking_read(registry.store, index, parse_wait(wait), read)
+    )
     response.headers[INDEX_HEADER] = str(current)
     return schemas.InstancesReply(service=service, index=current, instances=answer)
 
