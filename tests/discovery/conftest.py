@@ -15,6 +15,7 @@ from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 
 TOKEN = "discovery-test-token"
+OPS_TOKEN = "discovery-ops-token"
 
 
 class RunningRegistry:
@@ -28,7 +29,7 @@ class RunningRegistry:
 
     async def start(self) -> None:
         """A fresh node (the in-memory store starts empty, as after a real restart)."""
-        auth = TokenAuth([Token("tests", TOKEN, Scope.ALL)])
+        auth = TokenAuth([Token("tests", TOKEN, Scope.ALL), Token("ops", OPS_TOKEN, Scope.ALL)])
         self.node = RegistryNode(ServeConfig(), store_url="memory", auth=auth)
         self._server = AppServer(self.node.app(), port=self.port)
         await self._server.start()

@@ -118,7 +118,12 @@ class PowerOfTwoEwma:
 
 def balancer_for(strategy: Strategy | str, stats: LoadStats) -> Balancer:
     """A balancer by name."""
-    match Strategy(strategy):
+    try:
+        chosen = Strategy(strategy)
+    except ValueError:
+        known = ", ".join(s.value for s in Strategy)
+        raise ValueError(f"unknown balancing strategy {strategy!r}; known: {known}") from None
+    match chosen:
         case Strategy.ROUND_ROBIN:
             return RoundRobin()
         case Strategy.RANDOM:
