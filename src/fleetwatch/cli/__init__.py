@@ -2,7 +2,8 @@
 
 Exit codes: 0 pass or warn, 1 fail (so ``fleetwatch check`` works as a Docker ``HEALTHCHECK``,
 where 2 is reserved, and as a Kubernetes exec probe, where warn must keep serving), 64 for usage
-and configuration errors (``EX_USAGE`` from sysexits.h), 130 when interrupted.
+and configuration errors (``EX_USAGE`` from sysexits.h), 69 when the registry cannot be reached
+(``EX_UNAVAILABLE``), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import sys
 from rich.console import Console
 
 from fleetwatch.cli.app import app
-from fleetwatch.errors import FleetwatchError
+from fleetwatch.errors import FleetwatchError, RegistryUnavailable
 
 EXIT_USAGE = 64
+#: sysexits.h EX_UNAVAILABLE: the registry (or another service) cannot be reached.
+EXIT_UNAVAILABLE = 69
 #: Click's own exit status for usage errors, which fleetwatch reports as EXIT_USAGE instead.
 _CLICK_USAGE = 2
 
@@ -24,19 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="fleetwatch")
     except SystemExit as exit_:
-        code = exit_.code
-        if code is None:
-            return 0
-        if not isinstance(code, int):
-            print(code, file=sys.stderr)
-            return 1
-        return EXIT_USAGE if code == _CLICK_USAGE else code
+        return _exit_code(exit_.code)
     except FleetwatchError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return EXIT_USAGE
+        return EXIT_UNAVAILABLE if isinstance(exc, RegistryUnavailable) else EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if not isinstance(code, int):
+        print(code, file=sys.stderr)
+        return 1
+    return EXIT_USAGE if code == _CLICK_USAGE else code
 
 
 def run() -> None:

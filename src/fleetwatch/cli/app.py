@@ -7,6 +7,7 @@ import typer
 from fleetwatch.cli.check import check_command
 from fleetwatch.cli.demo import demo_command
 from fleetwatch.cli.serve import serve_command
+from fleetwatch.cli.status import status_command
 
 app = typer.Typer(
     name="fleetwatch",
@@ -18,3 +19,4 @@ app = typer.Typer(
 app.command("check")(check_command)
 app.command("demo")(demo_command)
 app.command("serve")(serve_command)
+app.command("status")(status_command)
