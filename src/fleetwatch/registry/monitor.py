@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
+import socket
 import time
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -34,6 +37,14 @@ _CHECKED = frozenset(InstanceStatus) - OPERATOR_STATUSES
 #: After a failure that has not yet made an instance unavailable, the next probe comes this
 #: soon instead of a whole interval later.
 FAST_RECHECK_S = 0.1
+#: Registry nodes heartbeat this often and count as gone this long after their last beat.
+NODE_BEAT_S = 1.0
+NODE_TTL_S = 3.0
+
+
+def _weight(node: str, name: str) -> int:
+    digest = hashlib.blake2b(f"{node}|{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +76,12 @@ class _Watcher:
     def _prober(self, instance: Instance) -> Prober:
         path = None if instance.check.type is CheckType.TCP else instance.check.path
         return Prober(
-            instance.host, instance.port, path=path, scheme=instance.scheme, on_close=self.wake.set
+            instance.host,
+            instance.port,
+            path=path,
+            scheme=instance.scheme,
+            on_close=self.wake.set,
+            node=self.monitor.node_id,
         )
 
     def refresh(self, latest: Instance) -> None:
@@ -168,8 +184,10 @@ class _Watcher:
 class Monitor:
     """Watches the instances this node is responsible for, and reaps lapsed leases.
 
-    ``owns`` decides which instances are this node's to check (several nodes on one Redis split
-    the fleet); by default a node checks everything.
+    Several nodes on one store split the fleet: each heartbeats its name into the store every
+    ``NODE_BEAT_S`` and checks the instances that rendezvous hashing gives it among the live
+    nodes, so every instance is checked by exactly one node. A node that stops heartbeating
+    drops out after ``NODE_TTL_S`` and the others take its instances over at their next sync.
     """
 
     def __init__(
@@ -177,12 +195,13 @@ class Monitor:
         store: RegistryStore,
         settings: MonitorSettings | None = None,
         *,
-        owns: Callable[[Instance], bool] = lambda instance: True,
+        node_id: str | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or MonitorSettings()
         self.preservation = SelfPreservation(self.settings.preservation)
-        self._owns = owns
+        self.node_id = node_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.nodes: list[str] = [self.node_id]
         self._watchers: dict[Key, _Watcher] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._spare: set[asyncio.Task[None]] = set()
@@ -197,6 +216,13 @@ class Monitor:
         """How many instances this node probes now."""
         return len(self._watchers)
 
+    def owns(self, instance: Instance) -> bool:
+        """Whether this node checks ``instance`` (highest random weight among live nodes)."""
+        if len(self.nodes) <= 1:
+            return True
+        name = f"{instance.service}/{instance.instance_id}"
+        return max(self.nodes, key=lambda node: _weight(node, name)) == self.node_id
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._spare.add(task)
@@ -206,6 +232,7 @@ class Monitor:
         self._tasks = [
             asyncio.create_task(self._sync_loop(), name="fleetwatch.monitor-sync"),
             asyncio.create_task(self._reap_loop(), name="fleetwatch.monitor-reap"),
+            asyncio.create_task(self._membership_loop(), name="fleetwatch.monitor-nodes"),
         ]
         return self
 
@@ -224,6 +251,8 @@ class Monitor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(RegistryUnavailable):
+            await self.store.node_leave(self.node_id)
 
     async def sync(self) -> None:
         """Start watchers for new instances, stop them for removed ones, pass on changes."""
@@ -234,7 +263,7 @@ class Monitor:
         current = {
             i.key: i
             for i in await self.store.instances()
-            if i.check.type is not CheckType.TTL and self._owns(i)
+            if i.check.type is not CheckType.TTL and self.owns(i)
         }
         for key in list(self._watchers):
             if key not in current:
@@ -265,6 +294,18 @@ class Monitor:
             except RegistryUnavailable as exc:
                 log.warning("registry.monitor_sync_failed: %s", exc)
                 await asyncio.sleep(1.0)
+
+    async def _membership_loop(self) -> None:
+        while True:
+            try:
+                nodes = await self.store.node_heartbeat(self.node_id, NODE_TTL_S)
+                if nodes != self.nodes:
+                    log.info("registry.nodes %s: %s", self.node_id, ", ".join(nodes))
+                    self.nodes = nodes or [self.node_id]
+                    await self.sync()
+            except RegistryUnavailable as exc:
+                log.warning("registry.node_heartbeat_failed: %s", exc)
+            await asyncio.sleep(NODE_BEAT_S)
 
     async def _reap_loop(self) -> None:
         while True:
@@ -302,6 +343,8 @@ class Monitor:
     def snapshot(self) -> dict[str, object]:
         """Counters and self-preservation state, for the API."""
         return {
+            "node": self.node_id,
+            "nodes": self.nodes,
             "watched": self.watched,
             "probes": self.probes,
             "transitions": self.transitions,

@@ -47,6 +47,7 @@ class Prober:
         path: str | None = "/health",
         scheme: str = "http",
         on_close: Callable[[], None] | None = None,
+        node: str = "",
     ) -> None:
         self.host = host
         self.port = port
@@ -56,7 +57,12 @@ class Prober:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._watch: asyncio.Task[None] | None = None
-        self._host_header = (f"[{host}]" if ":" in host else host) + f":{port}"
+        host_header = (f"[{host}]" if ":" in host else host) + f":{port}"
+        node_header = f"X-Fleetwatch-Node: {node}\r\n" if node else ""
+        self._request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: fleetwatch-monitor\r\n"
+            f"Accept: */*\r\n{node_header}\r\n"
+        ).encode()
 
     async def probe(self, timeout: float) -> ProbeResult:
         """One check within ``timeout`` seconds: an HTTP GET of ``path``, or (no path) a connect."""
@@ -110,10 +116,7 @@ class Prober:
     async def _get(self, started: float) -> ProbeResult:
         assert self._reader is not None
         assert self._writer is not None
-        self._writer.write(
-            f"GET {self.path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
-            "User-Agent: fleetwatch-monitor\r\nAccept: */*\r\n\r\n".encode()
-        )
+        self._writer.write(self._request)
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)

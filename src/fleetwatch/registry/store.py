@@ -118,6 +118,17 @@ class RegistryStore(Protocol):
         """The latest load figures of a service's instances, by instance id."""
         ...
 
+    async def node_heartbeat(self, node_id: str, ttl: float) -> list[str]:
+        """Keep this registry node alive for ``ttl`` seconds; return every live node, sorted.
+
+        Nodes sharing a store split the monitoring between them by these names.
+        """
+        ...
+
+    async def node_leave(self, node_id: str) -> None:
+        """This node stops: its share of the monitoring moves to the others at once."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections and background tasks."""
         ...

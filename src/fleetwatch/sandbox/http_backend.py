@@ -6,7 +6,8 @@ in-process with :class:`HttpBackend`. Routes:
 - ``/`` and ``/health`` answer after ``--delay``;
 - ``/status/{code}`` answers with that code; ``/sleep/{seconds}`` answers after that long;
 - ``/slow-every/{n}/{seconds}`` answers every n-th request only after that long;
-- ``/count`` tells how many requests arrived;
+- ``/count`` tells how many requests arrived, and per fleetwatch monitor node (``?reset=1``
+  starts counting again);
 - ``/headers`` echoes the request headers, ``/last-headers`` repeats the last ones it saw;
 - ``/peer`` tells the client's port and ``/peers`` every port seen there (the same port
   twice: a reused connection).
@@ -34,9 +35,13 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
     hits = {"count": 0}
     last_headers: dict[str, str] = {}
     peer_ports: list[int | None] = []
+    by_node: dict[str, int] = {}
 
     async def health(request: Request) -> Response:
         hits["count"] += 1
+        node = request.headers.get("x-fleetwatch-node")
+        if node:
+            by_node[node] = by_node.get(node, 0) + 1
         if delay:
             await asyncio.sleep(delay)
         return Response(body, media_type="text/plain")
@@ -60,7 +65,10 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
         return Response(body, media_type="text/plain")
 
     async def count(request: Request) -> Response:
-        return JSONResponse(hits)
+        if request.query_params.get("reset"):
+            hits["count"] = 0
+            by_node.clear()
+        return JSONResponse({**hits, "by_node": by_node})
 
     async def headers(request: Request) -> Response:
         last_headers.clear()

@@ -126,6 +126,16 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 """
 )
 
+# KEYS: nodes   ARGV: node_id ttl_ms
+NODE_HEARTBEAT = (
+    _PROLOGUE
+    + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+)
+
 # KEYS: inst load   ARGV: field json
 PUT_LOAD = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end

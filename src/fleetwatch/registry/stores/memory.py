@@ -28,6 +28,7 @@ class MemoryStore:
         self._index = 0
         self._changed = asyncio.Event()
         self._loads: dict[Key, dict[str, float]] = {}
+        self._nodes: dict[str, float] = {}
 
     async def now(self) -> float:
         return time.time()
@@ -182,6 +183,15 @@ class MemoryStore:
 
     async def loads(self, service: str) -> dict[str, dict[str, float]]:
         return {key[1]: dict(load) for key, load in self._loads.items() if key[0] == service}
+
+    async def node_heartbeat(self, node_id: str, ttl: float) -> list[str]:
+        now = time.monotonic()
+        self._nodes[node_id] = now + ttl
+        self._nodes = {n: d for n, d in self._nodes.items() if d > now}
+        return sorted(self._nodes)
+
+    async def node_leave(self, node_id: str) -> None:
+        self._nodes.pop(node_id, None)
 
     async def aclose(self) -> None:
         return None

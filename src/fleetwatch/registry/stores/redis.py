@@ -10,7 +10,8 @@ Keys, all under one hash tag ``{NS}`` so the scripts run on Redis Cluster too:
 - ``{NS}:inst`` hash ``service/id`` -> instance JSON; ``{NS}:lease`` zset of lease deadlines (ms);
 - ``{NS}:tomb`` zset of tombstone expiries; ``{NS}:svc:<service>`` set of instance ids;
 - ``{NS}:services`` set of services; ``{NS}:index`` the change index;
-- ``{NS}:events`` stream, entry id ``<index>-1``; ``{NS}:load`` hash of load figures.
+- ``{NS}:events`` stream, entry id ``<index>-1``; ``{NS}:load`` hash of load figures;
+- ``{NS}:nodes`` zset of registry nodes and their liveness deadlines.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class RedisStore:
         tag = "{" + namespace + "}"
         self._k = {
             name: f"{tag}:{name}"
-            for name in ("inst", "lease", "tomb", "index", "events", "services", "load")
+            for name in ("inst", "lease", "tomb", "index", "events", "services", "load", "nodes")
         }
         self._tag = tag
         self._scripts = {
@@ -92,6 +93,7 @@ class RedisStore:
                 ("remove", scripts.REMOVE),
                 ("lapsed", scripts.LAPSED),
                 ("put_load", scripts.PUT_LOAD),
+                ("node_heartbeat", scripts.NODE_HEARTBEAT),
             )
         }
         self._latest = 0
@@ -360,6 +362,17 @@ class RedisStore:
                 return {}
             raws = await self._client.hmget(self._k["load"], [_field(service, i) for i in ids])
         return {i: json.loads(raw) for i, raw in zip(ids, raws, strict=True) if raw}
+
+    async def node_heartbeat(self, node_id: str, ttl: float) -> list[str]:
+        async with _translated("node heartbeat"):
+            nodes = await self._scripts["node_heartbeat"](
+                keys=[self._k["nodes"]], args=[node_id, int(ttl * 1000)]
+            )
+        return sorted(_text(n) for n in nodes)
+
+    async def node_leave(self, node_id: str) -> None:
+        async with _translated("node leave"):
+            await self._client.zrem(self._k["nodes"], node_id)
 
     async def aclose(self) -> None:
         follower, self._follower = self._follower, None

@@ -1,0 +1,88 @@
+"""Two `fleetwatch serve` processes on one real Redis: they split the monitoring, and one
+takes over when the other dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+
+from fleetwatch.discovery import RegistryClient
+from fleetwatch.sandbox import HttpBackend, RedisServer, free_port
+from tests.conftest import poll_until
+
+TOKEN = "two-nodes-token"
+
+
+@contextlib.asynccontextmanager
+async def serve_node(redis: RedisServer, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`fleetwatch serve --store redis://...` as its own process, ready when /readyz passes."""
+    env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "serve", "--port", str(port), "--store", redis.url,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(timeout=1) as client:
+
+            async def ready() -> int:
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code
+                except httpx.TransportError:
+                    return 0
+
+            await poll_until(ready, 200, within=30)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _counts(backends: list[HttpBackend], *, reset: bool = False) -> list[dict[str, int]]:
+    async with httpx.AsyncClient() as client:
+        suffix = "?reset=1" if reset else ""
+        return [(await client.get(f"{b.url}/count{suffix}")).json()["by_node"] for b in backends]
+
+
+async def test_two_nodes_split_the_fleet_and_take_over(own_redis: RedisServer) -> None:
+    """Each instance is checked by exactly one node; kill one and the other checks them all."""
+    async with contextlib.AsyncExitStack() as stack:
+        backends = [await stack.enter_async_context(HttpBackend()) for _ in range(8)]
+        first = await stack.enter_async_context(serve_node(own_redis, free_port()))
+        second_port = free_port()
+        await stack.enter_async_context(serve_node(own_redis, second_port))
+        api = await stack.enter_async_context(
+            RegistryClient(f"http://127.0.0.1:{second_port}", token=TOKEN)
+        )
+        for n, backend in enumerate(backends):
+            await api.register("llm", f"i{n}", {"host": "127.0.0.1", "port": backend.port})
+        await asyncio.sleep(4.0)  # both nodes have seen each other and synced
+        await _counts(backends, reset=True)
+        await asyncio.sleep(2.5)
+        split = await _counts(backends)
+        nodes = {node for counts in split for node in counts}
+        assert len(nodes) == 2, split
+        assert all(len(counts) == 1 for counts in split), split  # one checker per instance
+
+        first.kill()
+        await first.wait()
+        await asyncio.sleep(5.0)  # its heartbeat lapses (3 s) and the survivor resyncs
+        await _counts(backends, reset=True)
+        await asyncio.sleep(2.5)
+        after = await _counts(backends)
+        survivors = {node for counts in after for node in counts}
+        assert len(survivors) == 1, after
+        assert all(counts for counts in after), after  # every instance is checked again
+        _, instances = await api.instances("llm")
+        assert {i.status.value for i in instances} == {"available"}
