@@ -1,4 +1,4 @@
-"""Open a store from a URL: ``memory``, ``redis://``, ``rediss://``."""
+"""Open a store from a URL: ``memory``, ``redis://``, ``rediss://``, ``redis+sentinel://``."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ def open_store(url: str, *, namespace: str = "fleetwatch") -> RegistryStore:
     """The store a ``--store`` value names."""
     if url == "memory":
         return MemoryStore()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
         return RedisStore(url, namespace=namespace)
     raise ConfigError(
         f"unknown store {url!r}: use 'memory' (one machine) or a Redis URL such as "
-        "'redis://127.0.0.1:6379/0' (many nodes)"
+        "'redis://127.0.0.1:6379/0' (many nodes), or through Sentinel "
+        "'redis+sentinel://127.0.0.1:26379/mymaster/0'"
     )

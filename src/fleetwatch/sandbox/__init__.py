@@ -10,6 +10,13 @@ bring it back.
 from fleetwatch.sandbox.http_backend import BackendProcess, HttpBackend
 from fleetwatch.sandbox.ports import free_port
 from fleetwatch.sandbox.postgres import PostgresServer
-from fleetwatch.sandbox.redis import RedisServer
+from fleetwatch.sandbox.redis import RedisServer, SentinelServer
 
-__all__ = ["BackendProcess", "HttpBackend", "PostgresServer", "RedisServer", "free_port"]
+__all__ = [
+    "BackendProcess",
+    "HttpBackend",
+    "PostgresServer",
+    "RedisServer",
+    "SentinelServer",
+    "free_port",
+]

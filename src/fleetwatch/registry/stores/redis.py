@@ -22,18 +22,18 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from fleetwatch.errors import IndexReset, InstanceGone, RegistryUnavailable
 from fleetwatch.registry.model import Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import DEFAULT_HISTORY, CheckRecord
 from fleetwatch.registry.stores import _redis_scripts as scripts
+from fleetwatch.registry.stores.redis_connect import SENTINEL_SCHEME, client_factory
 
 #: Every Redis command is bounded; a registry that hangs on its store helps nobody.
 COMMAND_TIMEOUT_S = 5.0
+#: How long a write waits for replicas to acknowledge it (Sentinel set-ups).
+REPLICATION_WAIT_MS = 500
 #: The change follower blocks this long per XREAD before looping.
 FOLLOW_BLOCK_MS = 5_000
 
@@ -67,17 +67,17 @@ class RedisStore:
         *,
         namespace: str = "fleetwatch",
         history: int = DEFAULT_HISTORY,
-        client: aioredis.Redis | None = None,
+        wait_replicas: int | None = None,
     ) -> None:
-        self._client = client or aioredis.Redis.from_url(
-            url,
-            socket_timeout=COMMAND_TIMEOUT_S,
-            socket_connect_timeout=COMMAND_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-        )
+        self._connect = client_factory(url)
+        self._client = self._connect.client(COMMAND_TIMEOUT_S)
         self._url = url
         self._history = history
+        # Through Sentinel, a write counts once a replica has it too (WAIT): a failover right
+        # after must not lose a registration. Redis replication is otherwise asynchronous.
+        if wait_replicas is None:
+            wait_replicas = 1 if url.startswith(f"{SENTINEL_SCHEME}://") else 0
+        self._wait_replicas = wait_replicas
         tag = "{" + namespace + "}"
         self._k = {
             name: f"{tag}:{name}"
@@ -123,12 +123,18 @@ class RedisStore:
                       self._svc(instance.service), k["services"]],
                 args=[field, payload, self._history, instance.service, instance.instance_id],
             )  # fmt: skip
+            await self._replicated()
         if reply[0] == "gone":
             raise _gone(field, int(reply[1]))
         stored = Instance.from_dict(json.loads(reply[4]))
         return Event(
             int(reply[1]), EventType(reply[2]), *instance.key, int(reply[3]) / 1000, stored
         )
+
+    async def _replicated(self) -> None:
+        """With ``wait_replicas``, wait (up to 500 ms) until that many replicas have the write."""
+        if self._wait_replicas:
+            await self._client.wait(self._wait_replicas, REPLICATION_WAIT_MS)
 
     async def renew(self, service: str, instance_id: str) -> Instance | None:
         field = _field(service, instance_id)
@@ -167,6 +173,7 @@ class RedisStore:
                 keys=[self._k["inst"], self._k["index"], self._k["events"], self._k["lease"]],
                 args=[field, status.value, reason, record_json, allowed, self._history],
             )
+            await self._replicated()
         if reply[0] != "ok":
             return None
         instance = Instance.from_dict(json.loads(reply[1]))
@@ -203,6 +210,7 @@ class RedisStore:
                 args=[field, instance_id, service, kind.value, reason,
                       int(tombstone_for * 1000), self._history, "1" if only_if_lapsed else "0"],
             )  # fmt: skip
+            await self._replicated()
         if reply[0] != "ok":
             return None
         previous = InstanceStatus(reply[2]) if reply[2] else None
@@ -324,13 +332,7 @@ class RedisStore:
 
     async def _follow(self) -> None:
         """Read the event stream as it grows and wake waiters; one Redis connection for all."""
-        blocking = aioredis.Redis.from_url(
-            self._url,
-            socket_timeout=COMMAND_TIMEOUT_S + FOLLOW_BLOCK_MS / 1000,
-            socket_connect_timeout=COMMAND_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-        )
+        blocking = self._connect.client(COMMAND_TIMEOUT_S + FOLLOW_BLOCK_MS / 1000)
         try:
             while True:
                 try:
@@ -381,6 +383,7 @@ class RedisStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
         await self._client.aclose()
+        await self._connect.aclose()
 
 
 def _gone(field: str, remaining_ms: int) -> InstanceGone:
