@@ -217,3 +217,20 @@ async def test_openapi_describes_every_route(api: Api) -> None:
     ):
         assert path in paths
     assert "403" in paths["/v1/services/{service}/instances/{instance_id}"]["put"]["responses"]
+
+
+async def test_load_figures_do_not_wake_blocking_queries(api: Api) -> None:
+    """PUT .../load stores figures readable at /load without bumping the change index."""
+    await api.client.put(f"{URL}/a", json={"host": "127.0.0.1", "port": 8000}, headers=TEAM_A)
+    index = (await api.client.get(URL, headers=TEAM_A)).headers["X-Fleetwatch-Index"]
+    body = {"load": {"requests_waiting": 3, "kv_cache_usage": 0.42}}
+    put = await api.client.put(f"{URL}/a/load", json=body, headers=TEAM_A)
+    assert put.status_code == 200
+    assert (await api.client.put(f"{URL}/a/load", json=body, headers=TEAM_B)).status_code == 403
+    loads = (await api.client.get("/v1/services/llm/load", headers=TEAM_A)).json()
+    assert loads == {
+        "service": "llm",
+        "load": {"a": {"requests_waiting": 3, "kv_cache_usage": 0.42}},
+    }
+    after = (await api.client.get(URL, headers=TEAM_A)).headers["X-Fleetwatch-Index"]
+    assert after == index

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fleetwatch.errors import Forbidden, InstanceNotFound, Unauthorized
@@ -178,6 +178,14 @@ class Registry:
             if result is not None:
                 instance = result[0]
         return instance
+
+    async def put_load(
+        self, service: str, instance_id: str, load: Mapping[str, float], caller: Principal
+    ) -> None:
+        """Record load figures for an instance (its registrant or an admin)."""
+        caller.require(Scope.REGISTER, "publishing load")
+        await self._owned(service, instance_id, caller, "publishing load for")
+        await self.store.put_load(service, instance_id, load)
 
     async def set_operator_status(
         self, service: str, instance_id: str, status: InstanceStatus | None, caller: Principal

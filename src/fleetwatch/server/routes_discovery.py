@@ -75,6 +75,12 @@ async def instances(
     return schemas.InstancesReply(service=service, index=current, instances=answer)
 
 
+@router.get("/v1/services/{service}/load", response_model=schemas.LoadReply)
+async def load(*, service: Name, who: Reader, registry: RegistryDep) -> schemas.LoadReply:
+    """The latest load figures of a service's instances."""
+    return schemas.LoadReply(service=service, load=await registry.store.loads(service))
+
+
 @router.get("/v1/discover/{service}", response_model=schemas.DiscoverReply)
 async def discover(
     *, service: Name, response: Response, who: Reader, registry: RegistryDep

@@ -50,6 +50,20 @@ async def heartbeat(
     return schemas.InstanceReply(index=index, instance=schemas.InstanceOut.of(instance))
 
 
+@router.put(PATH + "/load", response_model=schemas.EmptyReply)
+async def put_load(
+    *,
+    service: Name,
+    instance_id: Name,
+    body: schemas.LoadBody,
+    who: Caller,
+    registry: RegistryDep,
+) -> schemas.EmptyReply:
+    """Publish load figures. They travel apart from membership: no index bump, no wake-up."""
+    await registry.put_load(service, instance_id, body.load, who)
+    return schemas.EmptyReply(index=await registry.store.index())
+
+
 @router.put(PATH + "/status", response_model=schemas.EmptyReply)
 async def set_status(
     *,

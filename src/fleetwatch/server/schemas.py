@@ -122,6 +122,22 @@ class HeartbeatBody(BaseModel):
     output: Annotated[str, Field(max_length=1024)] = ""
 
 
+class LoadBody(BaseModel):
+    """Load figures an instance (or its agent) publishes: queue depth, running requests,
+    KV-cache use... Numbers only; they never bump the change index."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    load: Annotated[dict[str, float], Field(max_length=32)]
+
+
+class LoadReply(BaseModel):
+    """The latest load figures of a service's instances, by instance id."""
+
+    service: str
+    load: dict[str, dict[str, float]]
+
+
 class CheckOut(BaseModel):
     """How the instance is checked."""
 
