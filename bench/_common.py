@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
+import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
+
+from fleetwatch.sandbox.ports import port_open, wait_until
+
+#: The token the benchmarks' registry processes accept.
+BENCH_TOKEN = "bench-token"  # noqa: S105 - a throwaway token for local benchmarks
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -46,3 +56,41 @@ def percentile(sorted_values: list[float], q: float) -> float:
         return float("nan")
     rank = max(1, min(len(sorted_values), round(q / 100.0 * len(sorted_values) + 0.5)))
     return sorted_values[rank - 1]
+
+
+@contextlib.contextmanager
+def child(
+    argv: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, ready once ``port`` accepts connections, stopped with SIGTERM."""
+    proc = subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    try:
+        wait_until(lambda: port_open("127.0.0.1", port), timeout=30, what=" ".join(argv[:4]))
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def registry_process(
+    port: int, store: str = "memory"
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """``fleetwatch serve`` on ``port`` with ``store``, accepting ``BENCH_TOKEN``."""
+    argv = [sys.executable, "-m", "fleetwatch", "serve", "--port", str(port), "--store", store]
+    return child(argv, port, {"FLEETWATCH_TOKEN": BENCH_TOKEN})
+
+
+def summarize_ms(values_s: list[float]) -> dict[str, float]:
+    """p50/p90/p99/max of durations given in seconds, reported in milliseconds."""
+    ordered = sorted(values_s)
+    return {
+        "p50_ms": round(percentile(ordered, 50) * 1000, 3),
+        "p90_ms": round(percentile(ordered, 90) * 1000, 3),
+        "p99_ms": round(percentile(ordered, 99) * 1000, 3),
+        "max_ms": round(ordered[-1] * 1000, 3) if ordered else float("nan"),
+    }

@@ -20,21 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import emit, parser, percentile, progress
+from _common import child, emit, parser, percentile, progress
 from fleetwatch.health.scheduler import DEFAULT_JITTER
 from fleetwatch.sandbox import BackendProcess, PostgresServer, RedisServer, free_port
-from fleetwatch.sandbox.ports import port_open, wait_until
 from fleetwatch.sandbox.raw_http import RawHttpConnection
 
 RATE = 1000.0
@@ -170,18 +165,6 @@ async def measure_seed_style(port: int, duration: float) -> dict[str, Any]:
     load["executions_total"] = await total() - before
     load["executions_per_request"] = round(load["executions_total"] / max(load["completed"], 1), 3)
     return load
-
-
-@contextlib.contextmanager
-def child(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A server process, ready once ``port`` accepts connections, stopped with SIGTERM."""
-    proc = subprocess.Popen(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        wait_until(lambda: port_open("127.0.0.1", port), timeout=30, what=" ".join(argv[:4]))
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
 
 
 def main() -> None:

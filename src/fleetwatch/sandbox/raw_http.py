@@ -1,4 +1,4 @@
-"""A minimal keep-alive HTTP/1.1 GET client over asyncio streams, for load generation.
+"""A minimal keep-alive HTTP/1.1 client over asyncio streams, for load generation.
 
 General-purpose clients spend more CPU per request than the small servers they load, which
 hides the server's latency behind the client's; this one parses only what a GET of a small
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from types import TracebackType
 
 
@@ -29,39 +30,54 @@ class RawHttpConnection:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
 
     async def get(self, path: str) -> tuple[int, bytes]:
-        """GET ``path``; returns the status code and body. Reconnects if needed.
+        """GET ``path``; returns the status code and body."""
+        return await self.request("GET", path)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """Send one request; returns the status code and body. Reconnects if needed.
 
         A reused connection the server closed while it sat idle (its keep-alive timeout) fails
-        before any byte of the answer arrives; like browsers and urllib3, the GET is then sent
-        once more on a new connection. Any other failure is raised.
+        before any byte of the answer arrives; like browsers and urllib3, an idempotent request
+        (GET, PUT, DELETE) is then sent once more on a new connection. Any other failure raises.
         """
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
+        if body or method in ("PUT", "POST"):
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        message = (head + "\r\n").encode() + body
         reused = self._writer is not None and not self._writer.is_closing()
         if not reused:
             await self.connect()
         try:
-            return await self._exchange(path)
+            return await self._exchange(message)
         except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
             partial = exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b""
-            if not reused or partial:
+            if not reused or partial or method == "POST":
                 raise
             await self.aclose()
             await self.connect()
-            return await self._exchange(path)
+            return await self._exchange(message)
 
-    async def _exchange(self, path: str) -> tuple[int, bytes]:
+    async def _exchange(self, message: bytes) -> tuple[int, bytes]:
         try:
-            return await self._request(path)
+            return await self._request(message)
         except BaseException:
             # A half-read answer would be taken for the next request's: never reuse this one.
             await self.aclose()
             raise
 
-    async def _request(self, path: str) -> tuple[int, bytes]:
+    async def _request(self, message: bytes) -> tuple[int, bytes]:
         assert self._reader is not None
         assert self._writer is not None
-        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n"
         async with asyncio.timeout(self.timeout):
-            self._writer.write(request.encode())
+            self._writer.write(message)
             head = await self._reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             length = 0

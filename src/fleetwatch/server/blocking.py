@@ -53,6 +53,15 @@ def parse_wait(value: str | None) -> float:
     return min(parse_duration(value), MAX_WAIT_S)
 
 
+async def _snapshot(store: RegistryStore, read: Callable[[], Awaitable[T]]) -> tuple[int, T]:
+    """An answer and the index it is consistent with: the index did not move while reading."""
+    while True:
+        before = await store.index()
+        answer = await read()
+        if await store.index() == before:
+            return before, answer
+
+
 async def blocking_read(
     store: RegistryStore,
     index: int | None,
@@ -66,8 +75,7 @@ async def blocking_read(
     compared and the wait goes on if this answer did not change. An index ahead of the store's
     (the store restarted) answers at once, so the client resynchronises.
     """
-    current = await store.index()
-    answer = await read()
+    current, answer = await _snapshot(store, read)
     if index is None or current != index:
         return current, answer
     loop = asyncio.get_running_loop()
@@ -79,7 +87,7 @@ async def blocking_read(
         newer = await store.wait_for_change(current, remaining)
         if newer == current:
             return current, answer
-        fresh = await read()
+        newer, fresh = await _snapshot(store, read)
         if fresh != answer or newer < current:
             return newer, fresh
         current = newer

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from fleetwatch.errors import (
     Forbidden,
@@ -16,6 +16,7 @@ from fleetwatch.errors import (
     RegistryUnavailable,
     Unauthorized,
 )
+from fleetwatch.server.blocking import ClientGone
 from fleetwatch.server.schemas import ErrorReply
 
 _STATUS_OF: list[tuple[type[RegistryError], int]] = [
@@ -56,6 +57,11 @@ def install_handlers(app: FastAPI) -> None:
             message = str(error["msg"]).removeprefix("Value error, ")
             problems.append(f"field {field!r}: {message}")
         return JSONResponse({"error": "; ".join(problems)}, 422)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> Response:
+        # Nobody is listening; nginx's 499 "client closed request" for the access log.
+        return Response(status_code=499)
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
