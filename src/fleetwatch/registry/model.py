@@ -200,6 +200,11 @@ class Event:
     previous_status: InstanceStatus | None = None
     reason: str = ""
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """(service, instance_id)."""
+        return self.service, self.instance_id
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""
         return {

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from fleetwatch.errors import RegistryUnavailable
+from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry.judge import judge
 from fleetwatch.registry.model import CheckType, Instance, InstanceStatus
 from fleetwatch.registry.preservation import PreservationPolicy, SelfPreservation
@@ -254,45 +254,72 @@ class Monitor:
         with contextlib.suppress(RegistryUnavailable):
             await self.store.node_leave(self.node_id)
 
-    async def sync(self) -> None:
-        """Start watchers for new instances, stop them for removed ones, pass on changes."""
+    async def sync(self) -> int:
+        """Full resync: start watchers for new instances, stop them for removed ones, pass on
+        changes. Returns the index the view is consistent with."""
         async with self._sync_lock:  # two interleaved syncs would start two watchers
-            await self._sync()
+            while True:
+                index = await self.store.index()
+                instances = await self.store.instances()
+                if await self.store.index() == index:
+                    break
+            current = {i.key: i for i in instances if self._checks(i)}
+            for key in list(self._watchers):
+                if key not in current:
+                    self._stop(key)
+            for instance in current.values():
+                self._watch(instance)
+            self.preservation.watched(len(self._watchers))
+            return index
 
-    async def _sync(self) -> None:
-        current = {
-            i.key: i
-            for i in await self.store.instances()
-            if i.check.type is not CheckType.TTL and self.owns(i)
-        }
-        for key in list(self._watchers):
-            if key not in current:
-                watcher = self._watchers.pop(key)
-                watcher.task.cancel()
-                self._spare.add(watcher.task)
-                watcher.task.add_done_callback(self._spare.discard)
-                self.preservation.forget(key)
-        for key, instance in current.items():
-            existing = self._watchers.get(key)
-            if existing is None:
-                self._watchers[key] = _Watcher(self, instance)
-            else:
-                existing.refresh(instance)
-        self.preservation.watched(len(self._watchers))
+    def _checks(self, instance: Instance) -> bool:
+        return instance.check.type is not CheckType.TTL and self.owns(instance)
+
+    def _watch(self, instance: Instance) -> None:
+        existing = self._watchers.get(instance.key)
+        if existing is None:
+            self._watchers[instance.key] = _Watcher(self, instance)
+        else:
+            existing.refresh(instance)
+
+    def _stop(self, key: Key) -> None:
+        watcher = self._watchers.pop(key, None)
+        if watcher is not None:
+            watcher.task.cancel()
+            self._spare.add(watcher.task)
+            watcher.task.add_done_callback(self._spare.discard)
+        self.preservation.forget(key)
+
+    async def _follow(self, index: int) -> int:
+        """Apply the events after ``index`` (cheap: no full read of the registry)."""
+        async with self._sync_lock:
+            for event in await self.store.events_after(index, limit=5000):
+                if event.instance is not None and self._checks(event.instance):
+                    self._watch(event.instance)
+                elif event.instance is None or event.key in self._watchers:
+                    self._stop(event.key)
+                index = event.index
+            self.preservation.watched(len(self._watchers))
+            return index
 
     async def _sync_loop(self) -> None:
-        index = -1
+        # A full read at start, every resync_every without changes (ownership may have moved),
+        # and whenever the history cannot bridge the gap; otherwise, only the new events.
+        index: int | None = None
         while True:
             try:
-                current = await self.store.index()
-                if current != index:
-                    await self.sync()
-                    index = current
-                index_now = await self.store.wait_for_change(index, self.settings.resync_every)
-                if index_now == index:
-                    index = -1  # resync now and then even without a change (ownership moves)
+                if index is None:
+                    index = await self.sync()
+                else:
+                    index = await self._follow(index)
+                if await self.store.wait_for_change(index, self.settings.resync_every) == index:
+                    index = None
+            except IndexReset as exc:
+                log.warning("registry.monitor_resync: %s", exc)
+                index = None
             except RegistryUnavailable as exc:
                 log.warning("registry.monitor_sync_failed: %s", exc)
+                index = None
                 await asyncio.sleep(1.0)
 
     async def _membership_loop(self) -> None:
