@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import fields
 
 import pytest
 
 from fleetwatch.errors import IndexReset, InstanceGone
-from fleetwatch.registry.model import EventType, InstanceStatus
+from fleetwatch.registry.model import EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import CheckRecord, RegistryStore
 from tests.registry.conftest import HISTORY, instance
 
@@ -204,3 +205,8 @@ async def test_load_figures_do_not_bump_the_index(store: RegistryStore) -> None:
     await store.put_load("llm", "ghost", {"waiting": 1})
     assert await store.index() == index
     assert await store.loads("llm") == {"a": {"waiting": 4, "kv_cache": 0.5}}
+
+
+def test_to_dict_names_every_field() -> None:
+    """The hand-written serialisation covers every field of the dataclass (none forgotten)."""
+    assert set(instance().to_dict()) == {f.name for f in fields(Instance)}

@@ -184,8 +184,10 @@ class InstanceOut(BaseModel):
             url=instance.base_url,
             routable=instance.status.routable,
             effective_weight=instance.effective_weight,
+            check=CheckOut.model_construct(**data["check"]),
         )
-        return cls.model_validate(data)
+        # The model was validated on the way in; constructing skips validating it twice.
+        return cls.model_construct(**data)
 
 
 class InstanceReply(BaseModel):
