@@ -10,6 +10,7 @@ import pytest
 
 from fleetwatch.registry.model import CheckSpec, Instance, InstanceStatus
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
+from fleetwatch.registry.prober import Prober
 from fleetwatch.registry.stores import MemoryStore
 from fleetwatch.sandbox import BackendProcess, HttpBackend
 
@@ -163,3 +164,17 @@ async def test_checked_instances_keep_their_lease(
     await asyncio.sleep(1.2)
     await monitor.reap()
     assert await store.get("llm", "a") is not None
+
+
+def test_prober_runs_on_uvloop() -> None:
+    """`fleetwatch serve` runs on uvloop (uvicorn picks it): the prober must work there too."""
+    import uvloop  # noqa: PLC0415 - only this test needs it
+
+    async def probe_twice() -> list[bool]:
+        async with HttpBackend() as server:
+            prober = Prober("127.0.0.1", server.port)
+            results = [await prober.probe(2.0), await prober.probe(2.0)]
+            prober.close()
+        return [r.passed for r in results]
+
+    assert uvloop.run(probe_twice()) == [True, True]

@@ -19,8 +19,10 @@ class Judgement:
     successes: int
 
 
-def judge(instance: Instance, result: ProbeResult, now: float) -> Judgement:
-    """Apply one probe result to an instance.
+def judge(
+    instance: Instance, failures: int, successes: int, result: ProbeResult, now: float
+) -> Judgement:
+    """Apply one probe result to an instance whose counters stand at ``failures``/``successes``.
 
     - ``starting`` and ``unavailable`` become ``available`` (or ``degraded`` on a 429) after
       ``rise`` consecutive passes; ``available`` and ``degraded`` switch between each other at once.
@@ -32,7 +34,7 @@ def judge(instance: Instance, result: ProbeResult, now: float) -> Judgement:
     """
     spec = instance.check
     if result.passed:
-        failures, successes = 0, instance.consecutive_successes + 1
+        failures, successes = 0, successes + 1
         target = InstanceStatus.DEGRADED if result.degraded else InstanceStatus.AVAILABLE
         status = instance.status
         if status in _PASSING or (
@@ -41,7 +43,7 @@ def judge(instance: Instance, result: ProbeResult, now: float) -> Judgement:
         ):
             status = target
         return Judgement(status, failures, successes)
-    failures, successes = instance.consecutive_failures + 1, 0
+    failures, successes = failures + 1, 0
     status = instance.status
     enough = result.definitive or failures >= spec.fall
     if status in _PASSING and enough:

@@ -17,10 +17,8 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry.judge import judge
@@ -60,15 +58,25 @@ class MonitorSettings:
 
 
 class _Watcher:
-    """Probes one instance until cancelled."""
+    """Probes one instance until cancelled.
 
-    def __init__(self, monitor: Monitor, instance: Instance) -> None:
+    The hot path (a passing probe with nothing to report) touches no store and allocates
+    little: counters live here as plain integers, and the wait between probes is one future
+    with one timer, which an idle-connection close resolves early.
+    """
+
+    def __init__(self, monitor: Monitor, instance: Instance, *, spread: bool = False) -> None:
         self.monitor = monitor
         self.instance = instance
-        self.wake = asyncio.Event()
+        self.failures = instance.consecutive_failures
+        self.successes = instance.consecutive_successes
+        self._wake: asyncio.Future[None] | None = None
         self.prober = self._prober(instance)
         self.last_write = 0.0
         self.suspect = False
+        # Watchers started together (a node starting, a resync taking over a dead node's share)
+        # spread their first probes over one interval instead of all probing at once.
+        self.first_delay = random.uniform(0, instance.check.interval) if spread else 0.0
         self.task = asyncio.create_task(
             self._run(), name=f"fleetwatch.watch.{instance.service}/{instance.instance_id}"
         )
@@ -80,9 +88,14 @@ class _Watcher:
             instance.port,
             path=path,
             scheme=instance.scheme,
-            on_close=self.wake.set,
+            on_close=self.wake,
             node=self.monitor.node_id,
         )
+
+    def wake(self) -> None:
+        """Probe now (the idle connection closed: the process may have died)."""
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     def refresh(self, latest: Instance) -> None:
         """A newer copy from the store (an operator's status, a re-registration)."""
@@ -93,41 +106,46 @@ class _Watcher:
             self.instance.check,
         )
         if target_changed:
-            old, self.prober = self.prober, self._prober(latest)
-            self.monitor._spawn(old.aclose())
-            self.wake.set()
+            self.prober.close()
+            self.prober = self._prober(latest)
+            self.wake()
         if latest.status is not self.instance.status or target_changed:
             self.instance = latest
 
     async def _run(self) -> None:
-        settings = self.monitor.settings
+        loop = asyncio.get_running_loop()
+        jitter = self.monitor.settings.jitter
         try:
+            if self.first_delay:
+                await asyncio.sleep(self.first_delay)
             while True:
-                started = time.monotonic()
-                self.wake.clear()
+                started = loop.time()
                 result = await self.prober.probe(self.instance.check.timeout)
                 self.monitor.probes += 1
                 try:
                     await self._apply(result)
                 except RegistryUnavailable as exc:
                     log.warning("registry.monitor_write_failed %s: %s", self.instance.key, exc)
-                wait = self.instance.check.interval * (1 - random.uniform(0, settings.jitter))
+                wait = self.instance.check.interval * (1 - random.uniform(0, jitter))
                 if self.suspect:
                     # HAProxy's "fastinter": while a failure is unconfirmed, look again soon.
                     # A crashed server's socket may reset before it refuses, for instance.
                     wait = min(wait, FAST_RECHECK_S)
-                remaining = started + wait - time.monotonic()
-                if remaining > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(remaining):
-                            await self.wake.wait()
+                if started + wait > loop.time():
+                    self._wake = loop.create_future()
+                    handle = loop.call_at(started + wait, self.wake)
+                    try:
+                        await self._wake
+                    finally:
+                        handle.cancel()
+                        self._wake = None
         finally:
-            await self.prober.aclose()
+            self.prober.close()
 
     async def _apply(self, result: ProbeResult) -> None:
         monitor, instance = self.monitor, self.instance
         now = time.time()
-        verdict = judge(instance, result, now)
+        verdict = judge(instance, self.failures, self.successes, result, now)
         status = verdict.status
         self.suspect = not result.passed and status is not InstanceStatus.UNAVAILABLE
         maybe_ours = not result.passed and not result.definitive
@@ -139,21 +157,15 @@ class _Watcher:
             and monitor.preservation.engaged
         ):
             status = instance.status  # hold: the failure may be ours (self-preservation)
-        due = time.monotonic() - self.last_write >= monitor.settings.write_every
         # Written at once: a status change, or a check that starts or stops failing (so the
         # API shows it); otherwise at least every write_every seconds, renewing the lease.
         changed = (
             status is not instance.status
-            or (verdict.failures > 0) != (instance.consecutive_failures > 0)
-            or (verdict.successes > 0) != (instance.consecutive_successes > 0)
+            or (verdict.failures > 0) != (self.failures > 0)
+            or (verdict.successes > 0) != (self.successes > 0)
         )
-        if not (changed or due):
-            self.instance = instance.with_changes(
-                consecutive_failures=verdict.failures,
-                consecutive_successes=verdict.successes,
-                last_check_at=now,
-                last_check_output=result.output,
-            )
+        self.failures, self.successes = verdict.failures, verdict.successes
+        if not changed and time.monotonic() - self.last_write < monitor.settings.write_every:
             return
         record = CheckRecord(now, result.output, verdict.failures, verdict.successes)
         reason = result.output if status is not instance.status else ""
@@ -223,11 +235,6 @@ class Monitor:
         name = f"{instance.service}/{instance.instance_id}"
         return max(self.nodes, key=lambda node: _weight(node, name)) == self.node_id
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._spare.add(task)
-        task.add_done_callback(self._spare.discard)
-
     async def __aenter__(self) -> Monitor:
         self._tasks = [
             asyncio.create_task(self._sync_loop(), name="fleetwatch.monitor-sync"),
@@ -268,17 +275,17 @@ class Monitor:
                 if key not in current:
                     self._stop(key)
             for instance in current.values():
-                self._watch(instance)
+                self._watch(instance, spread=True)
             self.preservation.watched(len(self._watchers))
             return index
 
     def _checks(self, instance: Instance) -> bool:
         return instance.check.type is not CheckType.TTL and self.owns(instance)
 
-    def _watch(self, instance: Instance) -> None:
+    def _watch(self, instance: Instance, *, spread: bool = False) -> None:
         existing = self._watchers.get(instance.key)
         if existing is None:
-            self._watchers[instance.key] = _Watcher(self, instance)
+            self._watchers[instance.key] = _Watcher(self, instance, spread=spread)
         else:
             existing.refresh(instance)
 
