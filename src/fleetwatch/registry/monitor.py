@@ -35,6 +35,8 @@ _CHECKED = frozenset(InstanceStatus) - OPERATOR_STATUSES
 #: After a failure that has not yet made an instance unavailable, the next probe comes this
 #: soon instead of a whole interval later.
 FAST_RECHECK_S = 0.1
+#: ... and this soon when the failure followed the instance's connection closing.
+CLOSE_RECHECK_S = 0.01
 #: Registry nodes heartbeat this often and count as gone this long after their last beat.
 NODE_BEAT_S = 1.0
 NODE_TTL_S = 3.0
@@ -74,6 +76,7 @@ class _Watcher:
         self.prober = self._prober(instance)
         self.last_write = 0.0
         self.suspect = False
+        self.after_close = False
         # Watchers started together (a node starting, a resync taking over a dead node's share)
         # spread their first probes over one interval instead of all probing at once.
         self.first_delay = random.uniform(0, instance.check.interval) if spread else 0.0
@@ -88,14 +91,21 @@ class _Watcher:
             instance.port,
             path=path,
             scheme=instance.scheme,
-            on_close=self.wake,
+            on_close=self._closed,
             node=self.monitor.node_id,
         )
 
     def wake(self) -> None:
-        """Probe now (the idle connection closed: the process may have died)."""
+        """Probe now."""
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
+
+    def _closed(self) -> None:
+        # The idle connection closed: the process may have died. Probe now, and if that probe
+        # fails without a verdict (a dying process's socket resets before it refuses), again
+        # almost at once.
+        self.after_close = True
+        self.wake()
 
     def refresh(self, latest: Instance) -> None:
         """A newer copy from the store (an operator's status, a re-registration)."""
@@ -129,8 +139,8 @@ class _Watcher:
                 wait = self.instance.check.interval * (1 - random.uniform(0, jitter))
                 if self.suspect:
                     # HAProxy's "fastinter": while a failure is unconfirmed, look again soon.
-                    # A crashed server's socket may reset before it refuses, for instance.
-                    wait = min(wait, FAST_RECHECK_S)
+                    wait = min(wait, CLOSE_RECHECK_S if self.after_close else FAST_RECHECK_S)
+                self.after_close = False
                 if started + wait > loop.time():
                     self._wake = loop.create_future()
                     handle = loop.call_at(started + wait, self.wake)
