@@ -12,6 +12,7 @@ Target: >= 10,000 checks/s.
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import sys
 import time
@@ -36,7 +37,14 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def step(port: int, count: int, seconds: float) -> dict[str, float]:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of another process, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def step(port: int, backend_pid: int, count: int, seconds: float) -> dict[str, float]:
     """Monitor ``count`` instances; measure for ``seconds`` after a warm-up."""
     store = MemoryStore()
     spec = CheckSpec(interval=INTERVAL_S, timeout=2.0, rise=1, fall=3, startup_grace=0)
@@ -49,10 +57,12 @@ async def step(port: int, count: int, seconds: float) -> dict[str, float]:
     ) as monitor:
         await asyncio.sleep(INTERVAL_S * 3)  # connections opened, first probes spread out
         probes, cpu, wall = monitor.probes, cpu_seconds(), time.perf_counter()
+        backend_cpu = process_cpu_seconds(backend_pid)
         await asyncio.sleep(seconds)
         done = monitor.probes - probes
         elapsed = time.perf_counter() - wall
         used = cpu_seconds() - cpu
+        backend_used = process_cpu_seconds(backend_pid) - backend_cpu
     expected_interval = INTERVAL_S * (1 - JITTER / 2)
     actual_interval = elapsed * count / done if done else float("inf")
     return {
@@ -61,6 +71,7 @@ async def step(port: int, count: int, seconds: float) -> dict[str, float]:
         "scheduled_checks_per_s": round(count / expected_interval, 1),
         "drift": round(actual_interval / expected_interval - 1, 4),
         "monitor_cpu_cores": round(used / elapsed, 3),
+        "backend_cpu_cores": round(backend_used / elapsed, 3),
     }
 
 
@@ -74,12 +85,12 @@ def main() -> None:
     port = free_port()
     backend = [sys.executable, str(Path(__file__).with_name("_fast_backend.py")), str(port)]
     steps = []
-    with child(backend, port):
+    with child(backend, port) as backend_proc:
         for count in counts:
             if count + 100 > hard:
                 progress(f"skipping {count}: the open-file limit is {hard}")
                 break
-            result = uvloop.run(step(port, count, seconds))
+            result = uvloop.run(step(port, backend_proc.pid, count, seconds))
             steps.append(result)
             progress(f"{count} instances: {result}")
             if result["drift"] >= DRIFT_LIMIT:
@@ -88,10 +99,16 @@ def main() -> None:
     best = max(sustained, key=lambda s: s["checks_per_s"]) if sustained else None
     limited_by = "n/a"
     if steps and steps[-1]["drift"] >= DRIFT_LIMIT:
+        last = steps[-1]
+        busy = last["monitor_cpu_cores"] + last["backend_cpu_cores"]
         limited_by = (
-            "CPU: the monitor's event loop uses one core"
-            if steps[-1]["monitor_cpu_cores"] > 0.85
-            else "not CPU: probes wait on the backend or the network"
+            "the monitor's CPU: its event loop uses a whole core"
+            if last["monitor_cpu_cores"] > 0.85
+            else f"the machine: monitor {last['monitor_cpu_cores']} + backend "
+            f"{last['backend_cpu_cores']} cores busy of {os.cpu_count()}, plus the kernel's "
+            "loopback networking for both"
+            if busy > 0.6 * (os.cpu_count() or 1)
+            else "neither process's CPU: waiting on the network stack"
         )
     elif steps:
         limited_by = "not reached: every step kept drift under 5%"
