@@ -1,29 +1,51 @@
-"""``fleetwatch demo``: real checks against a Redis and a PostgreSQL the demo starts itself."""
+"""``fleetwatch demo``: a small fleet on loopback, health-checked and registered, live.
+
+It starts a throwaway Redis and PostgreSQL, three HTTP "model servers", a probe server running
+real checks against Redis and PostgreSQL (``fleetwatch check --serve``), and a registry
+(``fleetwatch serve``, in-memory store). Everything registers with the registry, whose monitor
+checks it; the terminal shows the registry's view (as ``fleetwatch status --watch`` does) above
+the probe server's checks. Then a scripted outage: Redis stops (the probe server's readiness
+fails, so the registry takes it out), a model server crashes (out within milliseconds), and both
+come back.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import tempfile
 import textwrap
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.syntax import Syntax
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
 
-from fleetwatch.cli.check import serve
-from fleetwatch.config import load_config
+from fleetwatch.cli.check import probes_for, shared_http_client
+from fleetwatch.cli.status import render, snapshot
+from fleetwatch.cli.table import checks_table, transitions_table
+from fleetwatch.config import HealthConfig, load_config
+from fleetwatch.config.registry import ServeConfig
+from fleetwatch.discovery import RegistryClient
+from fleetwatch.errors import RegistryError
+from fleetwatch.health import HealthProbes, HealthScheduler
+from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
+from fleetwatch.registry.registry import Scope
 from fleetwatch.sandbox import BackendProcess, PostgresServer, RedisServer, free_port
+from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.server.node import RegistryNode
 
-CHAOS_AFTER_S = 15.0
-CHAOS_OUTAGE_S = 12.0
+Step = tuple[float, str, Callable[[], Awaitable[None]]]
 
 
 def _config_text(redis: RedisServer, postgres: PostgresServer, api_port: int) -> str:
-    """The demo's checks: the two datastores (critical), a TCP port, the API, the host."""
+    """The probe server's checks: the two datastores (critical), a TCP port, an API, the host."""
     return textwrap.dedent(
         f"""\
         [service]
@@ -35,8 +57,8 @@ def _config_text(redis: RedisServer, postgres: PostgresServer, api_port: int) ->
         type = "redis"
         url = "{redis.url}"
         critical = true
-        interval = "2s"
-        timeout = "1s"
+        interval = "1s"
+        timeout = "500ms"
 
         [[checks]]
         name = "db"
@@ -79,6 +101,102 @@ def _port_or_free(port: int) -> int:
     return port
 
 
+@dataclass
+class _Fleet:
+    """What the demo runs, once the servers are up."""
+
+    config: HealthConfig
+    probe_port: int
+    registry_port: int
+    token: str
+    backends: list[BackendProcess]
+    script: list[Step]
+    duration: float
+
+
+async def _run_fleet(fleet: _Fleet, console: Console) -> None:
+    auth = TokenAuth([Token("demo", fleet.token, Scope.ALL)])
+    node = RegistryNode(ServeConfig(), store_url="memory", auth=auth)
+    async with shared_http_client() as http:
+        scheduler = HealthScheduler(fleet.config.build(http))
+        probes = probes_for(fleet.config, scheduler)
+        async with (
+            scheduler,
+            AppServer(probes.asgi_app(), port=fleet.probe_port) as probe_server,
+            AppServer(node.app(), port=fleet.registry_port) as registry,
+            RegistryClient(registry.url, token=fleet.token) as api,
+        ):
+            for n, backend in enumerate(fleet.backends):
+                body = {"host": "127.0.0.1", "port": backend.port, "tags": ["demo"], "version": "1"}
+                await api.register("llm", f"model-{'abc'[n]}", body)
+            await api.register(
+                "checks",
+                "probe-server",
+                {"host": "127.0.0.1", "port": probe_server.port, "check": {"path": "/readyz"}},
+            )
+            console.print(
+                f"registry [cyan]{registry.url}[/] (API docs {registry.url}/docs), probe server "
+                f"[cyan]{probe_server.url}[/]\nin another terminal: [bold]FLEETWATCH_TOKEN="
+                f"{fleet.token} fleetwatch status --watch --registry {registry.url}[/]\n"
+            )
+            tasks = [
+                asyncio.create_task(_play(fleet.script, console), name="fleetwatch.demo-script"),
+                asyncio.create_task(wait_for_stop_signal(), name="fleetwatch.signal"),
+                asyncio.create_task(_show(api, probes, console), name="fleetwatch.ui"),
+            ]
+            if fleet.duration > 0:
+                timer = asyncio.create_task(asyncio.sleep(fleet.duration), name="fleetwatch.timer")
+                tasks.append(timer)
+            try:
+                done, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
+
+
+async def _play(script: list[Step], console: Console) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for at, message, action in script:
+        await asyncio.sleep(max(0.0, started + at - loop.time()))
+        console.log(message)
+        await action()
+
+
+async def _show(api: RegistryClient, probes: HealthProbes, console: Console) -> None:
+    """The registry's view above the probe server's checks, redrawn twice a second (in a
+    terminal), or a line whenever a status changes (in a log)."""
+    scheduler = probes.scheduler
+    last = ""
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    with live if live is not None else contextlib.nullcontext():
+        while True:
+            view: RenderableType
+            try:
+                index, found = await snapshot(api, ["llm", "checks"])
+                view = render(index, found, api.url)
+                line = ", ".join(
+                    f"{i.instance_id}={i.status.value}" for items in found.values() for i in items
+                )
+            except RegistryError as exc:
+                view, line = Text(f"registry unreachable: {exc}", style="red"), "unreachable"
+            if live is not None:
+                checks = checks_table(
+                    scheduler.states(), probes.verdict(None), title="probe server"
+                )
+                live.update(
+                    Group(view, checks, transitions_table(scheduler.transitions)), refresh=True
+                )
+            elif line != last:
+                console.print(f"registry: {line}")
+                last = line
+            await asyncio.sleep(0.5)
+
+
 def demo_command(
     duration: Annotated[
         float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.", min=0)
@@ -86,50 +204,65 @@ def demo_command(
     port: Annotated[
         int, typer.Option(help="Probe server port (a free one if taken).", min=0, max=65535)
     ] = 8765,
+    registry_port: Annotated[
+        int, typer.Option(help="Registry port (a free one if taken).", min=0, max=65535)
+    ] = 8760,
     chaos: Annotated[
-        bool,
-        typer.Option(help=f"Stop Redis after {CHAOS_AFTER_S:g}s for {CHAOS_OUTAGE_S:g}s."),
+        bool, typer.Option(help="Script an outage: Redis stops, a model server crashes.")
     ] = True,
 ) -> None:
-    """Start Redis, PostgreSQL and an HTTP API on loopback, check them live, serve probes."""
+    """A fleet on loopback: Redis, PostgreSQL, model servers, probe server and registry, live."""
     console = Console()
     console.rule("[bold]fleetwatch demo")
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetwatch-demo-")))
-        with console.status("starting redis-server, PostgreSQL and an HTTP API on loopback..."):
+        with console.status("starting Redis, PostgreSQL and three model servers on loopback..."):
             redis = stack.enter_context(RedisServer())
             postgres = stack.enter_context(PostgresServer())
-            api = stack.enter_context(BackendProcess(delay=0.02))
-        console.print(f"redis-server  {redis.url}  (pid {redis.pid})")
-        console.print(f"postgres      {postgres.dsn}  (pid {postgres.pid})")
-        console.print(f"HTTP API      {api.url}/health  (pid {api.pid})")
+            backends = [stack.enter_context(BackendProcess(delay=0.02)) for _ in range(3)]
+        console.print(f"redis-server  {redis.url}")
+        console.print(f"postgres      {postgres.dsn}")
+        for n, backend in enumerate(backends):
+            console.print(f"model-{'abc'[n]}       {backend.url}/health")
         config_path = workdir / "checks.toml"
-        config_path.write_text(_config_text(redis, postgres, api.port))
-        console.print(f"\nconfig: {config_path}")
-        console.print(Syntax(config_path.read_text(), "toml", theme="ansi_dark"))
-        probe_port = _port_or_free(port)
-        console.print(
-            f"try: curl -s 'http://127.0.0.1:{probe_port}/readyz?verbose' | python3 -m json.tool\n"
-        )
+        config_path.write_text(_config_text(redis, postgres, backends[0].port))
+        console.print(f"probe server checks: {config_path}\n")
+        crashed = backends[2]
 
-        async def outage(console: Console) -> None:
-            await asyncio.sleep(CHAOS_AFTER_S)
-            console.log("[bold red]chaos:[/] stopping Redis; watch `cache` fail and /readyz 503")
+        async def stop_redis() -> None:
             await asyncio.to_thread(redis.stop)
-            await asyncio.sleep(CHAOS_OUTAGE_S)
-            console.log("[bold green]chaos:[/] restarting Redis; `cache` recovers after rise=2")
-            await asyncio.to_thread(redis.start)
-            await asyncio.Event().wait()
 
-        code = asyncio.run(
-            serve(
-                load_config(config_path),
-                "127.0.0.1",
-                probe_port,
-                console=console,
-                live=True,
-                duration=duration,
-                background=outage if chaos else None,
-            )
+        async def start_redis() -> None:
+            await asyncio.to_thread(redis.start)
+
+        async def crash() -> None:
+            await asyncio.to_thread(crashed.kill)
+
+        async def restart() -> None:
+            await asyncio.to_thread(crashed.start)
+
+        script: list[Step] = (
+            [
+                (
+                    15,
+                    "[red]chaos:[/] stopping Redis: the probe server's readiness fails",
+                    stop_redis,
+                ),
+                (20, "[red]chaos:[/] SIGKILL model-c: the registry notices in milliseconds", crash),
+                (30, "[green]recovery:[/] Redis back; readiness passes after rise", start_redis),
+                (35, "[green]recovery:[/] model-c restarts; available after 2 checks", restart),
+            ]
+            if chaos
+            else []
         )
-    raise typer.Exit(code)
+        fleet = _Fleet(
+            load_config(config_path),
+            _port_or_free(port),
+            _port_or_free(registry_port),
+            secrets.token_urlsafe(12),
+            backends,
+            script,
+            duration,
+        )
+        asyncio.run(_run_fleet(fleet, console))
+    console.print("stopped")
