@@ -11,7 +11,7 @@ from fleetwatch.discovery import Change, DiscoveryClient, RegistryClient
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.sandbox import HttpBackend, free_port
-from tests.discovery.conftest import TOKEN, RunningRegistry
+from tests.conftest import TOKEN, RunningRegistry
 
 
 async def _register(api: RegistryClient, name: str, port: int, **body: object) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 from fleetwatch.discovery import RegistryClient, registration
 from fleetwatch.sandbox import HttpBackend
-from tests.discovery.conftest import OPS_TOKEN, TOKEN, RunningRegistry
+from tests.conftest import OPS_TOKEN, TOKEN, RunningRegistry
 
 
 async def _ids(api: RegistryClient) -> list[str]:

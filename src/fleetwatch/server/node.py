@@ -104,11 +104,13 @@ class RegistryNode:
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            async with self.health, self.monitor:
-                try:
+            try:
+                async with self.health, self.monitor:
                     yield
-                finally:
-                    await self.store.aclose()
+            finally:
+                # Last: the monitor still talks to the store while it stops (it leaves the
+                # node list), so the store closes after it.
+                await self.store.aclose()
 
         async def monitor_status(request: Request) -> JSONResponse:
             return JSONResponse(self.monitor.snapshot())

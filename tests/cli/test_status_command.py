@@ -1,0 +1,49 @@
+"""`fleetwatch status` against a running registry: table, JSON, unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from fleetwatch.discovery import RegistryClient
+from fleetwatch.sandbox import HttpBackend, free_port
+from tests.conftest import TOKEN, RunningRegistry
+
+
+async def _status(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "status", *args,
+        env={**os.environ, "FLEETWATCH_TOKEN": TOKEN, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_table_and_json(
+    registry: RunningRegistry, api: RegistryClient, backend: HttpBackend
+) -> None:
+    """The table lists every instance with its status; --json gives the same for scripts."""
+    await api.register("llm", "a", {"host": "127.0.0.1", "port": backend.port})
+    await api.register("llm", "b", {"host": "127.0.0.1", "port": free_port()})
+    code, out, _ = await _status("--registry", registry.url)
+    assert code == 0
+    assert "llm" in out
+    assert "a" in out
+    assert "starting" in out or "available" in out
+    code, out, _ = await _status("--registry", registry.url, "--json")
+    document = json.loads(out)
+    assert code == 0
+    assert {i["instance_id"] for i in document["services"]["llm"]} == {"a", "b"}
+    assert document["index"] >= 2
+
+
+async def test_unreachable_registry_exits_69() -> None:
+    """No registry at that address: exit 69 (EX_UNAVAILABLE) with the reason."""
+    code, _, err = await _status("--registry", f"http://127.0.0.1:{free_port()}")
+    assert code == 69
+    assert "unreachable" in err
