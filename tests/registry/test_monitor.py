@@ -6,9 +6,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 
-from fleetwatch.registry.model import CheckSpec, Instance, InstanceStatus
+from fleetwatch.registry.model import CheckSpec, CheckType, Instance, InstanceStatus
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.prober import Prober
 from fleetwatch.registry.stores import MemoryStore
@@ -178,3 +179,29 @@ def test_prober_runs_on_uvloop() -> None:
         return [r.passed for r in results]
 
     assert uvloop.run(probe_twice()) == [True, True]
+
+
+async def test_agent_held_instance_is_judged_by_its_agent() -> None:
+    """A ttl instance with an agent: the monitor probes only the agent (never the model
+    server: no double token spend), and marks the instance unavailable when the agent is gone."""
+    store = MemoryStore()
+    async with HttpBackend() as server, HttpBackend() as agent:
+        spec = CheckSpec(type=CheckType.TTL, agent_port=agent.port, agent_path="/health",
+                         interval=0.2, timeout=0.2)  # fmt: skip
+        held = Instance(
+            service="llm", instance_id="a", host="127.0.0.1", port=server.port, check=spec
+        )
+        await store.upsert(held.with_changes(status=InstanceStatus.AVAILABLE))
+        async with Monitor(store, MonitorSettings(write_every=0.2)) as monitor:
+            await monitor.sync()
+            await asyncio.sleep(0.8)
+            stored = await store.get("llm", "a")
+            assert stored is not None
+            assert stored.status is InstanceStatus.AVAILABLE
+            assert monitor.probes >= 3
+            await agent.aclose()
+            down = await _until(store, "a", _status(InstanceStatus.UNAVAILABLE), within=5)
+        async with httpx.AsyncClient() as client:
+            server_hits = (await client.get(f"{server.url}/count")).json()["count"]
+    assert down.last_check_output.startswith("agent: ")
+    assert server_hits == 0

@@ -185,3 +185,14 @@ async def test_unavailable_too_long_is_deregistered() -> None:
         await monitor.reap()
     assert await store.get("llm", "dead") is None
     assert monitor.evictions == 1
+
+
+async def test_maintenance_is_never_evicted() -> None:
+    """An instance in maintenance keeps its place even when its lease lapses."""
+    store = MemoryStore()
+    monitor = Monitor(store)
+    await store.upsert(_ttl_instance("parked", 0.1))
+    await store.set_status("llm", "parked", InstanceStatus.MAINTENANCE)
+    await asyncio.sleep(0.2)
+    await monitor.reap()
+    assert await store.get("llm", "parked") is not None

@@ -379,6 +379,8 @@ def registration_body(
             "rise": check.rise,
             "fall": check.fall,
             "startup_grace": check.startup_grace,
+            "agent_port": check.agent_port,
+            "agent_path": check.agent_path,
         },
         "tags": sorted(instance.tags),
         "metadata": dict(metadata if metadata is not None else instance.metadata),

@@ -73,6 +73,10 @@ class CheckSpec:
     rise: int = 2
     fall: int = 2
     startup_grace: float = 120.0
+    #: With a ``ttl`` check: the agent's own port on the instance's host. The monitor then
+    #: checks only that the agent is reachable (GET ``agent_path``), never the server itself.
+    agent_port: int | None = None
+    agent_path: str = "/livez"
 
     def __post_init__(self) -> None:
         for name in ("interval", "timeout"):
@@ -88,6 +92,8 @@ class CheckSpec:
                 raise ValueError(f"check.{name} must be >= 1, got {getattr(self, name)}")
         if not self.path.startswith("/"):
             raise ValueError(f"check.path must start with '/', got {self.path!r}")
+        if self.agent_port is not None and self.type is not CheckType.TTL:
+            raise ValueError("check.agent_port goes with a ttl check (an agent-held instance)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +181,8 @@ class Instance:
                 "rise": check.rise,
                 "fall": check.fall,
                 "startup_grace": check.startup_grace,
+                "agent_port": check.agent_port,
+                "agent_path": check.agent_path,
             },
             "tags": sorted(self.tags),
             "metadata": dict(self.metadata),

@@ -84,11 +84,20 @@ class _Watcher:
             self._run(), name=f"fleetwatch.watch.{instance.service}/{instance.instance_id}"
         )
 
+    @property
+    def agent_only(self) -> bool:
+        """An agent-held instance: probe its agent, leave the verdict to the agent's reports."""
+        return self.instance.check.type is CheckType.TTL
+
     def _prober(self, instance: Instance) -> Prober:
-        path = None if instance.check.type is CheckType.TCP else instance.check.path
+        check = instance.check
+        path = None if check.type is CheckType.TCP else check.path
+        port = instance.port
+        if check.type is CheckType.TTL and check.agent_port is not None:
+            path, port = check.agent_path, check.agent_port
         return Prober(
             instance.host,
-            instance.port,
+            port,
             path=path,
             scheme=instance.scheme,
             on_close=self._closed,
@@ -157,6 +166,9 @@ class _Watcher:
         now = time.time()
         verdict = judge(instance, self.failures, self.successes, result, now)
         status = verdict.status
+        if self.agent_only and (result.passed or status is not InstanceStatus.UNAVAILABLE):
+            # The agent reports the instance's health; a reachable agent changes nothing here.
+            status = instance.status
         self.suspect = not result.passed and status is not InstanceStatus.UNAVAILABLE
         maybe_ours = not result.passed and not result.definitive
         monitor.preservation.observe(instance.key, failing=maybe_ours)
@@ -177,8 +189,9 @@ class _Watcher:
         self.failures, self.successes = verdict.failures, verdict.successes
         if not changed and time.monotonic() - self.last_write < monitor.settings.write_every:
             return
-        record = CheckRecord(now, result.output, verdict.failures, verdict.successes)
-        reason = result.output if status is not instance.status else ""
+        output = f"agent: {result.output}" if self.agent_only else result.output
+        record = CheckRecord(now, output, verdict.failures, verdict.successes)
+        reason = output if status is not instance.status else ""
         # Checks move only the statuses they own; under an operator's status they still record
         # their results, on the condition that the operator's status is still the one we saw.
         guard = _CHECKED if instance.status in _CHECKED else frozenset({instance.status})
@@ -290,7 +303,8 @@ class Monitor:
             return index
 
     def _checks(self, instance: Instance) -> bool:
-        return instance.check.type is not CheckType.TTL and self.owns(instance)
+        held_by_agent = instance.check.type is CheckType.TTL
+        return (not held_by_agent or instance.check.agent_port is not None) and self.owns(instance)
 
     def _watch(self, instance: Instance, *, spread: bool = False) -> None:
         existing = self._watchers.get(instance.key)
@@ -362,7 +376,9 @@ class Monitor:
     async def reap(self) -> None:
         """Evict lapsed leases (unless too many lapse together) and long-unavailable instances."""
         instances = await self.store.instances()
-        lapsed = await self.store.lapsed()
+        # Maintenance is an operator's promise that the instance will be back: never evicted.
+        held = {i.key for i in instances if i.status is InstanceStatus.MAINTENANCE}
+        lapsed = [key for key in await self.store.lapsed() if key not in held]
         if self.settings.preservation.suspicious(len(lapsed), len(instances)):
             self.lease_preservations += 1
             log.warning(

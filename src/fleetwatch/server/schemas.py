@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.registry.model import CheckSpec, CheckType, Instance
@@ -31,6 +31,14 @@ class CheckBody(BaseModel):
     rise: Annotated[int, Field(ge=1, le=20)] = 2
     fall: Annotated[int, Field(ge=1, le=20)] = 2
     startup_grace: Annotated[Seconds | Literal[0], Field(ge=0, le=3600)] = 120.0
+    agent_port: Annotated[int | None, Field(ge=1, le=65535)] = None
+    agent_path: Annotated[str, Field(pattern=r"^/[^\s]{0,255}$")] = "/livez"
+
+    @model_validator(mode="after")
+    def _agent_with_ttl(self) -> CheckBody:
+        if self.agent_port is not None and self.type is not CheckType.TTL:
+            raise ValueError("agent_port goes with type 'ttl' (an instance held by its agent)")
+        return self
 
     def spec(self) -> CheckSpec:
         """As the model's CheckSpec."""
@@ -42,6 +50,8 @@ class CheckBody(BaseModel):
             rise=self.rise,
             fall=self.fall,
             startup_grace=float(self.startup_grace),
+            agent_port=self.agent_port,
+            agent_path=self.agent_path,
         )
 
 
@@ -148,6 +158,8 @@ class CheckOut(BaseModel):
     rise: int
     fall: int
     startup_grace: float
+    agent_port: int | None
+    agent_path: str
 
 
 class InstanceOut(BaseModel):
