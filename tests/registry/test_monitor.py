@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -67,9 +68,10 @@ async def test_crash_is_noticed_through_the_idle_connection() -> None:
             await _until(store, "a", _status(InstanceStatus.AVAILABLE), within=10)
             await asyncio.sleep(0.3)  # between two checks, the connection idle
             killed = time.monotonic()
-            await asyncio.to_thread(server.kill)
+            server.signal(signal.SIGKILL)  # not waiting for the exit: timing starts at the kill
             down = await _until(store, "a", _status(InstanceStatus.UNAVAILABLE), within=5)
             elapsed = time.monotonic() - killed
+            await asyncio.to_thread(server.kill)
     assert elapsed < 0.5  # the check interval is 1 s: this came from the connection closing
     assert "refused" in down.last_check_output
 

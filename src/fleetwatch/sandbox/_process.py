@@ -111,6 +111,10 @@ class LocalServer:
         """Crash the server with SIGKILL."""
         self._process.stop(sig=signal.SIGKILL)
 
+    def signal(self, sig: signal.Signals) -> None:
+        """Send a signal without waiting for anything."""
+        self._process.send(sig)
+
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): it keeps its sockets but answers nothing, like a hang."""
         self._process.send(signal.SIGSTOP)
