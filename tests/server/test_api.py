@@ -105,12 +105,39 @@ async def test_heartbeat_unknown_is_404_and_operator_removal_is_410(api: Api) ->
     assert again.status_code == 410
 
 
-async def test_owner_deregistration_leaves_no_tombstone(api: Api) -> None:
-    """An instance removing itself (shutdown) may come back at once (restart)."""
+async def test_leaving_on_ones_own_leaves_no_tombstone(api: Api) -> None:
+    """tombstone=false (a shutdown) lets it come back at once; a plain DELETE does not."""
     body = {"host": "127.0.0.1", "port": 8080}
     await api.client.put(f"{URL}/a", json=body, headers=TEAM_A)
-    assert (await api.client.delete(f"{URL}/a", headers=TEAM_A)).status_code == 200
+    left = await api.client.delete(f"{URL}/a?tombstone=false", headers=TEAM_A)
+    assert left.status_code == 200
     assert (await api.client.put(f"{URL}/a", json=body, headers=TEAM_A)).status_code == 200
+    assert (await api.client.delete(f"{URL}/a", headers=TEAM_A)).status_code == 200
+    assert (await api.client.put(f"{URL}/a", json=body, headers=TEAM_A)).status_code == 410
+
+
+async def test_refused_heartbeat_does_not_extend_the_lease(api: Api) -> None:
+    """Team B's heartbeat for team A's instance is refused and leaves the lease as it was."""
+    body = {"host": "127.0.0.1", "port": 8080, "ttl": 1}
+    await api.client.put(f"{URL}/a", json=body, headers=TEAM_A)
+    for _ in range(3):
+        await asyncio.sleep(0.4)
+        beat = await api.client.put(f"{URL}/a/heartbeat", headers=TEAM_B)
+        assert beat.status_code == 403
+    assert await api.registry.store.lapsed() == [("llm", "a")]
+
+
+async def test_only_agent_held_instances_report_status(api: Api) -> None:
+    """A monitor-checked instance cannot also be judged by heartbeat reports."""
+    await api.client.put(f"{URL}/a", json={"host": "127.0.0.1", "port": 8080}, headers=TEAM_A)
+    report = {"status": "available"}
+    refused = await api.client.put(f"{URL}/a/heartbeat", json=report, headers=TEAM_A)
+    assert refused.status_code == 400
+    assert "only agent-held (ttl) instances report a status" in refused.json()["error"]
+    agent = {"host": "127.0.0.1", "port": 8081, "check": {"type": "ttl"}}
+    await api.client.put(f"{URL}/b", json=agent, headers=TEAM_A)
+    accepted = await api.client.put(f"{URL}/b/heartbeat", json=report, headers=TEAM_A)
+    assert accepted.json()["instance"]["status"] == "available"
 
 
 async def test_discovery_filters(api: Api) -> None:

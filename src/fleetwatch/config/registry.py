@@ -28,13 +28,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from fleetwatch.config._validation import Where, validate
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.errors import ConfigError
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: Names fleetwatch gives callers itself: no configured token may take them.
+RESERVED_NAMES = frozenset({"anonymous", "default", "static"})
 
 
 class RegistrySection(BaseModel):
@@ -77,6 +79,20 @@ class ServeConfig(BaseModel):
     registry: RegistrySection = Field(default_factory=RegistrySection)
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     tokens: list[TokenSection] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _distinct_names(cls, tokens: list[TokenSection]) -> list[TokenSection]:
+        # Instances belong to a token's name: two tokens with one name would share them.
+        seen: set[str] = set()
+        for token in tokens:
+            if token.name in seen or token.name in RESERVED_NAMES:
+                raise ValueError(
+                    f"token name {token.name!r} is used twice or reserved "
+                    f"({', '.join(sorted(RESERVED_NAMES))} are reserved); names must be unique"
+                )
+            seen.add(token.name)
+        return tokens
 
     def secrets(
         self, environ: Mapping[str, str] | None = None

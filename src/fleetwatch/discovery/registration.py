@@ -89,6 +89,6 @@ async def registration(
             await task
         if deregister_on_exit and not state.gone:
             with contextlib.suppress(RegistryError):
-                await registry.deregister(service, instance_id)
+                await registry.deregister(service, instance_id, tombstone=False)
         if client is None:
             await registry.aclose()

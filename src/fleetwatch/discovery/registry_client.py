@@ -120,9 +120,13 @@ class RegistryClient:
             "PUT", f"/v1/services/{service}/instances/{instance_id}/status", json={"status": status}
         )
 
-    async def deregister(self, service: str, instance_id: str) -> bool:
-        """DELETE; whether something was removed."""
-        response = await self._call("DELETE", f"/v1/services/{service}/instances/{instance_id}")
+    async def deregister(self, service: str, instance_id: str, *, tombstone: bool = True) -> bool:
+        """DELETE; whether something was removed. ``tombstone=False``: leaving on one's own."""
+        response = await self._call(
+            "DELETE",
+            f"/v1/services/{service}/instances/{instance_id}",
+            params={"tombstone": "true" if tombstone else "false"},
+        )
         return bool(response.json().get("removed"))
 
     async def instances(

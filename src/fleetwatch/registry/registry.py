@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from fleetwatch.errors import Forbidden, InstanceNotFound, Unauthorized
 from fleetwatch.registry.model import (
     CheckSpec,
+    CheckType,
     Event,
     Instance,
     InstanceStatus,
@@ -113,17 +114,24 @@ class Registry:
                 "only that token or an admin token may change it"
             )
         now = await self.store.now()
-        status = InstanceStatus.STARTING
-        registered_at = now
+        carried: dict[str, object] = {"status": InstanceStatus.STARTING, "registered_at": now}
         if existing is not None:
-            registered_at = existing.registered_at
             same_target = (existing.host, existing.port, existing.scheme) == (
                 registration.host,
                 registration.port,
                 registration.scheme,
             )
-            if same_target:
-                status = existing.status  # a re-registration is not a restart
+            if same_target:  # a re-registration is not a restart: keep what checks learnt
+                carried = {
+                    "status": existing.status,
+                    "registered_at": existing.registered_at,
+                    "status_since": existing.status_since,
+                    "last_check_at": existing.last_check_at,
+                    "last_check_output": existing.last_check_output,
+                    "consecutive_failures": existing.consecutive_failures,
+                    "consecutive_successes": existing.consecutive_successes,
+                }
+            # else: a new target starts afresh, startup grace included
         instance = Instance(
             service=service,
             instance_id=instance_id,
@@ -136,11 +144,10 @@ class Registry:
             version=registration.version,
             weight=registration.weight,
             ttl=registration.ttl,
-            status=status,
-            registered_at=registered_at,
             owner=existing.owner if existing is not None else caller.name,
-        )
-        return await self.store.upsert(instance)
+        ).with_changes(**carried)
+        # The store refuses, atomically, if someone else registered this id meanwhile.
+        return await self.store.upsert(instance, guard_owner=not caller.admin)
 
     async def heartbeat(
         self,
@@ -153,15 +160,20 @@ class Registry:
     ) -> Instance:
         """Renew the lease; an agent holding a TTL check also reports its verdict here."""
         caller.require(Scope.REGISTER, "a heartbeat")
-        instance = await self.store.renew(service, instance_id)
+        current = await self.store.get(service, instance_id)
+        if current is not None and current.owner != caller.name and not caller.admin:
+            # Checked before renewing: a refused heartbeat must not keep the lease alive.
+            raise Forbidden(f"{service}/{instance_id} belongs to another token ({current.owner!r})")
+        instance = await self.store.renew(service, instance_id)  # raises InstanceGone
         if instance is None:
             raise InstanceNotFound(
                 f"{service}/{instance_id} is not registered (the registry may have restarted): "
                 "register again"
             )
-        if instance.owner != caller.name and not caller.admin:
-            raise Forbidden(
-                f"{service}/{instance_id} belongs to another token ({instance.owner!r})"
+        if report is not None and instance.check.type is not CheckType.TTL:
+            raise ValueError(
+                f"{service}/{instance_id} is checked by the registry's monitor "
+                f"({instance.check.type.value}); only agent-held (ttl) instances report a status"
             )
         if (
             report is not None
@@ -191,6 +203,7 @@ class Registry:
         self, service: str, instance_id: str, status: InstanceStatus | None, caller: Principal
     ) -> Event | None:
         """``draining`` or ``maintenance``; ``None`` hands the instance back to its checks."""
+        caller.require(Scope.REGISTER, "changing an instance's status")
         await self._owned(service, instance_id, caller, "changing the status of")
         if status is None:
             result = await self.store.set_status(
@@ -208,16 +221,22 @@ class Registry:
             )
         return result[1] if result else None
 
-    async def deregister(self, service: str, instance_id: str, caller: Principal) -> Event | None:
-        """Remove an instance. Done by someone other than its registrant (an operator), it leaves
-        a tombstone so the instance's agent cannot bring it straight back."""
+    async def deregister(
+        self, service: str, instance_id: str, caller: Principal, *, tombstone: bool = True
+    ) -> Event | None:
+        """Remove an instance, leaving a tombstone so its agent cannot bring it straight back.
+
+        An instance leaving on its own (a graceful shutdown, a restart to come) says
+        ``tombstone=False``; done by anyone else (an operator) there is always a tombstone.
+        """
+        caller.require(Scope.REGISTER, "deregistering an instance")
         instance = await self._owned(service, instance_id, caller, "deregistering")
         by_operator = instance.owner != caller.name
         return await self.store.remove(
             service,
             instance_id,
             reason=f"deregistered by {caller.name}",
-            tombstone_for=self.tombstone_s if by_operator else 0.0,
+            tombstone_for=self.tombstone_s if tombstone or by_operator else 0.0,
         )
 
     async def discover(

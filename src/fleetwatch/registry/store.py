@@ -38,11 +38,13 @@ class RegistryStore(Protocol):
         """The current change index."""
         ...
 
-    async def upsert(self, instance: Instance) -> Event:
+    async def upsert(self, instance: Instance, *, guard_owner: bool = False) -> Event:
         """Register or update; the lease runs ``instance.ttl`` from now on the store's clock.
 
         Emits ``registered`` for a new instance, ``updated`` otherwise. Raises
-        :class:`~fleetwatch.errors.InstanceGone` while the instance is tombstoned.
+        :class:`~fleetwatch.errors.InstanceGone` while the instance is tombstoned, and (with
+        ``guard_owner``) :class:`~fleetwatch.errors.Forbidden` if the stored instance belongs
+        to another owner: the check and the write are one atomic step.
         """
         ...
 

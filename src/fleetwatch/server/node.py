@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from fleetwatch.config.registry import ServeConfig
-from fleetwatch.errors import RegistryUnavailable
+from fleetwatch.errors import RegistryError, RegistryUnavailable
 from fleetwatch.health import (
     CheckSettings,
     Group,
@@ -26,10 +26,11 @@ from fleetwatch.health import (
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.open_store import open_store
 from fleetwatch.registry.preservation import PreservationPolicy
-from fleetwatch.registry.registry import Registry
+from fleetwatch.registry.registry import Registry, Scope
 from fleetwatch.registry.store import RegistryStore
 from fleetwatch.server.app import create_app
 from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.server.errors import status_of
 
 
 class StoreCheck:
@@ -113,6 +114,12 @@ class RegistryNode:
                 await self.store.aclose()
 
         async def monitor_status(request: Request) -> JSONResponse:
+            try:
+                self.auth.principal(request.headers.get("authorization")).require(
+                    Scope.READ, "reading the monitor's state"
+                )
+            except RegistryError as exc:
+                return JSONResponse({"error": str(exc)}, status_of(exc))
             return JSONResponse(self.monitor.snapshot())
 
         routes: list[Any] = [*self.probes.routes(), Route("/v1/monitor", monitor_status)]

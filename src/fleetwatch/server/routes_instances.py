@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.server import schemas
@@ -90,8 +90,20 @@ async def drain(
 
 @router.delete(PATH, response_model=schemas.EmptyReply)
 async def deregister(
-    *, service: Name, instance_id: Name, who: Caller, registry: RegistryDep
+    *,
+    service: Name,
+    instance_id: Name,
+    who: Caller,
+    registry: RegistryDep,
+    tombstone: Annotated[
+        bool,
+        Query(description="false: the instance leaves on its own and may come back at once"),
+    ] = True,
 ) -> schemas.EmptyReply:
-    """Deregister. Done by an operator (not the registrant), it leaves a tombstone."""
-    event = await registry.deregister(service, instance_id, who)
+    """Deregister, leaving a tombstone (heartbeats and re-registration get 410 for a while).
+
+    An instance deregistering itself on shutdown passes ``tombstone=false``; an operator's
+    deregistration of someone else's instance always leaves one.
+    """
+    event = await registry.deregister(service, instance_id, who, tombstone=tombstone)
     return schemas.EmptyReply(index=await registry.store.index(), removed=event is not None)

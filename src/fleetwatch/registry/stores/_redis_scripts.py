@@ -26,14 +26,20 @@ end
 """
 
 # KEYS: inst lease tomb index events svcset services
-# ARGV: field json history service instance_id
+# ARGV: field json history service instance_id guard_owner
 UPSERT = (
     _PROLOGUE
     + """
 local gone = tombstoned(KEYS[3], ARGV[1])
 if gone then return {'gone', tostring(gone)} end
-local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+local existed = 0
 local inst = cjson.decode(ARGV[2])
+if previous then
+  existed = 1
+  local owner = cjson.decode(previous)['owner']
+  if ARGV[6] == '1' and owner ~= inst['owner'] then return {'taken', owner} end
+end
 local ttl_ms = math.floor(tonumber(inst['ttl']) * 1000)
 local payload = ARGV[2]
 if tonumber(inst['status_since']) == 0 then

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 
-from fleetwatch.errors import IndexReset, InstanceGone
+from fleetwatch.errors import Forbidden, IndexReset, InstanceGone
 from fleetwatch.registry.model import Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import DEFAULT_HISTORY, CheckRecord
 
@@ -58,14 +58,17 @@ class MemoryStore:
         if until > time.monotonic():
             raise InstanceGone(
                 f"{key[0]}/{key[1]} was deregistered by an operator; it may register again in "
-                f"{until - time.monotonic():.0f}s, or an admin can register it now"
+                f"{until - time.monotonic():.0f}s"
             )
         del self._tombstones[key]
 
-    async def upsert(self, instance: Instance) -> Event:
+    async def upsert(self, instance: Instance, *, guard_owner: bool = False) -> Event:
         key = instance.key
         self._check_tombstone(key)
-        existed = key in self._instances
+        previous = self._instances.get(key)
+        if guard_owner and previous is not None and previous.owner != instance.owner:
+            raise _taken(key, previous.owner)
+        existed = previous is not None
         if instance.status_since == 0.0:
             instance = instance.with_changes(status_since=time.time())
         self._instances[key] = instance
@@ -195,3 +198,10 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+
+def _taken(key: Key, owner: str) -> Forbidden:
+    return Forbidden(
+        f"{key[0]}/{key[1]} is registered by another token ({owner!r}); only that token or an "
+        "admin token may change it"
+    )

@@ -24,7 +24,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from fleetwatch.errors import IndexReset, InstanceGone, RegistryUnavailable
+from fleetwatch.errors import Forbidden, IndexReset, InstanceGone, RegistryUnavailable
 from fleetwatch.registry.model import Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import DEFAULT_HISTORY, CheckRecord
 from fleetwatch.registry.stores import _redis_scripts as scripts
@@ -113,7 +113,7 @@ class RedisStore:
             value = await self._client.get(self._k["index"])
         return int(value or 0)
 
-    async def upsert(self, instance: Instance) -> Event:
+    async def upsert(self, instance: Instance, *, guard_owner: bool = False) -> Event:
         k = self._k
         field = _field(*instance.key)
         payload = json.dumps(instance.to_dict())
@@ -121,11 +121,17 @@ class RedisStore:
             reply = await self._scripts["upsert"](
                 keys=[k["inst"], k["lease"], k["tomb"], k["index"], k["events"],
                       self._svc(instance.service), k["services"]],
-                args=[field, payload, self._history, instance.service, instance.instance_id],
+                args=[field, payload, self._history, instance.service, instance.instance_id,
+                      "1" if guard_owner else "0"],
             )  # fmt: skip
             await self._replicated()
         if reply[0] == "gone":
             raise _gone(field, int(reply[1]))
+        if reply[0] == "taken":
+            raise Forbidden(
+                f"{field} is registered by another token ({reply[1]!r}); only that token or an "
+                "admin token may change it"
+            )
         stored = Instance.from_dict(json.loads(reply[4]))
         return Event(
             int(reply[1]), EventType(reply[2]), *instance.key, int(reply[3]) / 1000, stored
@@ -389,5 +395,5 @@ class RedisStore:
 def _gone(field: str, remaining_ms: int) -> InstanceGone:
     return InstanceGone(
         f"{field} was deregistered by an operator; it may register again in "
-        f"{remaining_ms / 1000:.0f}s, or an admin can register it now"
+        f"{remaining_ms / 1000:.0f}s"
     )
