@@ -76,6 +76,7 @@ async def test_redis_restart_without_persistence_is_noticed(own_redis: RedisServ
         for name in ("a", "b"):
             await store.upsert(instance(name))
         held = await store.index()
+        await store.wait_for_change(held, 0.05)  # the follower runs from before the restart
         await asyncio.to_thread(own_redis.stop)
         with pytest.raises(RegistryUnavailable, match="Redis store"):
             await store.index()
@@ -85,6 +86,13 @@ async def test_redis_restart_without_persistence_is_noticed(own_redis: RedisServ
         with pytest.raises(IndexReset, match="ahead"):
             await store.events_after(held)
         assert await store.wait_for_change(held, 5.0) < held  # at once, not after the wait
+        # The follower (started before the restart) follows the new history too.
+        now = await store.index()
+        waiter = asyncio.create_task(store.wait_for_change(now, 5.0))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()  # a real wait, not a spin
+        await store.upsert(instance("d"))
+        assert await asyncio.wait_for(waiter, 2.0) == now + 1
     finally:
         await store.aclose()
 

@@ -322,6 +322,11 @@ class RedisStore:
         current = await self.index()
         if current != index:
             return current  # newer, or older: the store restarted and the caller must resync
+        if current < self._latest:
+            # Redis lost its data (restart without persistence, a flush): the follower reads
+            # from an id that will not come again. Start it over from where the store is now.
+            await self._stop_follower()
+            self._latest = current
         self._ensure_follower(current)
         try:
             async with asyncio.timeout(within):
@@ -329,7 +334,14 @@ class RedisStore:
                     await self._changed.wait()
         except TimeoutError:
             pass
-        return max(self._latest, index)
+        return self._latest if self._latest > index else index
+
+    async def _stop_follower(self) -> None:
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
 
     def _ensure_follower(self, current: int) -> None:
         if self._follower is None or self._follower.done():
@@ -383,11 +395,7 @@ class RedisStore:
             await self._client.zrem(self._k["nodes"], node_id)
 
     async def aclose(self) -> None:
-        follower, self._follower = self._follower, None
-        if follower is not None:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+        await self._stop_follower()
         await self._client.aclose()
         await self._connect.aclose()
 
