@@ -124,6 +124,24 @@ def test_consecutive_failures_then_longer_backoff() -> None:
     assert detector.state(key) is CircuitState.HALF_OPEN
 
 
+def test_a_request_from_before_the_ejection_does_not_close_it() -> None:
+    """A success that started before the circuit opened says nothing about now."""
+    detector = OutlierDetector(OutlierPolicy(), clock=Clock())
+    key = ("llm", "a")
+    detector.failed(key, connect_error=True, peers=4)
+    detector.succeeded(key)
+    assert detector.state(key) is CircuitState.OPEN
+
+
+def test_the_share_is_counted_per_service() -> None:
+    """Ejections in one service do not use up another service's allowance."""
+    detector = OutlierDetector(OutlierPolicy(max_ejected_share=0.5), clock=Clock())
+    for name in ("a", "b"):
+        detector.failed(("chat", name), connect_error=True, peers=4)
+    detector.failed(("embed", "x"), connect_error=True, peers=2)
+    assert detector.state(("embed", "x")) is CircuitState.OPEN
+
+
 def test_never_ejects_more_than_the_share() -> None:
     """With max 50% ejected, the third of four failing instances stays in."""
     detector = OutlierDetector(OutlierPolicy(max_ejected_share=0.5), clock=Clock())
@@ -135,17 +153,20 @@ def test_never_ejects_more_than_the_share() -> None:
 
 def test_panic_routes_to_all() -> None:
     """When fewer than the panic threshold look healthy, every instance is used."""
-    detector = OutlierDetector(
-        OutlierPolicy(max_ejected_share=1.0, panic_threshold=0.5), clock=Clock()
-    )
+    clock = Clock()
+    policy = OutlierPolicy(max_ejected_share=1.0, panic_threshold=0.5)
+    detector = OutlierDetector(policy, clock=clock)
     fleet = _fleet(AVAILABLE, AVAILABLE, AVAILABLE, AVAILABLE)
     for instance in fleet[:3]:
         detector.failed(instance.key, connect_error=True, peers=4)
     chosen, panic = detector.routable(fleet, lambda i: i.key)
     assert panic
     assert chosen == fleet
-    detector.succeeded(fleet[0].key)
-    detector.succeeded(fleet[1].key)
+    clock.now += 1.2  # the ejections end; one trial each for i0 and i1 succeeds
+    for instance in fleet[:2]:
+        detector.started(instance.key)
+        detector.succeeded(instance.key)
+    detector.started(fleet[2].key)  # i2's trial is still in flight
     chosen, panic = detector.routable(fleet, lambda i: i.key)
     assert not panic
     assert [i.instance_id for i in chosen] == ["i0", "i1", "i3"]

@@ -278,8 +278,12 @@ class DiscoveryClient:
         """Forget the view of one service (or all); the next question fetches it again."""
         for name in [service] if service is not None else list(self._views):
             view = self._views.pop(name, None)
-            if view is not None and view.task is not None:
+            if view is None:
+                continue
+            if view.task is not None:
                 view.task.cancel()
+            if view.callbacks:  # watchers keep watching the fresh view
+                self._view(name).callbacks.extend(view.callbacks)
 
     async def update_status(
         self,
@@ -320,12 +324,15 @@ class DiscoveryClient:
         started = time.perf_counter()
         try:
             yield outcome
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome.cancelled = True  # the caller gave up: says nothing about the instance
+            raise
         except BaseException:
             outcome.failed()
             raise
         finally:
             latency = time.perf_counter() - started
-            self.stats.end(key, None if outcome.failure else latency)
+            self.stats.end(key, None if outcome.failure or outcome.cancelled else latency)
             peers = (
                 len(self._views[instance.service].instances)
                 if instance.service in self._views
@@ -333,7 +340,7 @@ class DiscoveryClient:
             )
             if outcome.failure:
                 self.outliers.failed(key, connect_error=outcome.connect_error, peers=peers)
-            else:
+            elif not outcome.cancelled:
                 self.outliers.succeeded(key)
 
 
@@ -343,6 +350,7 @@ class RequestOutcome:
 
     failure: bool = False
     connect_error: bool = False
+    cancelled: bool = False
 
     def failed(self, *, connect_error: bool = False) -> None:
         """The request failed (a connect error ejects the instance at once)."""

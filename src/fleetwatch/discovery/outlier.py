@@ -92,9 +92,10 @@ class OutlierDetector:
             self._breakers[key].trial_in_flight = True
 
     def succeeded(self, key: Key) -> None:
-        """A request succeeded: close the circuit."""
+        """A request succeeded: close the circuit (an open one only through its trial: a
+        request sent before the ejection says nothing about now)."""
         breaker = self._breakers.get(key)
-        if breaker is not None:
+        if breaker is not None and self.state(key) is not CircuitState.OPEN:
             breaker.state = CircuitState.CLOSED
             breaker.failures = 0
             breaker.trial_in_flight = False
@@ -112,7 +113,7 @@ class OutlierDetector:
             return
         if (
             state is CircuitState.CLOSED
-            and self._ejected() + 1 > self.policy.max_ejected_share * peers
+            and self._ejected(key[0]) + 1 > self.policy.max_ejected_share * peers
         ):
             return  # ejecting one more would leave too few
         breaker.ejections += 1
@@ -123,8 +124,13 @@ class OutlierDetector:
         breaker.state = CircuitState.OPEN
         breaker.trial_in_flight = False
 
-    def _ejected(self) -> int:
-        return sum(1 for key in self._breakers if self.state(key) is not CircuitState.CLOSED)
+    def _ejected(self, service: str) -> int:
+        """How many of ``service``'s instances are ejected now (the cap is per service)."""
+        return sum(
+            1
+            for key in self._breakers
+            if key[0] == service and self.state(key) is not CircuitState.CLOSED
+        )
 
     def forget(self, key: Key) -> None:
         """The instance is gone."""

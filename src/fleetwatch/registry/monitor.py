@@ -171,7 +171,11 @@ class _Watcher:
             status = instance.status
         self.suspect = not result.passed and status is not InstanceStatus.UNAVAILABLE
         maybe_ours = not result.passed and not result.definitive
-        monitor.preservation.observe(instance.key, failing=maybe_ours)
+        # Instances long unavailable do not count: a few dead hosts timing out for hours must
+        # not keep self-preservation on and hold back the next genuine failures.
+        monitor.preservation.observe(
+            instance.key, failing=maybe_ours and instance.status is not InstanceStatus.UNAVAILABLE
+        )
         if (
             status is InstanceStatus.UNAVAILABLE
             and instance.status is not InstanceStatus.UNAVAILABLE
@@ -190,7 +194,9 @@ class _Watcher:
         if not changed and time.monotonic() - self.last_write < monitor.settings.write_every:
             return
         output = f"agent: {result.output}" if self.agent_only else result.output
-        record = CheckRecord(now, output, verdict.failures, verdict.successes)
+        record = CheckRecord(
+            now, output, verdict.failures, verdict.successes, renews_lease=not self.agent_only
+        )
         reason = output if status is not instance.status else ""
         # Checks move only the statuses they own; under an operator's status they still record
         # their results, on the condition that the operator's status is still the one we saw.

@@ -25,6 +25,9 @@ class CheckRecord:
     output: str
     consecutive_failures: int
     consecutive_successes: int
+    #: A check of the instance itself vouches for it (its lease runs on); a check of its agent
+    #: does not: an agent-held instance lives by its agent's heartbeats.
+    renews_lease: bool = True
 
 
 class RegistryStore(Protocol):

@@ -72,7 +72,7 @@ return {'ok', json}
 )
 
 # KEYS: inst index events lease
-# ARGV: field status reason record_json_or_empty only_from_csv_or_empty history
+# ARGV: field status reason record_json_or_empty only_from_csv_or_empty history renew_lease
 SET_STATUS = (
     _PROLOGUE
     + """
@@ -89,7 +89,9 @@ if ARGV[4] ~= '' then
   local record = cjson.decode(ARGV[4])
   for k, v in pairs(record) do inst[k] = v end
   -- a check is the checker vouching for the instance: its lease runs on
-  redis.call('ZADD', KEYS[4], now + math.floor(tonumber(inst['ttl']) * 1000), ARGV[1])
+  if ARGV[7] == '1' then
+    redis.call('ZADD', KEYS[4], now + math.floor(tonumber(inst['ttl']) * 1000), ARGV[1])
+  end
 end
 local updated = cjson.encode(inst)
 redis.call('HSET', KEYS[1], ARGV[1], updated)

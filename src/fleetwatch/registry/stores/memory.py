@@ -101,8 +101,9 @@ class MemoryStore:
         if status is not current.status:
             changes["status_since"] = time.time()
         if record is not None:
-            # A check of the instance is the checker vouching for it: the lease runs on.
-            self._leases[key] = time.monotonic() + current.ttl
+            if record.renews_lease:
+                # A check of the instance is the checker vouching for it: the lease runs on.
+                self._leases[key] = time.monotonic() + current.ttl
             changes.update(
                 last_check_at=record.at,
                 last_check_output=record.output,

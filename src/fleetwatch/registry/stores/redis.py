@@ -177,7 +177,15 @@ class RedisStore:
         async with _translated(f"set status of {field}"):
             reply = await self._scripts["set_status"](
                 keys=[self._k["inst"], self._k["index"], self._k["events"], self._k["lease"]],
-                args=[field, status.value, reason, record_json, allowed, self._history],
+                args=[
+                    field,
+                    status.value,
+                    reason,
+                    record_json,
+                    allowed,
+                    self._history,
+                    "1" if record is not None and record.renews_lease else "0",
+                ],
             )
             await self._replicated()
         if reply[0] != "ok":
