@@ -196,3 +196,26 @@ async def test_maintenance_is_never_evicted() -> None:
     await asyncio.sleep(0.2)
     await monitor.reap()
     assert await store.get("llm", "parked") is not None
+
+
+async def test_leases_lapsing_over_a_heartbeat_period_are_not_evicted() -> None:
+    """Leases lapsing one after another (agents cut off at different moments) still count as
+    lapsing together: after the first evictions, the rest are held."""
+    store = MemoryStore()
+    monitor = Monitor(store, MonitorSettings(preservation=PreservationPolicy(0.5, 5)))
+    for i in range(6):
+        await store.upsert(_ttl_instance(f"a{i}", 0.1 + 0.1 * i))
+    for _ in range(8):
+        await asyncio.sleep(0.1)
+        await monitor.reap()
+    remaining = len(await store.instances("llm"))
+    assert monitor.lease_preservations >= 1
+    assert remaining >= 3  # no more than half were evicted before it held
+
+
+def test_unknown_fields_from_a_newer_node_are_ignored() -> None:
+    """A store written by a newer fleetwatch (an extra field) still reads."""
+    data = _ttl_instance("x", 1).to_dict()
+    data["future_field"] = 1
+    data["check"]["future_check_field"] = 2
+    assert Instance.from_dict(data).instance_id == "x"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 
 from fleetwatch.registry.model import InstanceStatus
 from tests.server.conftest import OPS, TEAM_A, TEAM_B, Api
@@ -261,3 +262,18 @@ async def test_load_figures_do_not_wake_blocking_queries(api: Api) -> None:
     }
     after = (await api.client.get(URL, headers=TEAM_A)).headers["X-Fleetwatch-Index"]
     assert after == index
+
+
+async def test_chunked_oversized_body_is_413(api: Api) -> None:
+    """A body sent in chunks without Content-Length is still refused with 413 past the limit."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"host": "127.0.0.1", "port": 80, "metadata": {"k": "'
+        for _ in range(10):
+            yield b"v" * 1000
+        yield b'"}}'
+
+    reply = await api.client.put(f"{URL}/a", content=chunks(), headers=TEAM_A)
+    assert reply.status_code == 413
+    assert "larger than 4096 bytes" in reply.json()["error"]
+    assert await _snapshot(api) == []

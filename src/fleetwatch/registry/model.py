@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -201,9 +201,10 @@ class Instance:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Instance:
-        """The inverse of :meth:`to_dict`."""
-        values = dict(data)
-        check = dict(values.pop("check", {}) or {})
+        """The inverse of :meth:`to_dict`. Unknown keys are ignored, so nodes of different
+        versions can share one store during a rolling upgrade."""
+        values = {k: v for k, v in data.items() if k in _INSTANCE_FIELDS}
+        check = {k: v for k, v in dict(values.pop("check", {}) or {}).items() if k in _CHECK_FIELDS}
         if "type" in check:
             check["type"] = CheckType(check["type"])
         values["check"] = CheckSpec(**check)
@@ -211,6 +212,10 @@ class Instance:
         values["metadata"] = dict(values.get("metadata") or {})
         values["status"] = InstanceStatus(values.get("status", InstanceStatus.STARTING))
         return cls(**values)
+
+
+_INSTANCE_FIELDS = frozenset(f.name for f in fields(Instance))
+_CHECK_FIELDS = frozenset(f.name for f in fields(CheckSpec))
 
 
 class EventType(StrEnum):

@@ -17,6 +17,7 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -56,6 +57,8 @@ class MonitorSettings:
     reap_every: float = 1.0
     write_every: float = 5.0
     resync_every: float = 5.0
+    #: Lease lapses this close together count as lapsing together (self-preservation).
+    lapse_window: float = 30.0
     preservation: PreservationPolicy = field(default_factory=PreservationPolicy)
 
 
@@ -145,6 +148,8 @@ class _Watcher:
                     await self._apply(result)
                 except RegistryUnavailable as exc:
                     log.warning("registry.monitor_write_failed %s: %s", self.instance.key, exc)
+                except Exception:  # keep probing; the next result may be written
+                    log.exception("registry.monitor_apply_error %s", self.instance.key)
                 wait = self.instance.check.interval * (1 - random.uniform(0, jitter))
                 if self.suspect:
                     # HAProxy's "fastinter": while a failure is unconfirmed, look again soon.
@@ -247,6 +252,7 @@ class Monitor:
         self._tasks: list[asyncio.Task[None]] = []
         self._spare: set[asyncio.Task[None]] = set()
         self._sync_lock = asyncio.Lock()
+        self._lapse_evictions: deque[float] = deque()
         self.probes = 0
         self.transitions = 0
         self.evictions = 0
@@ -314,7 +320,8 @@ class Monitor:
 
     def _watch(self, instance: Instance, *, spread: bool = False) -> None:
         existing = self._watchers.get(instance.key)
-        if existing is None:
+        # A watcher that died (a bug) is replaced at the next sync.
+        if existing is None or existing.task.done():
             self._watchers[instance.key] = _Watcher(self, instance, spread=spread)
         else:
             existing.refresh(instance)
@@ -358,6 +365,10 @@ class Monitor:
                 log.warning("registry.monitor_sync_failed: %s", exc)
                 index = None
                 await asyncio.sleep(1.0)
+            except Exception:  # a bug must not stop the monitor for good: log, back off, resync
+                log.exception("registry.monitor_sync_error")
+                index = None
+                await asyncio.sleep(1.0)
 
     async def _membership_loop(self) -> None:
         while True:
@@ -369,6 +380,8 @@ class Monitor:
                     await self.sync()
             except RegistryUnavailable as exc:
                 log.warning("registry.node_heartbeat_failed: %s", exc)
+            except Exception:  # a bug must not stop the membership loop for good
+                log.exception("registry.node_heartbeat_error")
             await asyncio.sleep(NODE_BEAT_S)
 
     async def _reap_loop(self) -> None:
@@ -378,6 +391,8 @@ class Monitor:
                 await self.reap()
             except RegistryUnavailable as exc:
                 log.warning("registry.reap_failed: %s", exc)
+            except Exception:  # a bug must not stop the reaper for good
+                log.exception("registry.reap_error")
 
     async def reap(self) -> None:
         """Evict lapsed leases (unless too many lapse together) and long-unavailable instances."""
@@ -385,7 +400,15 @@ class Monitor:
         # Maintenance is an operator's promise that the instance will be back: never evicted.
         held = {i.key for i in instances if i.status is InstanceStatus.MAINTENANCE}
         lapsed = [key for key in await self.store.lapsed() if key not in held]
-        if self.settings.preservation.suspicious(len(lapsed), len(instances)):
+        # Leases of a cut-off fleet lapse over a heartbeat period, not in one reaper tick: count
+        # what was evicted for a lapse within the last window together with what lapses now.
+        horizon = time.monotonic() - self.settings.lapse_window
+        while self._lapse_evictions and self._lapse_evictions[0] < horizon:
+            self._lapse_evictions.popleft()
+        recent = len(self._lapse_evictions)
+        if lapsed and self.settings.preservation.suspicious(
+            len(lapsed) + recent, len(instances) + recent
+        ):
             self.lease_preservations += 1
             log.warning(
                 "registry.self_preservation: %d of %d leases lapsed together; not evicting",
@@ -396,12 +419,19 @@ class Monitor:
             for service, instance_id in lapsed:
                 if await self.store.evict_if_lapsed(service, instance_id, "lease lapsed"):
                     self.evictions += 1
+                    self._lapse_evictions.append(time.monotonic())
         now = await self.store.now()
         for instance in instances:
             if (
                 instance.status is InstanceStatus.UNAVAILABLE
                 and now - instance.status_since > self.settings.deregister_after
             ):
+                latest = await self.store.get(*instance.key)  # it may have recovered since
+                if latest is None or (latest.status, latest.status_since) != (
+                    instance.status,
+                    instance.status_since,
+                ):
+                    continue
                 reason = f"unavailable for more than {self.settings.deregister_after:g}s"
                 if await self.store.remove(*instance.key, evicted=True, reason=reason):
                     self.evictions += 1

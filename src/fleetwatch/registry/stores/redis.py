@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ from fleetwatch.registry.model import Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import DEFAULT_HISTORY, CheckRecord
 from fleetwatch.registry.stores import _redis_scripts as scripts
 from fleetwatch.registry.stores.redis_connect import SENTINEL_SCHEME, client_factory
+
+log = logging.getLogger("fleetwatch.registry")
 
 #: Every Redis command is bounded; a registry that hangs on its store helps nobody.
 COMMAND_TIMEOUT_S = 5.0
@@ -138,9 +141,20 @@ class RedisStore:
         )
 
     async def _replicated(self) -> None:
-        """With ``wait_replicas``, wait (up to 500 ms) until that many replicas have the write."""
+        """With ``wait_replicas``, wait (up to 500 ms) until that many replicas have the write.
+
+        A write no replica confirmed in time is logged: it stands on the primary alone, and a
+        failover right now could lose it.
+        """
         if self._wait_replicas:
-            await self._client.wait(self._wait_replicas, REPLICATION_WAIT_MS)
+            acknowledged = int(await self._client.wait(self._wait_replicas, REPLICATION_WAIT_MS))
+            if acknowledged < self._wait_replicas:
+                log.warning(
+                    "registry.write_not_replicated: %d of %d replicas acknowledged in %d ms",
+                    acknowledged,
+                    self._wait_replicas,
+                    REPLICATION_WAIT_MS,
+                )
 
     async def renew(self, service: str, instance_id: str) -> Instance | None:
         field = _field(service, instance_id)
@@ -187,7 +201,8 @@ class RedisStore:
                     "1" if record is not None and record.renews_lease else "0",
                 ],
             )
-            await self._replicated()
+            if reply[0] == "ok" and reply[2] != "0":  # bookkeeping alone need not wait
+                await self._replicated()
         if reply[0] != "ok":
             return None
         instance = Instance.from_dict(json.loads(reply[1]))
