@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 
-from fleetwatch.discovery import RegistryClient, registration
+from fleetwatch.discovery import Registered, RegistryClient, registration
 from fleetwatch.sandbox import HttpBackend
 from tests.conftest import OPS_TOKEN, TOKEN, RunningRegistry
+
+
+def _registered(
+    registry: RunningRegistry, backend: HttpBackend
+) -> AbstractAsyncContextManager[Registered]:
+    """Register "llm/me" pointing at the backend, heartbeating every 100 ms."""
+    return registration(
+        "llm", "me", host="127.0.0.1", port=backend.port, registry_url=registry.url,
+        token=TOKEN, ttl=3, heartbeat_every=0.1,
+    )  # fmt: skip
 
 
 async def _ids(api: RegistryClient) -> list[str]:
@@ -17,16 +28,7 @@ async def test_registers_heartbeats_and_deregisters(
     registry: RunningRegistry, api: RegistryClient, backend: HttpBackend
 ) -> None:
     """Inside the block the instance is registered and heartbeating; after it, gone."""
-    async with registration(
-        "llm",
-        "me",
-        host="127.0.0.1",
-        port=backend.port,
-        registry_url=registry.url,
-        token=TOKEN,
-        ttl=3,
-        heartbeat_every=0.1,
-    ) as state:
+    async with _registered(registry, backend) as state:
         await asyncio.sleep(0.35)
         assert await _ids(api) == ["me"]
         assert state.heartbeats >= 2
@@ -37,16 +39,7 @@ async def test_registers_again_after_a_registry_restart(
     registry: RunningRegistry, backend: HttpBackend
 ) -> None:
     """A heartbeat answered 404 (the registry lost its memory) makes it register again."""
-    async with registration(
-        "llm",
-        "me",
-        host="127.0.0.1",
-        port=backend.port,
-        registry_url=registry.url,
-        token=TOKEN,
-        ttl=3,
-        heartbeat_every=0.1,
-    ) as state:
+    async with _registered(registry, backend) as state:
         await registry.stop()
         await registry.start()
         async with RegistryClient(registry.url, token=TOKEN) as api:
@@ -60,16 +53,7 @@ async def test_operator_removal_stops_it(
     registry: RunningRegistry, api: RegistryClient, backend: HttpBackend
 ) -> None:
     """An operator's DELETE leaves a tombstone: the heartbeat gets 410 and stops for good."""
-    async with registration(
-        "llm",
-        "me",
-        host="127.0.0.1",
-        port=backend.port,
-        registry_url=registry.url,
-        token=TOKEN,
-        ttl=3,
-        heartbeat_every=0.1,
-    ) as state:
+    async with _registered(registry, backend) as state:
         async with RegistryClient(registry.url, token=OPS_TOKEN) as ops:
             assert await ops.deregister("llm", "me")
         async with asyncio.timeout(3):

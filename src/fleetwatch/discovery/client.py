@@ -374,25 +374,22 @@ def registration_body(
     instance: Instance, metadata: Mapping[str, str] | None = None
 ) -> dict[str, object]:
     """The PUT body that registers ``instance`` as it is (optionally with other metadata)."""
-    check = instance.check
-    return {
-        "host": instance.host,
-        "port": instance.port,
-        "scheme": instance.scheme,
-        "check": {
-            "type": check.type.value,
-            "path": check.path,
-            "interval": check.interval,
-            "timeout": check.timeout,
-            "rise": check.rise,
-            "fall": check.fall,
-            "startup_grace": check.startup_grace,
-            "agent_port": check.agent_port,
-            "agent_path": check.agent_path,
-        },
-        "tags": sorted(instance.tags),
-        "metadata": dict(metadata if metadata is not None else instance.metadata),
-        "version": instance.version,
-        "weight": instance.weight,
-        "ttl": instance.ttl,
-    }
+    stored = instance.to_dict()
+    body = {key: stored[key] for key in REGISTRATION_FIELDS}
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+#: What a registrant says about its instance; everything else is the registry's to know.
+REGISTRATION_FIELDS = (
+    "host",
+    "port",
+    "scheme",
+    "check",
+    "tags",
+    "metadata",
+    "version",
+    "weight",
+    "ttl",
+)
