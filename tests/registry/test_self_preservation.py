@@ -110,6 +110,8 @@ async def test_cut_off_from_most_of_the_fleet_evicts_no_one(fleet: list[Switchab
     assert released
     assert set(after.values()) == {InstanceStatus.AVAILABLE}
     assert monitor.preservation.engagements == 1
+    notices = [e.type for e in await store.events_after(0) if e.is_notice]
+    assert notices == [EventType.SELF_PRESERVATION_ENGAGED, EventType.SELF_PRESERVATION_RELEASED]
 
 
 async def test_a_minority_failing_is_marked_unavailable(fleet: list[Switchable]) -> None:
@@ -160,6 +162,9 @@ async def test_leases_lapsing_together_are_not_evicted() -> None:
     await monitor.reap()
     assert len(await store.instances("llm")) == 6
     assert monitor.lease_preservations == 1
+    [notice] = [e for e in await store.events_after(0) if e.is_notice]
+    assert notice.type is EventType.SELF_PRESERVATION_ENGAGED
+    assert notice.reason == "4 of 6 leases lapsed together; not evicting"
     for i in range(4):
         await store.renew("llm", f"a{i}")
     await monitor.reap()

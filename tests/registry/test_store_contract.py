@@ -210,3 +210,16 @@ async def test_load_figures_do_not_bump_the_index(store: RegistryStore) -> None:
 def test_to_dict_names_every_field() -> None:
     """The hand-written serialisation covers every field of the dataclass (none forgotten)."""
     assert set(instance().to_dict()) == {f.name for f in fields(Instance)}
+
+
+async def test_notices_join_the_change_feed(store: RegistryStore) -> None:
+    """A registry-wide notice (self-preservation) takes the next index, with its reason."""
+    await store.upsert(instance())
+    notice = await store.note(EventType.SELF_PRESERVATION_ENGAGED, "4 of 6 failing")
+    [read] = await store.events_after(notice.index - 1)
+    assert read.is_notice
+    assert (read.type, read.reason, read.index) == (
+        EventType.SELF_PRESERVATION_ENGAGED,
+        "4 of 6 failing",
+        await store.index(),
+    )

@@ -219,13 +219,19 @@ _CHECK_FIELDS = frozenset(f.name for f in fields(CheckSpec))
 
 
 class EventType(StrEnum):
-    """What happened to an instance."""
+    """What happened to an instance (or, for the notices, to the registry itself)."""
 
     REGISTERED = "registered"
     UPDATED = "updated"
     STATUS_CHANGED = "status_changed"
     DEREGISTERED = "deregistered"
     EVICTED = "evicted"
+    SELF_PRESERVATION_ENGAGED = "self_preservation_engaged"
+    SELF_PRESERVATION_RELEASED = "self_preservation_released"
+
+
+#: Registry-wide notices (self-preservation) carry this in place of service and instance.
+NOTICE_KEY = ("*", "registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +251,11 @@ class Event:
     def key(self) -> tuple[str, str]:
         """(service, instance_id)."""
         return self.service, self.instance_id
+
+    @property
+    def is_notice(self) -> bool:
+        """A registry-wide notice rather than a change to one instance."""
+        return self.key == NOTICE_KEY
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary."""

@@ -23,7 +23,7 @@ from types import TracebackType
 
 from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry.judge import judge
-from fleetwatch.registry.model import CheckType, Instance, InstanceStatus
+from fleetwatch.registry.model import CheckType, EventType, Instance, InstanceStatus
 from fleetwatch.registry.preservation import PreservationPolicy, SelfPreservation
 from fleetwatch.registry.prober import Prober, ProbeResult
 from fleetwatch.registry.registry import OPERATOR_STATUSES
@@ -245,7 +245,8 @@ class Monitor:
     ) -> None:
         self.store = store
         self.settings = settings or MonitorSettings()
-        self.preservation = SelfPreservation(self.settings.preservation)
+        self.preservation = SelfPreservation(self.settings.preservation, self._announce)
+        self._lease_preserving = False
         self.node_id = node_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.nodes: list[str] = [self.node_id]
         self._watchers: dict[Key, _Watcher] = {}
@@ -262,6 +263,20 @@ class Monitor:
     def watched(self) -> int:
         """How many instances this node probes now."""
         return len(self._watchers)
+
+    def _announce(self, engaged: bool, reason: str) -> None:
+        """Put a self-preservation change in the change feed (from a synchronous callback)."""
+        kind = (
+            EventType.SELF_PRESERVATION_ENGAGED if engaged else EventType.SELF_PRESERVATION_RELEASED
+        )
+
+        async def note() -> None:
+            with contextlib.suppress(RegistryUnavailable):
+                await self.store.note(kind, reason)
+
+        task = asyncio.create_task(note(), name="fleetwatch.monitor-notice")
+        self._spare.add(task)
+        task.add_done_callback(self._spare.discard)
 
     def owns(self, instance: Instance) -> bool:
         """Whether this node checks ``instance`` (highest random weight among live nodes)."""
@@ -338,7 +353,9 @@ class Monitor:
         """Apply the events after ``index`` (cheap: no full read of the registry)."""
         async with self._sync_lock:
             for event in await self.store.events_after(index, limit=5000):
-                if event.instance is not None and self._checks(event.instance):
+                if event.is_notice:
+                    pass
+                elif event.instance is not None and self._checks(event.instance):
                     self._watch(event.instance)
                 elif event.instance is None or event.key in self._watchers:
                     self._stop(event.key)
@@ -410,12 +427,15 @@ class Monitor:
             len(lapsed) + recent, len(instances) + recent
         ):
             self.lease_preservations += 1
-            log.warning(
-                "registry.self_preservation: %d of %d leases lapsed together; not evicting",
-                len(lapsed),
-                len(instances),
-            )
+            reason = f"{len(lapsed)} of {len(instances)} leases lapsed together; not evicting"
+            log.warning("registry.self_preservation: %s", reason)
+            if not self._lease_preserving:
+                self._lease_preserving = True
+                await self.store.note(EventType.SELF_PRESERVATION_ENGAGED, reason)
         else:
+            if self._lease_preserving:
+                self._lease_preserving = False
+                await self.store.note(EventType.SELF_PRESERVATION_RELEASED, "leases renewed")
             for service, instance_id in lapsed:
                 if await self.store.evict_if_lapsed(service, instance_id, "lease lapsed"):
                     self.evictions += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger("fleetwatch.registry")
@@ -37,8 +38,13 @@ class PreservationPolicy:
 class SelfPreservation:
     """Tracks which watched instances are failing in a way the monitor could cause."""
 
-    def __init__(self, policy: PreservationPolicy | None = None) -> None:
+    def __init__(
+        self,
+        policy: PreservationPolicy | None = None,
+        on_change: Callable[[bool, str], None] | None = None,
+    ) -> None:
         self.policy = policy or PreservationPolicy()
+        self._on_change = on_change or (lambda engaged, reason: None)
         self._failing: set[tuple[str, str]] = set()
         self._watched = 0
         self.engaged_since: float | None = None
@@ -71,20 +77,20 @@ class SelfPreservation:
         if suspicious and self.engaged_since is None:
             self.engaged_since = time.time()
             self.engagements += 1
-            log.warning(
-                "registry.self_preservation_engaged: %d of %d instances failing at once; "
-                "holding their status instead of marking them unavailable",
-                len(self._failing),
-                self._watched,
+            reason = (
+                f"{len(self._failing)} of {self._watched} instances failing at once; holding "
+                "their status instead of marking them unavailable"
             )
+            log.warning("registry.self_preservation_engaged: %s", reason)
+            self._on_change(True, reason)
         elif not suspicious and self.engaged_since is not None:
-            log.warning(
-                "registry.self_preservation_released after %.1fs: %d of %d failing",
-                time.time() - self.engaged_since,
-                len(self._failing),
-                self._watched,
+            reason = (
+                f"after {time.time() - self.engaged_since:.1f}s: {len(self._failing)} of "
+                f"{self._watched} failing"
             )
+            log.warning("registry.self_preservation_released %s", reason)
             self.engaged_since = None
+            self._on_change(False, reason)
 
     def snapshot(self) -> dict[str, object]:
         """For the API: engaged or not, since when, how many failing of how many."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from fleetwatch.registry.model import Event, Instance, InstanceStatus
+from fleetwatch.registry.model import Event, EventType, Instance, InstanceStatus
 
 #: How many events a store keeps for clients catching up after a disconnection.
 DEFAULT_HISTORY = 10_000
@@ -121,6 +121,10 @@ class RegistryStore(Protocol):
 
     async def loads(self, service: str) -> dict[str, dict[str, float]]:
         """The latest load figures of a service's instances, by instance id."""
+        ...
+
+    async def note(self, kind: EventType, reason: str) -> Event:
+        """Record a registry-wide notice (self-preservation) in the change feed."""
         ...
 
     async def node_heartbeat(self, node_id: str, ttl: float) -> list[str]:

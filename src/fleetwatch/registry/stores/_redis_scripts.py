@@ -134,6 +134,15 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 """
 )
 
+# KEYS: index events   ARGV: kind field reason history
+NOTE = (
+    _PROLOGUE
+    + """
+local idx = emit(KEYS[1], KEYS[2], ARGV[4], ARGV[1], ARGV[2], '', '', ARGV[3])
+return {tostring(idx), tostring(now)}
+"""
+)
+
 # KEYS: nodes   ARGV: node_id ttl_ms
 NODE_HEARTBEAT = (
     _PROLOGUE

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Mapping
 
 from fleetwatch.errors import Forbidden, IndexReset, InstanceGone
-from fleetwatch.registry.model import Event, EventType, Instance, InstanceStatus
+from fleetwatch.registry.model import NOTICE_KEY, Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import DEFAULT_HISTORY, CheckRecord
 
 Key = tuple[str, str]
@@ -187,6 +187,9 @@ class MemoryStore:
 
     async def loads(self, service: str) -> dict[str, dict[str, float]]:
         return {key[1]: dict(load) for key, load in self._loads.items() if key[0] == service}
+
+    async def note(self, kind: EventType, reason: str) -> Event:
+        return self._emit(kind, NOTICE_KEY, None, None, reason)
 
     async def node_heartbeat(self, node_id: str, ttl: float) -> list[str]:
         now = time.monotonic()

@@ -26,7 +26,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from fleetwatch.errors import Forbidden, IndexReset, InstanceGone, RegistryUnavailable
-from fleetwatch.registry.model import Event, EventType, Instance, InstanceStatus
+from fleetwatch.registry.model import NOTICE_KEY, Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import DEFAULT_HISTORY, CheckRecord
 from fleetwatch.registry.stores import _redis_scripts as scripts
 from fleetwatch.registry.stores.redis_connect import SENTINEL_SCHEME, client_factory
@@ -97,6 +97,7 @@ class RedisStore:
                 ("lapsed", scripts.LAPSED),
                 ("put_load", scripts.PUT_LOAD),
                 ("node_heartbeat", scripts.NODE_HEARTBEAT),
+                ("note", scripts.NOTE),
             )
         }
         self._latest = 0
@@ -405,6 +406,15 @@ class RedisStore:
                 return {}
             raws = await self._client.hmget(self._k["load"], [_field(service, i) for i in ids])
         return {i: json.loads(raw) for i, raw in zip(ids, raws, strict=True) if raw}
+
+    async def note(self, kind: EventType, reason: str) -> Event:
+        field = _field(*NOTICE_KEY)
+        async with _translated("record a notice"):
+            reply = await self._scripts["note"](
+                keys=[self._k["index"], self._k["events"]],
+                args=[kind.value, field, reason, self._history],
+            )
+        return Event(int(reply[0]), kind, *NOTICE_KEY, int(reply[1]) / 1000, None, None, reason)
 
     async def node_heartbeat(self, node_id: str, ttl: float) -> list[str]:
         async with _translated("node heartbeat"):
