@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from starlette.requests import Request
+
 from fleetwatch.registry.model import Instance, InstanceStatus
 from fleetwatch.registry.stores import MemoryStore
-from fleetwatch.server.blocking import blocking_read
+from fleetwatch.server.blocking import ClientGone, blocking_read, unless_disconnected
 
 
 async def test_change_during_the_read_returns_at_once() -> None:
@@ -28,3 +31,25 @@ async def test_change_during_the_read_returns_at_once() -> None:
     async with asyncio.timeout(1):
         index, answer = await blocking_read(store, held, 30.0, read)
     assert (index, answer) == (held + 1, "maintenance")
+
+
+async def test_client_going_away_ends_the_wait() -> None:
+    """A disconnect during a blocking read cancels it and says so (no error of our own)."""
+    store = MemoryStore()
+    messages: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    await messages.put({"type": "http.request", "body": b"", "more_body": False})
+
+    async def receive() -> dict[str, object]:
+        return await messages.get()
+
+    request = Request({"type": "http", "method": "GET", "headers": []}, receive)  # type: ignore[arg-type]
+
+    async def read() -> int:
+        return 1
+
+    waiting = asyncio.create_task(unless_disconnected(request, blocking_read(store, 0, 30.0, read)))
+    await asyncio.sleep(0.05)
+    await messages.put({"type": "http.disconnect"})
+    with pytest.raises(ClientGone):
+        async with asyncio.timeout(1):
+            await waiting

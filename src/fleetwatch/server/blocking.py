@@ -32,10 +32,11 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        for pending in (watcher, task):
+            if not pending.done():
+                pending.cancel()
+        # Both have finished (or taken their cancellation) before we look at the result.
+        await asyncio.gather(watcher, task, return_exceptions=True)
     if task.cancelled():
         raise ClientGone
     return task.result()
