@@ -66,14 +66,21 @@ def summary(results: list[dict[str, object]]) -> str:
 
 
 def main() -> None:
-    """Run them all, in name order."""
-    extra = sys.argv[1:]
+    """Run them all in name order (or only those named: ``run_all.py propagation --quick``);
+    the summary covers every stored result."""
+    names = [a for a in sys.argv[1:] if not a.startswith("-")]
+    extra = [a for a in sys.argv[1:] if a.startswith("-")]
     RESULTS.mkdir(exist_ok=True)
-    results = []
     for script in scripts():
+        if names and script.stem not in names:
+            continue
         result = run(script, extra)
         (RESULTS / f"{script.stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-        results.append(result)
+    results = [
+        json.loads(path.read_text())
+        for path in sorted(RESULTS.glob("*.json"))
+        if path.stem in {s.stem for s in scripts()}
+    ]
     (RESULTS / "summary.md").write_text(summary(results) + "\n")
     print(f"==> wrote {len(results)} result(s) and summary.md to {RESULTS}")
 

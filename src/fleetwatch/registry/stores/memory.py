@@ -22,6 +22,8 @@ class MemoryStore:
 
     def __init__(self, *, history: int = DEFAULT_HISTORY) -> None:
         self._instances: dict[Key, Instance] = {}
+        # Per service too: discovering a service must not sort the whole fleet.
+        self._by_service: dict[str, dict[str, Instance]] = {}
         self._leases: dict[Key, float] = {}
         self._tombstones: dict[Key, float] = {}
         self._events: deque[Event] = deque(maxlen=history)
@@ -71,9 +73,13 @@ class MemoryStore:
         existed = previous is not None
         if instance.status_since == 0.0:
             instance = instance.with_changes(status_since=time.time())
-        self._instances[key] = instance
+        self._put(instance)
         self._leases[key] = time.monotonic() + instance.ttl
         return self._emit(EventType.UPDATED if existed else EventType.REGISTERED, key, instance)
+
+    def _put(self, instance: Instance) -> None:
+        self._instances[instance.key] = instance
+        self._by_service.setdefault(instance.service, {})[instance.instance_id] = instance
 
     async def renew(self, service: str, instance_id: str) -> Instance | None:
         key = (service, instance_id)
@@ -111,7 +117,7 @@ class MemoryStore:
                 consecutive_successes=record.consecutive_successes,
             )
         updated = current.with_changes(**changes)
-        self._instances[key] = updated
+        self._put(updated)
         if status is current.status:
             return updated, None
         return updated, self._emit(EventType.STATUS_CHANGED, key, updated, current.status, reason)
@@ -129,6 +135,11 @@ class MemoryStore:
         if tombstone_for > 0:
             self._tombstones[key] = time.monotonic() + tombstone_for
         removed = self._instances.pop(key, None)
+        members = self._by_service.get(service)
+        if members is not None:
+            members.pop(instance_id, None)
+            if not members:
+                del self._by_service[service]
         self._leases.pop(key, None)
         self._loads.pop(key, None)
         if removed is None:
@@ -150,11 +161,10 @@ class MemoryStore:
         return self._instances.get((service, instance_id))
 
     async def instances(self, service: str | None = None) -> list[Instance]:
-        return [
-            instance
-            for key, instance in sorted(self._instances.items())
-            if service is None or key[0] == service
-        ]
+        if service is None:
+            return [instance for _, instance in sorted(self._instances.items())]
+        members = self._by_service.get(service, {})
+        return [members[instance_id] for instance_id in sorted(members)]
 
     async def events_after(self, index: int, limit: int = 1000) -> list[Event]:
         if index > self._index:
