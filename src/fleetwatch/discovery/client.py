@@ -16,10 +16,10 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
 
+from fleetwatch.async_resource import AsyncResource
 from fleetwatch.discovery.balancer import Balancer, LoadStats, Strategy, balancer_for
 from fleetwatch.discovery.outlier import OutlierDetector, OutlierPolicy
 from fleetwatch.discovery.registry_client import RegistryClient
@@ -82,7 +82,7 @@ def static_instance(service: str, url: str, number: int) -> Instance:
     )
 
 
-class DiscoveryClient:
+class DiscoveryClient(AsyncResource):
     """Discover instances, pick one, watch for changes; survive the registry going away."""
 
     def __init__(
@@ -111,17 +111,6 @@ class DiscoveryClient:
         self._balancers: dict[tuple[str, Strategy], Balancer] = {}
         self._strategy = Strategy(strategy)
         self._closed = False
-
-    async def __aenter__(self) -> DiscoveryClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop following every service and close the HTTP client."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from fleetwatch.async_resource import AsyncResource
 from fleetwatch.errors import (
     Forbidden,
     InstanceGone,
@@ -38,7 +38,7 @@ def instance_from_api(data: Mapping[str, Any]) -> Instance:
     return Instance.from_dict({k: v for k, v in data.items() if k not in _API_ONLY})
 
 
-class RegistryClient:
+class RegistryClient(AsyncResource):
     """The registry's HTTP API. Errors come back as fleetwatch's own exceptions."""
 
     def __init__(
@@ -58,17 +58,6 @@ class RegistryClient:
             trust_env=False,
         )
         self._headers = headers
-
-    async def __aenter__(self) -> RegistryClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this object created it."""

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Generator
-from types import TracebackType
 from typing import Any
 
 import uvicorn
 
+from fleetwatch.async_resource import AsyncResource
 from fleetwatch.errors import ServeError
 
 #: Binding a socket and running an app's start-up takes milliseconds; a start-up that takes
@@ -29,7 +29,7 @@ class _QuietServer(uvicorn.Server):
         yield  # signals belong to the application, see wait_for_stop_signal()
 
 
-class AppServer:
+class AppServer(AsyncResource):
     """An ASGI app served on ``host:port`` (port 0 picks a free one) as an async context manager."""
 
     def __init__(
@@ -108,18 +108,6 @@ class AppServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def __aenter__(self) -> AppServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def wait_for_stop_signal(

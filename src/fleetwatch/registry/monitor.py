@@ -19,8 +19,8 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from types import TracebackType
 
+from fleetwatch.async_resource import AsyncResource
 from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry.judge import judge
 from fleetwatch.registry.model import CheckType, EventType, Instance, InstanceStatus
@@ -227,7 +227,7 @@ class _Watcher:
             )
 
 
-class Monitor:
+class Monitor(AsyncResource):
     """Watches the instances this node is responsible for, and reaps lapsed leases.
 
     Several nodes on one store split the fleet: each heartbeats its name into the store every
@@ -285,21 +285,13 @@ class Monitor:
         name = f"{instance.service}/{instance.instance_id}"
         return max(self.nodes, key=lambda node: _weight(node, name)) == self.node_id
 
-    async def __aenter__(self) -> Monitor:
+    async def start(self) -> None:
+        """Start the sync, reap and membership loops (``async with`` does it)."""
         self._tasks = [
             asyncio.create_task(self._sync_loop(), name="fleetwatch.monitor-sync"),
             asyncio.create_task(self._reap_loop(), name="fleetwatch.monitor-reap"),
             asyncio.create_task(self._membership_loop(), name="fleetwatch.monitor-nodes"),
         ]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop every watcher and loop, and close their connections."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from types import TracebackType
+
+from fleetwatch.async_resource import AsyncResource
 
 
-class RawHttpConnection:
+class RawHttpConnection(AsyncResource):
     """One persistent connection to ``host:port``; ``get()`` sends a request and reads the reply."""
 
     def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
@@ -23,6 +24,10 @@ class RawHttpConnection:
         self.timeout = timeout
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+
+    async def start(self) -> None:
+        """Connect (``async with`` does it)."""
+        await self.connect()
 
     async def connect(self) -> None:
         """Open the TCP connection (bounded by ``timeout``)."""
@@ -101,15 +106,3 @@ class RawHttpConnection:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-
-    async def __aenter__(self) -> RawHttpConnection:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
