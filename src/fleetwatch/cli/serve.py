@@ -12,7 +12,7 @@ from rich.console import Console
 
 from fleetwatch.config.registry import load_serve_config
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
-from fleetwatch.server.auth import TOKEN_ENV
+from fleetwatch.registry.registry import TOKEN_ENV
 from fleetwatch.server.node import RegistryNode
 
 DEFAULT_PORT = 8760

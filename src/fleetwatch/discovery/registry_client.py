@@ -18,8 +18,8 @@ from fleetwatch.errors import (
     Unauthorized,
 )
 from fleetwatch.registry.model import Instance, InstanceStatus
+from fleetwatch.registry.registry import TOKEN_ENV
 
-TOKEN_ENV = "FLEETWATCH_TOKEN"  # noqa: S105 - the variable's name, not a secret
 REGISTRY_ENV = "FLEETWATCH_REGISTRY"
 DEFAULT_REGISTRY = "http://127.0.0.1:8760"
 #: Every request is bounded; blocking queries get their wait on top of this.

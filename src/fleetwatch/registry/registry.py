@@ -16,6 +16,10 @@ from fleetwatch.registry.model import (
 )
 from fleetwatch.registry.store import RegistryStore
 
+#: One token with every scope: the simplest set-up. The server accepts it and every fleetwatch
+#: client command sends it.
+TOKEN_ENV = "FLEETWATCH_TOKEN"  # noqa: S105 - the variable's name, not a secret
+
 #: How long an operator's deregistration keeps an instance out (its agent's heartbeats and
 #: re-registrations get 410 Gone meanwhile).
 DEFAULT_TOMBSTONE_S = 300.0

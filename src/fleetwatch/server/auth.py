@@ -8,10 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fleetwatch.errors import Unauthorized
-from fleetwatch.registry.registry import ANONYMOUS, Principal, Scope
-
-#: One token with every scope: the simplest set-up, read by every fleetwatch client command too.
-TOKEN_ENV = "FLEETWATCH_TOKEN"  # noqa: S105 - the variable's name, not a secret
+from fleetwatch.registry.registry import ANONYMOUS, TOKEN_ENV, Principal, Scope
 
 
 @dataclass(frozen=True, slots=True)
