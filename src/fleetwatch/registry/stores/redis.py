@@ -37,6 +37,8 @@ log = logging.getLogger("fleetwatch.registry")
 COMMAND_TIMEOUT_S = 5.0
 #: How long a write waits for replicas to acknowledge it (Sentinel set-ups).
 REPLICATION_WAIT_MS = 500
+#: The longest a stopping change follower may take to close its connection.
+FOLLOWER_STOP_S = 2.0
 #: The change follower blocks this long per XREAD before looping.
 FOLLOW_BLOCK_MS = 5_000
 
@@ -364,8 +366,8 @@ class RedisStore:
         follower, self._follower = self._follower, None
         if follower is not None:
             follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            # Bounded: a follower stuck closing a dead connection must not hold us up.
+            await asyncio.wait({follower}, timeout=FOLLOWER_STOP_S)
 
     def _ensure_follower(self, current: int) -> None:
         if self._follower is None or self._follower.done():
@@ -390,7 +392,9 @@ class RedisStore:
                         self._changed.set()
                         self._changed = asyncio.Event()
         finally:
-            await blocking.aclose()
+            with contextlib.suppress(TimeoutError, RedisError, OSError):
+                async with asyncio.timeout(FOLLOWER_STOP_S):
+                    await blocking.aclose()
 
     async def put_load(self, service: str, instance_id: str, load: Mapping[str, float]) -> None:
         async with _translated("write load"):
