@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -58,40 +59,42 @@ async def test_starting_becomes_available_after_rise(
     assert ready.last_check_output.startswith("HTTP 200")
 
 
-async def test_crash_is_noticed_through_the_idle_connection() -> None:
-    """SIGKILL: the kernel closes the socket; the re-probe is refused: unavailable at once."""
+@contextlib.asynccontextmanager
+async def _monitored_process() -> AsyncIterator[tuple[MemoryStore, BackendProcess]]:
+    """A backend in its own process, registered with default-like checks, already available."""
     store = MemoryStore()
     with BackendProcess() as server:
         async with Monitor(store, MonitorSettings()) as monitor:
             await store.upsert(_instance(server.port, interval=1.0, timeout=0.75))
             await monitor.sync()
             await _until(store, "a", _status(InstanceStatus.AVAILABLE), within=10)
-            await asyncio.sleep(0.3)  # between two checks, the connection idle
-            killed = time.monotonic()
-            server.signal(signal.SIGKILL)  # not waiting for the exit: timing starts at the kill
-            down = await _until(store, "a", _status(InstanceStatus.UNAVAILABLE), within=5)
-            elapsed = time.monotonic() - killed
-            await asyncio.to_thread(server.kill)
+            yield store, server
+
+
+async def test_crash_is_noticed_through_the_idle_connection() -> None:
+    """SIGKILL: the kernel closes the socket; the re-probe is refused: unavailable at once."""
+    async with _monitored_process() as (store, server):
+        await asyncio.sleep(0.3)  # between two checks, the connection idle
+        killed = time.monotonic()
+        server.signal(signal.SIGKILL)  # not waiting for the exit: timing starts at the kill
+        down = await _until(store, "a", _status(InstanceStatus.UNAVAILABLE), within=5)
+        elapsed = time.monotonic() - killed
+        await asyncio.to_thread(server.kill)
     assert elapsed < 0.5  # the check interval is 1 s: this came from the connection closing
     assert "refused" in down.last_check_output
 
 
 async def test_hang_is_noticed_after_fall_timeouts_and_recovers() -> None:
     """SIGSTOP: checks time out, `fall` of them make it unavailable; SIGCONT brings it back."""
-    store = MemoryStore()
-    with BackendProcess() as server:
-        async with Monitor(store, MonitorSettings()) as monitor:
-            await store.upsert(_instance(server.port, interval=1.0, timeout=0.75))
-            await monitor.sync()
-            await _until(store, "a", _status(InstanceStatus.AVAILABLE), within=10)
-            server.pause()
-            stopped = time.monotonic()
-            try:
-                down = await _until(store, "a", _status(InstanceStatus.UNAVAILABLE), within=6)
-                elapsed = time.monotonic() - stopped
-            finally:
-                server.resume()
-            await _until(store, "a", _status(InstanceStatus.AVAILABLE), within=6)
+    async with _monitored_process() as (store, server):
+        server.pause()
+        stopped = time.monotonic()
+        try:
+            down = await _until(store, "a", _status(InstanceStatus.UNAVAILABLE), within=6)
+            elapsed = time.monotonic() - stopped
+        finally:
+            server.resume()
+        await _until(store, "a", _status(InstanceStatus.AVAILABLE), within=6)
     assert elapsed < 3.5
     assert down.consecutive_failures == 2
     assert "timed out" in down.last_check_output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ from fleetwatch.health.aggregate import ScoreThresholds, Verdict, summarize
 from fleetwatch.health.check import Group
 from fleetwatch.health.groups import evaluate, members
 from fleetwatch.health.health_json import MEDIA_TYPE, check_key, render, render_check
-from fleetwatch.health.scheduler import HealthScheduler
+from fleetwatch.health.scheduler import CheckState, HealthScheduler
 from fleetwatch.health.status import HealthStatus
 
 _HEADERS = {"Cache-Control": "no-store"}
@@ -87,9 +88,12 @@ class HealthProbes:
         """Let readiness follow the checks again."""
         self._draining = False
 
-    def verdict(self, group: Group | None) -> Verdict:
+    def verdict(
+        self, group: Group | None, states: Mapping[str, CheckState] | None = None
+    ) -> Verdict:
         """The current verdict of a group (``None`` for all checks), drain and latch applied."""
-        states = self.scheduler.states()
+        if states is None:
+            states = self.scheduler.states()
         verdict = evaluate(states, group, self.thresholds)
         if group is Group.READINESS and self._draining:
             return Verdict(HealthStatus.UNHEALTHY, "draining", verdict.score, verdict.summary)
@@ -102,8 +106,9 @@ class HealthProbes:
 
     def document(self, group: Group | None, *, verbose: bool) -> tuple[int, dict[str, Any]]:
         """The HTTP status and health+json body for a group."""
-        verdict = self.verdict(group)
-        states = members(self.scheduler.states(), group)
+        snapshot = self.scheduler.states()  # one snapshot: the verdict and the body agree
+        verdict = self.verdict(group, snapshot)
+        states = members(snapshot, group)
         body = render(verdict, states, verbose=verbose, notes=self._notes(), service=self._service)
         return (200 if verdict.status.passing else 503), body
 
