@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from fleetwatch.cli.agent import agent_command
 from fleetwatch.cli.check import check_command
 from fleetwatch.cli.demo import demo_command
+from fleetwatch.cli.demo_llm import demo_llm_command
 from fleetwatch.cli.serve import serve_command
 from fleetwatch.cli.status import status_command
 
@@ -16,7 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("agent", context_settings={"allow_interspersed_args": False})(agent_command)
 app.command("check")(check_command)
 app.command("demo")(demo_command)
+app.command("demo-llm")(demo_llm_command)
 app.command("serve")(serve_command)
 app.command("status")(status_command)

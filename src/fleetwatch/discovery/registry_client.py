@@ -103,6 +103,19 @@ class RegistryClient(AsyncResource):
         )
         return instance_from_api(response.json()["instance"])
 
+    async def put_load(self, service: str, instance_id: str, load: Mapping[str, float]) -> None:
+        """Publish load figures (waiting, running, KV-cache use...) on the load channel."""
+        await self._call(
+            "PUT",
+            f"/v1/services/{service}/instances/{instance_id}/load",
+            json={"load": dict(load)},
+        )
+
+    async def load(self, service: str) -> dict[str, dict[str, float]]:
+        """The latest load figures of a service's instances, by instance id."""
+        response = await self._call("GET", f"/v1/services/{service}/load")
+        return dict(response.json()["load"])
+
     async def set_status(self, service: str, instance_id: str, status: str) -> None:
         """``draining``, ``maintenance`` or ``active``."""
         await self._call(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -206,12 +205,15 @@ class HealthScheduler:
     async def _loop(self, entry: _Entry) -> None:
         # run_check never raises except for cancellation; should the loop die anyway, the
         # check goes stale (unhealthy) and _report_death logs why.
+        # The loop's clock, not time.monotonic(): the same on a real loop, and a benchmark can
+        # run the schedule under a virtual clock.
+        loop = asyncio.get_running_loop()
         interval = entry.settings.interval
         while True:
-            started = time.monotonic()
+            started = loop.time()
             await self._execute(entry)
             wait = interval * (1.0 - random.uniform(0.0, self._jitter))
-            await asyncio.sleep(max(0.0, started + wait - time.monotonic()))
+            await asyncio.sleep(max(0.0, started + wait - loop.time()))
 
     async def _execute(self, entry: _Entry) -> None:
         result = await run_check(entry.check, entry.settings)

@@ -128,7 +128,7 @@ class HeartbeatBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["available", "degraded", "unavailable"] | None = None
+    status: Literal["starting", "available", "degraded", "unavailable"] | None = None
     output: Annotated[str, Field(max_length=1024)] = ""
 
 

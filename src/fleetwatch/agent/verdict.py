@@ -1,0 +1,37 @@
+"""From the agent's check states to the status it reports to the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fleetwatch.health.scheduler import CheckState
+from fleetwatch.health.status import HealthStatus
+from fleetwatch.llm.adapters import Phase
+from fleetwatch.llm.check import GENERATE_CHECK, READY_CHECK
+from fleetwatch.registry.model import InstanceStatus
+
+
+def instance_status(
+    states: Mapping[str, CheckState], *, ever_available: bool
+) -> tuple[InstanceStatus, str]:
+    """``starting`` while the server loads (until it first serves), then ``available``,
+    ``degraded`` (slow or empty generation) or ``unavailable``, with the reason."""
+    ready = states.get(READY_CHECK)
+    if ready is None or ready.result is None:
+        return InstanceStatus.STARTING, "no check result yet"
+    phase = ready.result.metadata.get("phase")
+    if not ready.status.passing:
+        if not ever_available and phase in (Phase.LOADING.value, None):
+            return InstanceStatus.STARTING, ready.result.output
+        return InstanceStatus.UNAVAILABLE, ready.result.output
+    generate = states.get(GENERATE_CHECK)
+    if generate is None or generate.result is None or generate.status is HealthStatus.UNKNOWN:
+        return InstanceStatus.AVAILABLE, ready.result.output
+    return _BY_GENERATION[generate.status], generate.result.output
+
+
+_BY_GENERATION = {
+    HealthStatus.HEALTHY: InstanceStatus.AVAILABLE,
+    HealthStatus.DEGRADED: InstanceStatus.DEGRADED,
+    HealthStatus.UNHEALTHY: InstanceStatus.UNAVAILABLE,
+}

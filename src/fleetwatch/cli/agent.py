@@ -1,0 +1,135 @@
+"""``fleetwatch agent``: register an unmodified LLM server, check it, report, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Annotated
+
+import typer
+
+from fleetwatch.agent import Agent, AgentSettings
+from fleetwatch.agent.settings import (
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_PROPAGATION_DELAY_S,
+    DEFAULT_TTL_S,
+)
+from fleetwatch.config.durations import parse_duration
+from fleetwatch.errors import ConfigError
+from fleetwatch.llm.adapters import KINDS
+from fleetwatch.llm.check import LlmServerSettings
+from fleetwatch.llm.economy import DEFAULT_HOURLY_BUDGET, DEFAULT_MIN_INTERVAL_S
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _meta(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--meta takes KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def agent_command(
+    registry: Annotated[
+        str | None, typer.Option(help="Registry URL (default $FLEETWATCH_REGISTRY or :8760).")
+    ] = None,
+    service: Annotated[str, typer.Option(help="Service name to register under.")] = ...,  # type: ignore[assignment]
+    upstream: Annotated[
+        str, typer.Option(help="The LLM server's base URL, e.g. http://127.0.0.1:8080.")
+    ] = ...,  # type: ignore[assignment]
+    kind: Annotated[
+        str, typer.Option(help=f"Server family: {', '.join(KINDS)} (openai = generic).")
+    ] = "openai",
+    model: Annotated[str | None, typer.Option(help="Model the server must serve.")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Registry token (default $FLEETWATCH_TOKEN).")
+    ] = None,
+    instance_id: Annotated[
+        str | None, typer.Option(help="Instance id (default: stable, from host and port).")
+    ] = None,
+    version: Annotated[str, typer.Option(help="Version recorded in the registration.")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
+    meta: Annotated[list[str] | None, typer.Option(help="Metadata KEY=VALUE (repeatable).")] = None,
+    weight: Annotated[float, typer.Option(help="Routing weight.", min=0)] = 1.0,
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT for the agent's probe endpoints (port 0: any free).")
+    ] = "127.0.0.1:0",
+    advertise_host: Annotated[
+        str | None, typer.Option(help="Host clients use for the upstream (default: its URL's).")
+    ] = None,
+    ttl: Annotated[str, typer.Option(help="Heartbeat lease.")] = f"{DEFAULT_TTL_S:g}s",
+    propagation_delay: Annotated[
+        str, typer.Option(help="Keep serving this long after saying 'draining'.")
+    ] = f"{DEFAULT_PROPAGATION_DELAY_S:g}s",
+    drain_timeout: Annotated[
+        str, typer.Option(help="Longest wait for in-flight requests to finish.")
+    ] = f"{DEFAULT_DRAIN_TIMEOUT_S:g}s",
+    probe_every: Annotated[
+        str, typer.Option(help="At most one generation probe this often.")
+    ] = f"{DEFAULT_MIN_INTERVAL_S:g}s",
+    token_budget: Annotated[
+        int, typer.Option(help="Most tokens generation probes may spend per hour.", min=0)
+    ] = DEFAULT_HOURLY_BUDGET,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the upstream's API key.")
+    ] = None,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="After --: the server to launch and own.", show_default=False),
+    ] = None,
+) -> None:
+    """Register an LLM server with the registry, check it locally, report, and drain it.
+
+    Example: fleetwatch agent --service llm --upstream http://127.0.0.1:8080 --kind llamacpp
+    -- llama-server -m model.gguf --port 8080 --metrics
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise typer.BadParameter(f"--listen takes HOST:PORT, got {listen!r}")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if api_key is None:
+            raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set")
+    try:
+        llm = LlmServerSettings(
+            base_url=upstream,
+            kind=kind,
+            model=model,
+            api_key=api_key,
+            probe_every=_duration(probe_every),
+            hourly_token_budget=token_budget,
+        )
+        settings = AgentSettings(
+            service=service,
+            llm=llm,
+            registry_url=registry,
+            token=token,
+            instance_id=instance_id,
+            version=version,
+            tags=frozenset(tag or ()),
+            metadata=_meta(meta or []),
+            weight=weight,
+            command=tuple(command or ()),
+            listen_host=host,
+            listen_port=int(port_text),
+            advertise_host=advertise_host,
+            ttl=_duration(ttl),
+            propagation_delay=_duration(propagation_delay),
+            drain_timeout=_duration(drain_timeout),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    code = asyncio.run(Agent(settings).run())
+    raise typer.Exit(code)

@@ -1,0 +1,290 @@
+"""Health checks for one LLM server: readiness + load (fast, every second) and generation.
+
+:class:`LlmServer` holds what the two checks share: the adapter for the server's family, one
+HTTP client, the latest readiness and load, and the :class:`ProbeGovernor` that keeps the token
+account. The readiness check is cheap (the family's own readiness endpoint and ``/metrics``) and
+runs often, so a hung server is noticed within a couple of seconds. The generation check runs a
+tiny streamed completion only when the governor allows it; otherwise it reports the latest
+verdict, saying why it did not probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from fleetwatch.health.check import CheckSettings, Group
+from fleetwatch.health.result import Observation
+from fleetwatch.health.status import HealthStatus
+from fleetwatch.llm.adapters import LoadSignals, Phase, Readiness, ServerAdapter, adapter_for
+from fleetwatch.llm.economy import (
+    DEFAULT_EVIDENCE_WINDOW_S,
+    DEFAULT_HOURLY_BUDGET,
+    DEFAULT_MIN_INTERVAL_S,
+    ProbeGovernor,
+)
+from fleetwatch.llm.probe import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROBE_PROMPT,
+    NoFirstToken,
+    ProbeReply,
+    generate_probe,
+)
+from fleetwatch.llm.prometheus import MAX_METRICS_BYTES, parse_metrics
+
+READY_CHECK = "llm-ready"
+GENERATE_CHECK = "llm-generate"
+#: Prompt tokens of the probe's chat template, counted against the budget before it runs.
+PROMPT_TOKEN_ESTIMATE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LlmServerSettings:
+    """How to look at one LLM server. Defaults notice a hung server within about 3 s."""
+
+    base_url: str
+    kind: str = "openai"
+    model: str | None = None
+    api_key: str | None = None
+    #: Readiness + load.
+    interval: float = 1.0
+    timeout: float = 0.75
+    rise: int = 2
+    fall: int = 2
+    #: Generation probes.
+    probe_every: float = DEFAULT_MIN_INTERVAL_S
+    probe_check_interval: float = 5.0
+    evidence_window: float = DEFAULT_EVIDENCE_WINDOW_S
+    hourly_token_budget: int = DEFAULT_HOURLY_BUDGET
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    prompt: str = DEFAULT_PROBE_PROMPT
+    first_token_timeout: float = 5.0
+    slow_first_token: float = 2.0
+    #: A model that is installed but not loaded (Ollama) gets this long for its first token.
+    cold_first_token_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        adapter_for(self.kind)  # raises naming the known kinds
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"upstream must be an http(s) URL, got {self.base_url!r}")
+
+
+class LlmServer:
+    """One LLM server as fleetwatch sees it; owns the HTTP client the checks share."""
+
+    def __init__(
+        self,
+        settings: LlmServerSettings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self.adapter: ServerAdapter = adapter_for(settings.kind)
+        self.headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(
+            headers=self.headers,
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+            trust_env=False,
+        )
+        governor_clock = {"clock": clock} if clock is not None else {}
+        self.governor = ProbeGovernor(
+            min_interval=settings.probe_every,
+            evidence_window=settings.evidence_window,
+            hourly_budget=settings.hourly_token_budget,
+            **governor_clock,
+        )
+        self.readiness: Readiness | None = None
+        self.load = LoadSignals()
+        self.load_error = ""
+        self.last_probe: Observation | None = None
+
+    def checks(self) -> list[tuple[Any, CheckSettings]]:
+        """The two checks with their schedules, ready for a :class:`HealthScheduler`."""
+        s = self.settings
+        groups = frozenset({Group.READINESS, Group.STARTUP})
+        return [
+            (
+                ReadinessCheck(self),
+                CheckSettings(
+                    READY_CHECK,
+                    interval=s.interval,
+                    timeout=s.timeout,
+                    critical=True,
+                    rise=s.rise,
+                    fall=s.fall,
+                    groups=groups | {Group.LIVENESS},
+                ),
+            ),
+            (
+                GenerationCheck(self),
+                CheckSettings(
+                    GENERATE_CHECK,
+                    interval=s.probe_check_interval,
+                    timeout=s.cold_first_token_timeout + 5.0,
+                    critical=True,
+                    rise=1,
+                    fall=1,
+                    groups=groups,
+                ),
+            ),
+        ]
+
+    def note_success(self) -> None:
+        """A request through fleetwatch succeeded: evidence the server generates."""
+        self.governor.note_success()
+
+    async def read_load(self) -> LoadSignals:
+        """Load from the server's metrics (and ``/slots`` where that is how it tells)."""
+        s = self.settings
+        load = LoadSignals()
+        path = self.adapter.metrics_path
+        if path is not None:
+            response = await self.client.get(self.base_url + path, timeout=s.timeout)
+            response.raise_for_status()
+            load = self.adapter.load(parse_metrics(response.text[:MAX_METRICS_BYTES]))
+        if load.kv_cache_usage is None:
+            slots = await self.adapter.slots(self.client, self.base_url, s.timeout)
+            if slots is not None:
+                load = LoadSignals(
+                    load.waiting,
+                    load.running,
+                    None,
+                    slots[0],
+                    slots[1],
+                    load.generated_tokens_total,
+                )
+        return load
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object made it."""
+        if self._own_client:
+            await self.client.aclose()
+
+
+class ReadinessCheck:
+    """Loading, ready or dead from the server's own endpoints; load from its metrics."""
+
+    component_type = "llm"
+    measurement = "responseTime"
+
+    def __init__(self, server: LlmServer) -> None:
+        self.server = server
+
+    async def check(self) -> Observation:
+        server = self.server
+        readiness = await server.adapter.readiness(
+            server.client, server.base_url, server.settings.model, server.settings.timeout
+        )
+        server.readiness = readiness
+        metadata: dict[str, Any] = {"phase": readiness.phase.value, "kind": server.adapter.kind}
+        if readiness.models:
+            metadata["models"] = list(readiness.models[:20])
+        if readiness.phase is not Phase.READY:
+            return Observation(HealthStatus.UNHEALTHY, readiness.detail, metadata=metadata)
+        try:
+            server.load = await server.read_load()
+            server.load_error = ""
+        except (httpx.HTTPError, ValueError) as exc:
+            server.load_error = f"{type(exc).__name__}: {exc}"[:200]
+            metadata["load_error"] = server.load_error
+        server.governor.note_generated_counter(server.load.generated_tokens_total)
+        metadata["load"] = server.load.as_load()
+        in_flight = server.load.in_flight
+        busy = "" if in_flight is None else f"; {in_flight:g} in flight"
+        return Observation(HealthStatus.HEALTHY, f"{readiness.detail}{busy}", metadata=metadata)
+
+
+class GenerationCheck:
+    """A tiny streamed completion, run only when the token economy allows it."""
+
+    component_type = "llm"
+    measurement = "firstTokenTime"
+
+    def __init__(self, server: LlmServer) -> None:
+        self.server = server
+
+    async def check(self) -> Observation:
+        server, s = self.server, self.server.settings
+        governor = server.governor
+        account = {
+            "probe_tokens_total": governor.tokens_spent_total,
+            "probe_tokens_last_hour": governor.spent_last_hour(),
+            "probes_run": governor.probes_run,
+            "probes_skipped": governor.probes_skipped,
+        }
+        readiness = server.readiness
+        if readiness is None or readiness.phase is not Phase.READY:
+            detail = readiness.detail if readiness else "no readiness reading yet"
+            return Observation(HealthStatus.UNKNOWN, f"not probed: {detail}", metadata=account)
+        decision = governor.decide(s.max_tokens + PROMPT_TOKEN_ESTIMATE)
+        if not decision.probe:
+            return self._skipped(decision.reason, account)
+        first_token_timeout = (
+            s.cold_first_token_timeout if readiness.cold else s.first_token_timeout
+        )
+        try:
+            reply = await generate_probe(
+                server.client,
+                server.base_url,
+                model=s.model,
+                first_token_timeout=first_token_timeout,
+                total_timeout=first_token_timeout + 5.0,
+                max_tokens=s.max_tokens,
+                prompt=s.prompt,
+            )
+        except NoFirstToken as exc:
+            governor.record_probe(PROMPT_TOKEN_ESTIMATE)  # the prompt was likely processed
+            observation = Observation(
+                HealthStatus.UNHEALTHY, f"alive but cannot generate: {exc}", metadata=account
+            )
+        else:
+            governor.record_probe(reply.tokens_spent)
+            observation = self._judged(reply)
+        server.last_probe = observation
+        return _with_account(observation, governor)
+
+    def _judged(self, reply: ProbeReply) -> Observation:
+        return reply.judge(self.server.settings.slow_first_token)
+
+    def _skipped(self, reason: str, account: dict[str, Any]) -> Observation:
+        last = self.server.last_probe
+        if last is None:
+            return Observation(HealthStatus.HEALTHY, f"not probed: {reason}", metadata=account)
+        return Observation(
+            last.status,
+            f"not probed: {reason}; last probe: {last.output}",
+            last.observed_value,
+            last.observed_unit,
+            {**last.metadata, **account},
+        )
+
+
+def _with_account(observation: Observation, governor: ProbeGovernor) -> Observation:
+    metadata = {
+        **observation.metadata,
+        "probe_tokens_total": governor.tokens_spent_total,
+        "probe_tokens_last_hour": governor.spent_last_hour(),
+        "probes_run": governor.probes_run,
+        "probes_skipped": governor.probes_skipped,
+    }
+    return Observation(
+        observation.status,
+        observation.output,
+        observation.observed_value,
+        observation.observed_unit,
+        metadata,
+    )
+
+
+async def close_quietly(server: LlmServer) -> None:
+    """Close a server's client, ignoring errors (for shutdown paths)."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(server.aclose())
