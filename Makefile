@@ -7,6 +7,7 @@ DEMO_SECONDS ?= 0
 setup:
 	@scripts/ensure-system-packages.sh
 	@scripts/ensure-venv.sh
+	@$(PY) -m fleetwatch.llm.artifacts --quiet
 
 demo: setup
 	$(PY) -m fleetwatch demo --duration $(DEMO_SECONDS)

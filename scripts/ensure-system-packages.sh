@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fleetwatch's tests and demo run for real: Redis and PostgreSQL
-# servers (started by the project on loopback, never as system services) and a Python >= 3.11
-# with venv. Quick when everything is already there: it only calls apt-get for what is missing.
+# servers (started by the project on loopback, never as system services), a Python >= 3.11
+# with venv, and cmake + g++ to build llama.cpp's llama-server once. Quick when everything is already there: it only calls apt-get for what is missing.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# llama.cpp's llama-server is built once from source (cached outside the checkout).
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 if ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     missing+=(python3 python3-venv python3-dev)

@@ -129,9 +129,10 @@ class Agent:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-        code = self.state.child_exit
-        died_first = self.state.stop_reason.startswith("child exited")
-        return (code if code else 1) if died_first else 0
+        if not self.state.stop_reason.startswith("child exited"):
+            return 0
+        code = self.state.child_exit or 1
+        return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
 
     async def _shutdown(self) -> None:
         if self.child is not None:

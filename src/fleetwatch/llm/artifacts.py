@@ -246,15 +246,17 @@ def _run(command: list[str], progress: Progress, *, echo_progress: bool = False)
         raise ArtifactError(f"{' '.join(command[:3])} failed (exit {code}):\n{joined}")
 
 
-def main() -> int:
-    """Make sure the model and the server exist; print their paths."""
+def main(argv: list[str] | None = None) -> int:
+    """Make sure the model and the server exist; print their paths (not with ``--quiet``)."""
+    quiet = "--quiet" in (sys.argv[1:] if argv is None else argv)
     try:
         model = ensure_model()
         server = ensure_llama_server()
     except ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"model: {model}\nllama-server: {server}")
+    if not quiet:
+        print(f"model: {model}\nllama-server: {server}")
     return 0
 
 

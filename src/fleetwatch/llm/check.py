@@ -31,6 +31,7 @@ from fleetwatch.llm.economy import (
 from fleetwatch.llm.probe import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROBE_PROMPT,
+    MAX_TOKENS_CAP,
     NoFirstToken,
     ProbeReply,
     generate_probe,
@@ -72,6 +73,14 @@ class LlmServerSettings:
         adapter_for(self.kind)  # raises naming the known kinds
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"upstream must be an http(s) URL, got {self.base_url!r}")
+        if self.evidence_window < 2 * self.interval:
+            # Evidence is read once per interval; a shorter window lets probes slip in between.
+            raise ValueError(
+                f"evidence_window ({self.evidence_window:g}s) must be at least twice the check "
+                f"interval ({self.interval:g}s)"
+            )
+        if not 1 <= self.max_tokens <= MAX_TOKENS_CAP:
+            raise ValueError(f"max_tokens must be 1-{MAX_TOKENS_CAP}, got {self.max_tokens}")
 
 
 class LlmServer:
@@ -246,7 +255,7 @@ class GenerationCheck:
                 HealthStatus.UNHEALTHY, f"alive but cannot generate: {exc}", metadata=account
             )
         else:
-            governor.record_probe(reply.tokens_spent)
+            governor.record_probe(reply.tokens_spent, reply.generated)
             observation = self._judged(reply)
         server.last_probe = observation
         return _with_account(observation, governor)

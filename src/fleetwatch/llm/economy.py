@@ -48,6 +48,8 @@ class ProbeGovernor:
         self._last_probe_at: float | None = None
         self._last_evidence_at: float | None = None
         self._last_counter: float | None = None
+        #: Tokens our own probes generated since the counter was last read.
+        self._own_since_reading = 0
         self.tokens_spent_total = 0
         self.probes_run = 0
         self.probes_skipped = 0
@@ -57,7 +59,8 @@ class ProbeGovernor:
         if value is None:
             return
         previous, self._last_counter = self._last_counter, value
-        if previous is not None and value > previous:
+        own, self._own_since_reading = self._own_since_reading, 0
+        if previous is not None and value - previous > own:
             self._last_evidence_at = self._clock()
 
     def note_success(self) -> None:
@@ -94,13 +97,12 @@ class ProbeGovernor:
             return Decision(False, f"hourly token budget reached ({spent}/{self.hourly_budget})")
         return Decision(True, "no recent evidence of generation")
 
-    def record_probe(self, tokens: int) -> None:
-        """A probe ran and spent ``tokens``; its own tokens are not evidence of traffic."""
+    def record_probe(self, tokens: int, generated: int = 0) -> None:
+        """A probe ran, spending ``tokens`` in all (prompt included) and generating
+        ``generated``; the counter's rise by those is not taken for traffic."""
         now = self._clock()
         self._last_probe_at = now
         self.probes_run += 1
         self.tokens_spent_total += tokens
         self._spent.append((now, tokens))
-        # Our own probe moves the server's counter: take the next reading as the new baseline
-        # rather than mistake the probe for traffic.
-        self._last_counter = None
+        self._own_since_reading += generated

@@ -39,6 +39,8 @@ class ProbeReply:
     finish_reason: str | None
     #: Tokens the server says it spent (prompt + completion), or our own count of chunks.
     tokens_spent: int
+    #: Tokens generated (the server's count where it says, else the chunks received).
+    generated: int = 0
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -148,6 +150,7 @@ async def generate_probe(
         state.chunks,
         state.finish_reason,
         spent,
+        state.completion_tokens if state.completion_tokens is not None else state.chunks,
     )
 
 
@@ -161,6 +164,7 @@ class _StreamState:
         self.chunks = 0
         self.finish_reason: str | None = None
         self.usage_tokens: int | None = None
+        self.completion_tokens: int | None = None
 
     def take(self, line: str, started: float) -> bool:
         """Read one line; True at the end of the stream."""
@@ -182,6 +186,8 @@ class _StreamState:
         usage = event.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
             self.usage_tokens = usage["total_tokens"]
+            if isinstance(usage.get("completion_tokens"), int):
+                self.completion_tokens = usage["completion_tokens"]
         choices = event.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return False

@@ -65,7 +65,11 @@ class LlamaServer(LocalServer):
         """Start serving; with ``wait_ready``, wait until ``/health`` says ok (model loaded)."""
         self._process.spawn(self._argv)
         if wait_ready:
-            self._await_ready(self.healthy, timeout, f"llama-server on port {self.port}")
+            self.start_wait(timeout)
+
+    def start_wait(self, timeout: float = 60.0) -> None:
+        """Wait until the started server's ``/health`` says ok (its model is loaded)."""
+        self._await_ready(self.healthy, timeout, f"llama-server on port {self.port}")
 
     def healthy(self) -> bool:
         """Whether ``GET /health`` answers 200 ``{"status": "ok"}``."""
