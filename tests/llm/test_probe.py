@@ -50,7 +50,7 @@ async def test_a_paused_server_is_alive_but_cannot_generate(own_llama: LlamaServ
     own_llama.pause()
     try:
         async with httpx.AsyncClient() as client:
-            with pytest.raises(NoFirstToken, match="no first token within 0.5s"):
+            with pytest.raises(NoFirstToken, match=r"no first token within 0\.5s"):
                 await generate_probe(
                     client, own_llama.url, model=None, first_token_timeout=0.5, total_timeout=2
                 )
