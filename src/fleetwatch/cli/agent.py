@@ -22,7 +22,9 @@ from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.llm.economy import DEFAULT_HOURLY_BUDGET, DEFAULT_MIN_INTERVAL_S
 
 
-def _duration(value: str) -> float:
+def _duration(value: str, *, zero_ok: bool = False) -> float:
+    if zero_ok and value.strip().rstrip("ms") in ("0", "0.0"):
+        return 0.0
     try:
         return parse_duration(value)
     except ValueError as exc:
@@ -126,7 +128,7 @@ def agent_command(
             listen_port=int(port_text),
             advertise_host=advertise_host,
             ttl=_duration(ttl),
-            propagation_delay=_duration(propagation_delay),
+            propagation_delay=_duration(propagation_delay, zero_ok=True),
             drain_timeout=_duration(drain_timeout),
         )
     except ValueError as exc:

@@ -1,12 +1,13 @@
 """``fleetwatch demo``: a small fleet on loopback, health-checked and registered, live.
 
-It starts a throwaway Redis and PostgreSQL, three HTTP "model servers", a probe server running
-real checks against Redis and PostgreSQL (``fleetwatch check --serve``), and a registry
-(``fleetwatch serve``, in-memory store). Everything registers with the registry, whose monitor
-checks it; the terminal shows the registry's view (as ``fleetwatch status --watch`` does) above
-the probe server's checks. Then a scripted outage: Redis stops (the probe server's readiness
-fails, so the registry takes it out), a model server crashes (out within milliseconds), and both
-come back.
+It starts a throwaway Redis and PostgreSQL, three real LLM servers (llama.cpp's llama-server
+serving SmolLM2-135M, built and cached on first use), each under a fleetwatch agent, a probe
+server running real checks against Redis and PostgreSQL (``fleetwatch check --serve``), and a
+registry (``fleetwatch serve``, in-memory store). Everything registers with the registry; the
+terminal shows the registry's view (as ``fleetwatch status --watch`` does) above the probe
+server's checks. Then a scripted outage: Redis stops (the probe server's readiness fails, so
+the registry takes it out), one model server hangs (SIGSTOP: its agent reports it unavailable
+within 3 s), another is killed, and all come back.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from fleetwatch.agent import Agent, AgentSettings
 from fleetwatch.cli.check import probes_for, shared_http_client
 from fleetwatch.cli.status import render, snapshot
 from fleetwatch.cli.table import checks_table, transitions_table
@@ -36,8 +38,11 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import RegistryError
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
+from fleetwatch.llm.artifacts import ensure_llama_server, ensure_model
+from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.registry.registry import Scope
-from fleetwatch.sandbox import BackendProcess, PostgresServer, RedisServer, free_port
+from fleetwatch.sandbox import PostgresServer, RedisServer, free_port
+from fleetwatch.sandbox.llama import LlamaServer
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 
@@ -109,7 +114,7 @@ class _Fleet:
     probe_port: int
     registry_port: int
     token: str
-    backends: list[BackendProcess]
+    backends: list[LlamaServer]
     script: list[Step]
     duration: float
 
@@ -126,9 +131,25 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
             AppServer(node.app(), port=fleet.registry_port) as registry,
             RegistryClient(registry.url, token=fleet.token) as api,
         ):
-            for n, backend in enumerate(fleet.backends):
-                body = {"host": "127.0.0.1", "port": backend.port, "tags": ["demo"], "version": "1"}
-                await api.register("llm", f"model-{'abc'[n]}", body)
+            agents = [
+                Agent(
+                    AgentSettings(
+                        service="llm",
+                        llm=LlmServerSettings(base_url=backend.url, kind="llamacpp"),
+                        registry_url=registry.url,
+                        token=fleet.token,
+                        instance_id=f"model-{'abc'[n]}",
+                        version="1",
+                        tags=frozenset({"demo"}),
+                        propagation_delay=0.5,
+                    )
+                )
+                for n, backend in enumerate(fleet.backends)
+            ]
+            agent_tasks = [
+                asyncio.create_task(a.run(handle_signals=False), name=f"fleetwatch.demo-agent-{n}")
+                for n, a in enumerate(agents)
+            ]
             await api.register(
                 "checks",
                 "probe-server",
@@ -153,6 +174,9 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                for agent in agents:  # each drains and deregisters its server
+                    agent.request_stop("demo over")
+                await asyncio.gather(*agent_tasks, return_exceptions=True)
             for task in done:
                 if not task.cancelled() and (error := task.exception()) is not None:
                     raise error
@@ -211,29 +235,38 @@ def demo_command(
         bool, typer.Option(help="Script an outage: Redis stops, a model server crashes.")
     ] = True,
 ) -> None:
-    """A fleet on loopback: Redis, PostgreSQL, model servers, probe server and registry, live."""
+    """A fleet on loopback: Redis, PostgreSQL, three SmolLM2 servers under agents, a probe
+    server and the registry, live."""
     console = Console()
     console.rule("[bold]fleetwatch demo")
+    ensure_model()  # first run: download SmolLM2 and build llama-server, with progress
+    ensure_llama_server()
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetwatch-demo-")))
-        with console.status("starting Redis, PostgreSQL and three model servers on loopback..."):
+        with console.status("starting Redis, PostgreSQL and three SmolLM2 servers on loopback..."):
             redis = stack.enter_context(RedisServer())
             postgres = stack.enter_context(PostgresServer())
-            backends = [stack.enter_context(BackendProcess(delay=0.02)) for _ in range(3)]
+            backends = [stack.enter_context(LlamaServer()) for _ in range(3)]
         console.print(f"redis-server  {redis.url}")
         console.print(f"postgres      {postgres.dsn}")
         for n, backend in enumerate(backends):
-            console.print(f"model-{'abc'[n]}       {backend.url}/health")
+            console.print(f"model-{'abc'[n]}       {backend.url}  (llama-server, SmolLM2-135M)")
         config_path = workdir / "checks.toml"
         config_path.write_text(_config_text(redis, postgres, backends[0].port))
         console.print(f"probe server checks: {config_path}\n")
-        crashed = backends[2]
+        hung, crashed = backends[1], backends[2]
 
         async def stop_redis() -> None:
             await asyncio.to_thread(redis.stop)
 
         async def start_redis() -> None:
             await asyncio.to_thread(redis.start)
+
+        async def hang() -> None:
+            hung.pause()
+
+        async def thaw() -> None:
+            hung.resume()
 
         async def crash() -> None:
             await asyncio.to_thread(crashed.kill)
@@ -248,9 +281,11 @@ def demo_command(
                     "[red]chaos:[/] stopping Redis: the probe server's readiness fails",
                     stop_redis,
                 ),
-                (20, "[red]chaos:[/] SIGKILL model-c: the registry notices in milliseconds", crash),
+                (20, "[red]chaos:[/] SIGSTOP model-b: its agent says unavailable within 3 s", hang),
+                (26, "[green]recovery:[/] SIGCONT model-b: available again after rise", thaw),
                 (30, "[green]recovery:[/] Redis back; readiness passes after rise", start_redis),
-                (35, "[green]recovery:[/] model-c restarts; available after 2 checks", restart),
+                (33, "[red]chaos:[/] SIGKILL model-c: refused at once, out after fall", crash),
+                (40, "[green]recovery:[/] model-c restarts; available after 2 checks", restart),
             ]
             if chaos
             else []

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -40,6 +41,8 @@ from fleetwatch.llm.prometheus import MAX_METRICS_BYTES, parse_metrics
 
 READY_CHECK = "llm-ready"
 GENERATE_CHECK = "llm-generate"
+#: How often the slot count is read from ``/slots`` (where load comes as busy slots).
+SLOTS_REFRESH_S = 30.0
 #: Prompt tokens of the probe's chat template, counted against the budget before it runs.
 PROMPT_TOKEN_ESTIMATE = 32
 
@@ -114,6 +117,8 @@ class LlmServer:
         self.load = LoadSignals()
         self.load_error = ""
         self.last_probe: Observation | None = None
+        self._slots: tuple[float, float] | None = None
+        self._slots_read_at = 0.0
 
     def checks(self) -> list[tuple[Any, CheckSettings]]:
         """The two checks with their schedules, ready for a :class:`HealthScheduler`."""
@@ -160,16 +165,16 @@ class LlmServer:
             response.raise_for_status()
             load = self.adapter.load(parse_metrics(response.text[:MAX_METRICS_BYTES]))
         if load.kv_cache_usage is None:
-            slots = await self.adapter.slots(self.client, self.base_url, s.timeout)
-            if slots is not None:
-                load = LoadSignals(
-                    load.waiting,
-                    load.running,
-                    None,
-                    slots[0],
-                    slots[1],
-                    load.generated_tokens_total,
-                )
+            # Busy slots instead of KV use (newer llama.cpp). The slot count rarely changes:
+            # /slots is read now and then, and busy slots between reads are the running count.
+            now = time.monotonic()
+            if self._slots is None or now - self._slots_read_at > SLOTS_REFRESH_S:
+                self._slots = await self.adapter.slots(self.client, self.base_url, s.timeout)
+                self._slots_read_at = now
+            elif load.running is not None:
+                self._slots = (load.running, self._slots[1])
+            if self._slots is not None:
+                load = replace(load, busy_slots=self._slots[0], total_slots=self._slots[1])
         return load
 
     async def aclose(self) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 HOUR_S = 3600.0
-DEFAULT_MIN_INTERVAL_S = 60.0
+DEFAULT_MIN_INTERVAL_S = 120.0
 DEFAULT_EVIDENCE_WINDOW_S = 30.0
-DEFAULT_HOURLY_BUDGET = 1000
+DEFAULT_HOURLY_BUDGET = 2000
 
 
 @dataclass(frozen=True, slots=True)
