@@ -9,7 +9,7 @@ import pytest
 
 from fleetwatch.config import load_config, parse_config, parse_duration
 from fleetwatch.errors import ConfigError
-from fleetwatch.health import Group
+from fleetwatch.health import Group, HealthStatus
 from fleetwatch.health.checks import HttpCheck, LlmCheck, RedisCheck, SystemCheck, TcpCheck
 
 FULL = """
@@ -153,7 +153,7 @@ def test_unknown_type_lists_known_types() -> None:
         parse_config({"checks": [{"name": "q", "type": "kafka"}]}, source="f.toml")
     assert str(info.value) == (
         "f.toml: check 'q': field 'type': unknown check type 'kafka'; "
-        "known types: http, tcp, redis, postgres, system, llm"
+        "known types: http, tcp, redis, postgres, system, llm, gpu"
     )
 
 
@@ -264,3 +264,28 @@ def test_secrets_and_infinities_are_refused(table: dict[str, object], expected: 
     with pytest.raises(ConfigError) as info:
         parse_config({"checks": [table]})
     assert expected in str(info.value)
+
+
+async def test_gpu_check_from_config_reports_unknown_without_nvml(tmp_path: Path) -> None:
+    """``type = "gpu"`` builds the NVML check; on this GPU-less machine it says unknown."""
+    text = '[[checks]]\nname = "gpus"\ntype = "gpu"\nindices = [0]\nmemory_warn = 0.9\n'
+    config = load_config(_write(tmp_path, text), environ={})
+    async with httpx.AsyncClient() as http:
+        ((check, settings),) = config.build(http)
+        observation = await check.check()
+    assert settings.name == "gpus"
+    assert check.memory_warn == 0.9  # type: ignore[attr-defined]
+    if observation.output.startswith("NVML unavailable"):  # this machine: no NVIDIA driver
+        assert observation.status is HealthStatus.UNKNOWN
+    else:  # pragma: no cover - a GPU machine reads a real GPU
+        assert observation.details is not None
+
+
+def test_gpu_check_refuses_a_fail_temperature_below_the_warning(tmp_path: Path) -> None:
+    """temperature_fail_c must exceed temperature_warn_c; the error names both."""
+    text = (
+        '[[checks]]\nname = "gpus"\ntype = "gpu"\n'
+        "temperature_warn_c = 90\ntemperature_fail_c = 80\n"
+    )
+    with pytest.raises(ConfigError, match=r"temperature_fail_c \(80\) must be above"):
+        load_config(_write(tmp_path, text), environ={})

@@ -28,6 +28,7 @@ from fleetwatch.health.checks import (
     TcpCheck,
     parse_status_spec,
 )
+from fleetwatch.health.checks import gpu as gpu_check
 from fleetwatch.health.checks import llm as llm_check
 from fleetwatch.health.checks import postgres as postgres_check
 from fleetwatch.health.checks import redis as redis_check
@@ -290,6 +291,33 @@ class LlmCheckConfig(CheckConfig):
         )
 
 
+class GpuCheckConfig(CheckConfig):
+    """``type = "gpu"``: NVIDIA GPUs through NVML (``unknown`` where there is no NVML)."""
+
+    type: Literal["gpu"]
+    indices: list[Annotated[int, Field(ge=0)]] | None = None
+    memory_warn: Ratio = gpu_check.DEFAULT_MEMORY_WARN
+    temperature_warn_c: Annotated[float, Field(gt=0, le=150)] = gpu_check.DEFAULT_TEMPERATURE_WARN_C
+    temperature_fail_c: Annotated[float, Field(gt=0, le=150)] = gpu_check.DEFAULT_TEMPERATURE_FAIL_C
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GpuCheckConfig:
+        if self.temperature_fail_c <= self.temperature_warn_c:
+            raise ValueError(
+                f"temperature_fail_c ({self.temperature_fail_c:g}) must be above "
+                f"temperature_warn_c ({self.temperature_warn_c:g})"
+            )
+        return self
+
+    def build(self, http: httpx.AsyncClient) -> HealthCheck:
+        return gpu_check.GpuCheck(
+            indices=tuple(self.indices) if self.indices is not None else None,
+            memory_warn=self.memory_warn,
+            temperature_warn_c=self.temperature_warn_c,
+            temperature_fail_c=self.temperature_fail_c,
+        )
+
+
 CHECK_TYPES: dict[str, type[CheckConfig]] = {
     "http": HttpCheckConfig,
     "tcp": TcpCheckConfig,
@@ -297,4 +325,5 @@ CHECK_TYPES: dict[str, type[CheckConfig]] = {
     "postgres": PostgresCheckConfig,
     "system": SystemCheckConfig,
     "llm": LlmCheckConfig,
+    "gpu": GpuCheckConfig,
 }
