@@ -24,8 +24,8 @@ import time
 
 import httpx
 import psutil
-from _common import BENCH_TOKEN, emit, parser, progress, registry_process, summarize_ms
 
+from _common import BENCH_TOKEN, emit, parser, progress, registry_process, summarize_ms
 from fleetwatch.discovery import DiscoveryClient
 from fleetwatch.sandbox import free_port
 from fleetwatch.sandbox.llama import llama_server_argv

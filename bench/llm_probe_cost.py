@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 
 import httpx
+
 from _common import emit, parser, progress
 from _virtual_clock import run_virtual
-
 from fleetwatch.health import HealthScheduler
 from fleetwatch.llm.check import LlmServer, LlmServerSettings
 from fleetwatch.llm.economy import DEFAULT_HOURLY_BUDGET, ProbeGovernor
