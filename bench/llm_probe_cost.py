@@ -114,7 +114,8 @@ def main() -> None:
     runs: dict[str, dict[str, float]] = {}
     for naive in (False, True):
         for traffic in (False, True):
-            name = f"{'probe-per-check' if naive else 'fleetwatch'}, {'traffic' if traffic else 'idle'}"
+            design = "probe-per-check" if naive else "fleetwatch"
+            name = f"{design}, {'traffic' if traffic else 'idle'}"
             progress(f"{name}: {seconds:.0f} s of virtual time")
             runs[name] = run_virtual(one_hour(naive=naive, traffic=traffic, seconds=seconds))
             progress(f"  {runs[name]}")
