@@ -80,6 +80,7 @@ class Agent:
         self._report_lock = asyncio.Lock()
         self.http: AppServer | None = None
         self.ready = asyncio.Event()  # registered and serving its probe endpoints
+        self._started_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class Agent:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
         tasks: list[asyncio.Task[Any]] = []
+        self._started_at = loop.time()
         try:
             if self.child is not None:
                 await self.child.start()
@@ -215,6 +217,9 @@ class Agent:
         )
         if status is InstanceStatus.AVAILABLE:
             self.state.ever_available = True
+        waited = asyncio.get_running_loop().time() - self._started_at
+        if status is InstanceStatus.STARTING and waited > self.settings.startup_grace:
+            return InstanceStatus.UNAVAILABLE, f"not ready after {waited:.0f}s: {output}"
         return status, output
 
     async def _report_changes(self) -> None:

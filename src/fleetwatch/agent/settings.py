@@ -17,6 +17,7 @@ DEFAULT_TTL_S = 10.0
 #: gateway between retries, needs a little more.
 DEFAULT_PROPAGATION_DELAY_S = 2.0
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+DEFAULT_STARTUP_GRACE_S = 600.0
 #: After the drain, the child gets this long to exit on SIGTERM before SIGKILL.
 DEFAULT_STOP_TIMEOUT_S = 10.0
 
@@ -54,6 +55,9 @@ class AgentSettings:
     propagation_delay: float = DEFAULT_PROPAGATION_DELAY_S
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S
     stop_timeout: float = DEFAULT_STOP_TIMEOUT_S
+    #: A server still loading after this long is reported unavailable (vLLM binds its port
+    #: long before a large model is loaded, so this is generous).
+    startup_grace: float = DEFAULT_STARTUP_GRACE_S
 
     @property
     def upstream_host(self) -> str:

@@ -13,6 +13,7 @@ from fleetwatch.agent import Agent, AgentSettings
 from fleetwatch.agent.settings import (
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_PROPAGATION_DELAY_S,
+    DEFAULT_STARTUP_GRACE_S,
     DEFAULT_TTL_S,
 )
 from fleetwatch.config.durations import parse_duration
@@ -82,6 +83,9 @@ def agent_command(
     token_budget: Annotated[
         int, typer.Option(help="Most tokens generation probes may spend per hour.", min=0)
     ] = DEFAULT_HOURLY_BUDGET,
+    startup_grace: Annotated[
+        str, typer.Option(help="Report unavailable if still loading after this long.")
+    ] = f"{DEFAULT_STARTUP_GRACE_S:g}s",
     api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable holding the upstream's API key.")
     ] = None,
@@ -130,6 +134,7 @@ def agent_command(
             ttl=_duration(ttl),
             propagation_delay=_duration(propagation_delay, zero_ok=True),
             drain_timeout=_duration(drain_timeout),
+            startup_grace=_duration(startup_grace),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -1,0 +1,68 @@
+"""The agent's own life: startup grace, signal forwarding, removal by an operator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from fleetwatch.discovery import RegistryClient
+from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox.llama import LlamaServer
+from tests.agent.conftest import agent_settings, status_of, wait_status
+from tests.conftest import OPS_TOKEN, RunningRegistry
+
+
+async def test_a_server_that_never_loads_is_unavailable_after_the_startup_grace(
+    registry: RunningRegistry, api: RegistryClient, agents: Any
+) -> None:
+    """Nothing answers upstream: starting at first, unavailable once the grace has passed."""
+    upstream = f"http://127.0.0.1:{free_port()}"
+    agent = await agents(agent_settings(registry, upstream, startup_grace=1.5))
+    iid = agent.agent.state.instance_id
+    assert await status_of(api, iid) is InstanceStatus.STARTING
+    took = await wait_status(api, iid, InstanceStatus.UNAVAILABLE, within=10)
+    assert took >= 1.0
+    assert "not ready after" in agent.agent.current_verdict()[1]
+
+
+async def test_signals_are_forwarded_to_the_child(
+    registry: RunningRegistry, agents: Any, tmp_path: Path
+) -> None:
+    """SIGUSR1 to the agent reaches the server it launched."""
+    marker = tmp_path / "got-usr1"
+    script = (
+        "import signal, time, pathlib\n"
+        f"signal.signal(signal.SIGUSR1, lambda *a: pathlib.Path({str(marker)!r}).touch())\n"
+        "time.sleep(30)\n"
+    )
+    settings = agent_settings(
+        registry, f"http://127.0.0.1:{free_port()}", command=(sys.executable, "-c", script)
+    )
+    await agents(settings)
+    await asyncio.sleep(0.5)  # the child installs its handler
+    os.kill(os.getpid(), signal.SIGUSR1)  # the agent runs in this process
+    async with asyncio.timeout(5):
+        while not marker.exists():  # noqa: ASYNC110 - another process writes the file
+            await asyncio.sleep(0.05)
+    assert marker.exists()
+
+
+async def test_an_operator_removing_the_instance_stops_the_agent(
+    registry: RunningRegistry, own_llama: LlamaServer, agents: Any
+) -> None:
+    """A deregistration by an admin (410 on the next heartbeat) ends the agent, exit 0."""
+    agent = await agents(agent_settings(registry, own_llama.url, ttl=1.5))
+    iid = agent.agent.state.instance_id
+    async with RegistryClient(registry.url, token=OPS_TOKEN) as ops:
+        await wait_status(ops, iid, InstanceStatus.AVAILABLE, within=15)
+        await ops.deregister("smol", iid)
+        async with asyncio.timeout(5):
+            code = await agent.task
+        assert await status_of(ops, iid) is None
+    assert code == 0
+    assert agent.agent.state.stop_reason == "removed by an operator (410)"
