@@ -70,6 +70,13 @@ def test_vllm_load_reads_the_older_kv_name_as_a_fraction() -> None:
     assert load.generated_tokens_total == 955
 
 
+def test_vllm_load_reads_the_current_kv_name_from_a_recorded_page() -> None:
+    """vLLM 0.22 (recorded lines): kv_cache_usage_perc and the engine/model labels are read."""
+    load = adapter_for("vllm").load(parse_metrics(fixture_text("vllm", "metrics_v022_excerpt.txt")))
+    assert (load.waiting, load.running, load.kv_cache_usage) == (0.0, 0.0, 0.0)
+    assert load.generated_tokens_total is None  # not in the excerpt: unknown, not zero
+
+
 def test_vllm_load_prefers_the_current_kv_name() -> None:
     """When both KV series are present, ``kv_cache_usage_perc`` (the current name) wins."""
     page = parse_metrics(
