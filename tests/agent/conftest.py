@@ -52,6 +52,15 @@ class RunningAgent:
                 ready.cancel()
                 await self.task  # raises what went wrong
 
+    @property
+    def iid(self) -> str:
+        return self.agent.state.instance_id
+
+    async def available(self, api: RegistryClient, *, within: float = 15) -> str:
+        """Wait until the registry lists the instance as available; its id."""
+        await wait_status(api, self.iid, InstanceStatus.AVAILABLE, within=within)
+        return self.iid
+
     async def stop(self, reason: str = "test over") -> int:
         self.agent.request_stop(reason)
         async with asyncio.timeout(30):

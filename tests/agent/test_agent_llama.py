@@ -45,8 +45,7 @@ async def test_sigstop_is_unavailable_within_3s_and_sigcont_brings_it_back(
 ) -> None:
     """SIGSTOP: unavailable within interval + fall x timeout (<= 3 s); SIGCONT: available."""
     agent = await agents(agent_settings(registry, own_llama.url))
-    iid = agent.agent.state.instance_id
-    await wait_status(api, iid, InstanceStatus.AVAILABLE, within=15)
+    iid = await agent.available(api, within=15)
     own_llama.pause()
     try:
         took = await wait_status(api, iid, InstanceStatus.UNAVAILABLE, within=6)
@@ -65,8 +64,7 @@ async def test_sigkill_of_a_launched_server_takes_it_out_of_discovery_at_once(
         registry, f"http://127.0.0.1:{port}", command=tuple(llama_server_argv(port))
     )
     agent = await agents(settings)
-    iid = agent.agent.state.instance_id
-    await wait_status(api, iid, InstanceStatus.AVAILABLE, within=20)
+    iid = await agent.available(api, within=20)
     child = agent.agent.child
     assert child is not None
     assert child.pid is not None
@@ -92,8 +90,7 @@ async def test_no_probe_while_real_traffic_succeeds(
         llm={"probe_every": 0.5, "probe_check_interval": 0.25, "evidence_window": 2.5},
     )
     agent = await agents(settings)
-    iid = agent.agent.state.instance_id
-    await wait_status(api, iid, InstanceStatus.AVAILABLE, within=15)
+    await agent.available(api, within=15)
     governor = agent.agent.server.governor
     body = {"messages": [{"role": "user", "content": "Count to three."}], "max_tokens": 8}
     async with httpx.AsyncClient(timeout=10) as client:
@@ -145,8 +142,7 @@ async def test_a_draining_agent_finishes_in_flight_requests_before_deregistering
 ) -> None:
     """Operator sets draining mid-request: the request completes, then the instance leaves."""
     agent = await agents(agent_settings(registry, own_llama.url))
-    iid = agent.agent.state.instance_id
-    await wait_status(api, iid, InstanceStatus.AVAILABLE, within=15)
+    iid = await agent.available(api, within=15)
     body = {
         "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
         "max_tokens": 200,

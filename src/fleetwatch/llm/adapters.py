@@ -177,10 +177,10 @@ class LlamaCppAdapter(ServerAdapter):
         return float(busy), float(len(body))
 
 
-class VllmAdapter(ServerAdapter):
-    """vLLM's OpenAI-compatible API server."""
+class _HealthThenModels(ServerAdapter):
+    """``GET /health`` must be 200 (else the engine is dead), then ``/v1/models`` must list
+    the model (else it is still loading)."""
 
-    kind = "vllm"
     metrics_path = "/metrics"
 
     async def readiness(
@@ -192,6 +192,12 @@ class VllmAdapter(ServerAdapter):
                 Phase.DEAD, f"GET /health answered HTTP {response.status_code}: engine not running"
             )
         return await self._models_listing(client, base_url, model, timeout)
+
+
+class VllmAdapter(_HealthThenModels):
+    """vLLM's OpenAI-compatible API server."""
+
+    kind = "vllm"
 
     def load(self, page: MetricsPage) -> LoadSignals:
         return LoadSignals(
@@ -225,19 +231,10 @@ class TgiAdapter(ServerAdapter):
         )
 
 
-class SglangAdapter(ServerAdapter):
+class SglangAdapter(_HealthThenModels):
     """SGLang's server (metrics need ``--enable-metrics``)."""
 
     kind = "sglang"
-    metrics_path = "/metrics"
-
-    async def readiness(
-        self, client: httpx.AsyncClient, base_url: str, model: str | None, timeout: float
-    ) -> Readiness:
-        response = await client.get(f"{base_url}/health", timeout=timeout)
-        if response.status_code != 200:
-            return Readiness(Phase.DEAD, f"GET /health answered HTTP {response.status_code}")
-        return await self._models_listing(client, base_url, model, timeout)
 
     def load(self, page: MetricsPage) -> LoadSignals:
         return LoadSignals(

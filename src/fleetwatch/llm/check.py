@@ -10,8 +10,6 @@ verdict, saying why it did not probe.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -228,19 +226,15 @@ class GenerationCheck:
     async def check(self) -> Observation:
         server, s = self.server, self.server.settings
         governor = server.governor
-        account = {
-            "probe_tokens_total": governor.tokens_spent_total,
-            "probe_tokens_last_hour": governor.spent_last_hour(),
-            "probes_run": governor.probes_run,
-            "probes_skipped": governor.probes_skipped,
-        }
         readiness = server.readiness
         if readiness is None or readiness.phase is not Phase.READY:
             detail = readiness.detail if readiness else "no readiness reading yet"
-            return Observation(HealthStatus.UNKNOWN, f"not probed: {detail}", metadata=account)
+            return Observation(
+                HealthStatus.UNKNOWN, f"not probed: {detail}", metadata=governor.account()
+            )
         decision = governor.decide(s.max_tokens + PROMPT_TOKEN_ESTIMATE)
         if not decision.probe:
-            return self._skipped(decision.reason, account)
+            return self._skipped(decision.reason)
         first_token_timeout = (
             s.cold_first_token_timeout if readiness.cold else s.first_token_timeout
         )
@@ -256,9 +250,7 @@ class GenerationCheck:
             )
         except NoFirstToken as exc:
             governor.record_probe(PROMPT_TOKEN_ESTIMATE)  # the prompt was likely processed
-            observation = Observation(
-                HealthStatus.UNHEALTHY, f"alive but cannot generate: {exc}", metadata=account
-            )
+            observation = Observation(HealthStatus.UNHEALTHY, f"alive but cannot generate: {exc}")
         else:
             governor.record_probe(reply.tokens_spent, reply.generated)
             observation = self._judged(reply)
@@ -268,37 +260,24 @@ class GenerationCheck:
     def _judged(self, reply: ProbeReply) -> Observation:
         return reply.judge(self.server.settings.slow_first_token)
 
-    def _skipped(self, reason: str, account: dict[str, Any]) -> Observation:
+    def _skipped(self, reason: str) -> Observation:
         last = self.server.last_probe
         if last is None:
-            return Observation(HealthStatus.HEALTHY, f"not probed: {reason}", metadata=account)
-        return Observation(
-            last.status,
-            f"not probed: {reason}; last probe: {last.output}",
-            last.observed_value,
-            last.observed_unit,
-            {**last.metadata, **account},
+            return _with_account(
+                Observation(HealthStatus.HEALTHY, f"not probed: {reason}"), self.server.governor
+            )
+        return _with_account(
+            Observation(
+                last.status,
+                f"not probed: {reason}; last probe: {last.output}",
+                last.observed_value,
+                last.observed_unit,
+                last.metadata,
+            ),
+            self.server.governor,
         )
 
 
 def _with_account(observation: Observation, governor: ProbeGovernor) -> Observation:
-    metadata = {
-        **observation.metadata,
-        "probe_tokens_total": governor.tokens_spent_total,
-        "probe_tokens_last_hour": governor.spent_last_hour(),
-        "probes_run": governor.probes_run,
-        "probes_skipped": governor.probes_skipped,
-    }
-    return Observation(
-        observation.status,
-        observation.output,
-        observation.observed_value,
-        observation.observed_unit,
-        metadata,
-    )
-
-
-async def close_quietly(server: LlmServer) -> None:
-    """Close a server's client, ignoring errors (for shutdown paths)."""
-    with contextlib.suppress(Exception):
-        await asyncio.shield(server.aclose())
+    """The observation with the probe account in its metadata."""
+    return replace(observation, metadata={**observation.metadata, **governor.account()})

@@ -74,6 +74,15 @@ class ProbeGovernor:
             self._spent.popleft()
         return sum(tokens for _, tokens in self._spent)
 
+    def account(self) -> dict[str, int]:
+        """The figures fleetwatch exports about probe spending."""
+        return {
+            "probe_tokens_total": self.tokens_spent_total,
+            "probe_tokens_last_hour": self.spent_last_hour(),
+            "probes_run": self.probes_run,
+            "probes_skipped": self.probes_skipped,
+        }
+
     def decide(self, cost_estimate: int) -> Decision:
         """Probe now? Skips are counted."""
         now = self._clock()
