@@ -25,6 +25,7 @@ class Strategy(StrEnum):
     WEIGHTED = "weighted"
     LEAST_OUTSTANDING = "least-outstanding"
     P2C_EWMA = "p2c-ewma"
+    LEAST_LOAD = "least-load"
 
 
 @dataclass
@@ -33,6 +34,8 @@ class LoadStats:
 
     outstanding: dict[Key, int] = field(default_factory=dict)
     latency_ewma: dict[Key, float] = field(default_factory=dict)
+    #: What each instance (or its agent) last published on the registry's load channel.
+    reported: dict[Key, dict[str, float]] = field(default_factory=dict)
 
     def begin(self, key: Key) -> None:
         """A request started."""
@@ -116,6 +119,36 @@ class PowerOfTwoEwma:
         return first if self._cost(first) <= self._cost(second) else second
 
 
+class LeastLoad:
+    """Two at random; the less loaded wins, by what the servers report (waiting requests,
+    running requests or busy slots, KV-cache use) plus this client's own requests in flight.
+
+    Reported figures lag by up to a load-report interval; the client's own count is current,
+    so a burst does not pile onto one instance between reports. Unreported instances count
+    only this client's requests.
+    """
+
+    def __init__(self, stats: LoadStats) -> None:
+        self.stats = stats
+
+    def score(self, instance: Instance) -> float:
+        """Queue first, then work in hand, then memory pressure as a tie-breaker."""
+        load = self.stats.reported.get(instance.key, {})
+        running = load.get("running", load.get("busy_slots", 0.0))
+        return (
+            2.0 * load.get("waiting", 0.0)
+            + running
+            + load.get("kv_cache_usage", 0.0)
+            + self.stats.outstanding.get(instance.key, 0)
+        )
+
+    def pick(self, instances: Sequence[Instance]) -> Instance:
+        if len(instances) == 1:
+            return instances[0]
+        first, second = random.sample(list(instances), 2)
+        return first if self.score(first) <= self.score(second) else second
+
+
 def balancer_for(strategy: Strategy | str, stats: LoadStats) -> Balancer:
     """A balancer by name."""
     try:
@@ -134,3 +167,5 @@ def balancer_for(strategy: Strategy | str, stats: LoadStats) -> Balancer:
             return LeastOutstanding(stats)
         case Strategy.P2C_EWMA:
             return PowerOfTwoEwma(stats)
+        case Strategy.LEAST_LOAD:
+            return LeastLoad(stats)

@@ -222,6 +222,16 @@ class DiscoveryClient(AsyncResource):
             and (not passing or i.status.routable)
         ]
 
+    def cached(self, service: str, *, passing: bool = True) -> list[Instance]:
+        """The local view of ``service`` as it is now, without waiting or asking (empty before
+        the first answer, unless there is a static fallback). Starts following it."""
+        view = self._view(service)
+        if view.fetched:
+            known = list(view.instances.values())
+        else:
+            known = list(self._static.get(service, ()))
+        return [i for i in known if not passing or i.status.routable]
+
     async def get_instance(
         self,
         service: str,

@@ -1,0 +1,101 @@
+"""``fleetwatch gateway``: an OpenAI-compatible proxy in front of one service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fleetwatch.config.durations import parse_duration
+from fleetwatch.discovery.balancer import Strategy
+from fleetwatch.errors import ConfigError
+from fleetwatch.gateway import Gateway, GatewaySettings
+from fleetwatch.gateway import settings as defaults
+from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
+
+DEFAULT_PORT = 8780
+#: Comma-separated bearer tokens clients must present (unset: no client authentication).
+CLIENT_TOKENS_ENV = "FLEETWATCH_GATEWAY_TOKENS"
+
+
+async def run_gateway(settings: GatewaySettings, host: str, port: int, console: Console) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    async with (
+        Gateway(settings) as gateway,
+        AppServer(gateway.app(), host=host, port=port) as server,
+    ):
+        routable = len(gateway.discovery.cached(settings.service))
+        console.print(
+            f"[bold]fleetwatch gateway[/] for [cyan]{settings.service}[/] on [cyan]{server.url}[/] "
+            f"(OpenAI base URL {server.url}/v1; {routable} routable instance(s); "
+            f"strategy {settings.strategy.value})"
+        )
+        if not settings.client_tokens:
+            console.print(f"[yellow]no client tokens ({CLIENT_TOKENS_ENV} unset): open to all[/]")
+        signal = await wait_for_stop_signal()
+        console.print(f"{signal.name}: stopping")
+
+
+def gateway_command(
+    service: Annotated[str, typer.Option(help="The service to route to.")] = ...,  # type: ignore[assignment]
+    registry: Annotated[
+        str | None, typer.Option(help="Registry URL (default $FLEETWATCH_REGISTRY or :8760).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = DEFAULT_PORT,
+    strategy: Annotated[
+        str, typer.Option(help=f"Balancing: {', '.join(s.value for s in Strategy)}.")
+    ] = Strategy.LEAST_LOAD.value,
+    token: Annotated[
+        str | None, typer.Option(help="Registry token for reads (default $FLEETWATCH_TOKEN).")
+    ] = None,
+    upstream_api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable with the upstream API key.")
+    ] = None,
+    max_per_instance: Annotated[
+        int, typer.Option(help="Requests in flight per instance.", min=1)
+    ] = defaults.DEFAULT_PER_INSTANCE_LIMIT,
+    queue: Annotated[
+        int, typer.Option(help="Requests that may wait for a free instance.", min=0)
+    ] = defaults.DEFAULT_QUEUE_LIMIT,
+    queue_timeout: Annotated[str, typer.Option(help="Longest wait in that queue.")] = (
+        f"{defaults.DEFAULT_QUEUE_TIMEOUT_S:g}s"
+    ),
+    timeout: Annotated[str, typer.Option(help="Per-request timeout.")] = (
+        f"{defaults.DEFAULT_REQUEST_TIMEOUT_S:g}s"
+    ),
+) -> None:
+    """Proxy /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models to the
+    healthy instances of a service. Clients authenticate with a token from
+    $FLEETWATCH_GATEWAY_TOKENS (comma-separated) when it is set."""
+    console = Console()
+    tokens = frozenset(
+        t.strip() for t in os.environ.get(CLIENT_TOKENS_ENV, "").split(",") if t.strip()
+    )
+    api_key = None
+    if upstream_api_key_env:
+        api_key = os.environ.get(upstream_api_key_env)
+        if api_key is None:
+            raise ConfigError(
+                f"--upstream-api-key-env: environment variable {upstream_api_key_env} is not set"
+            )
+    try:
+        settings = GatewaySettings(
+            service=service,
+            registry_url=registry,
+            registry_token=token,
+            strategy=Strategy(strategy),
+            client_tokens=tokens,
+            upstream_api_key=api_key,
+            per_instance_limit=max_per_instance,
+            queue_limit=queue,
+            queue_timeout=parse_duration(queue_timeout),
+            request_timeout=parse_duration(timeout),
+        )
+    except ValueError as exc:
+        known = ", ".join(s.value for s in Strategy)
+        raise ConfigError(f"{exc} (strategies: {known})") from None
+    asyncio.run(run_gateway(settings, host, port, console))

@@ -1,0 +1,122 @@
+"""Per-instance concurrency limits with one bounded queue, and backends' Retry-After.
+
+A request takes a slot on an instance before it is sent. When every candidate is full, it waits
+in a bounded queue (FIFO by wake-up) until a slot frees or ``queue_timeout`` passes; a full
+queue or a timeout is :class:`Saturated`, which the gateway answers with 429 and Retry-After. An
+instance that answered 429/503 with ``Retry-After`` gets no new requests until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+
+from fleetwatch.registry.model import Instance
+
+Key = tuple[str, str]
+
+
+class Saturated(Exception):
+    """Every instance is full (or backing off) and the queue cannot take the request."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Admission:
+    """Slots per instance, a bounded wait for one, and back-off windows."""
+
+    def __init__(self, *, per_instance: int, queue_limit: int, queue_timeout: float) -> None:
+        self.per_instance = per_instance
+        self.queue_limit = queue_limit
+        self.queue_timeout = queue_timeout
+        self.in_flight: dict[Key, int] = {}
+        self.waiting = 0
+        self._backoff_until: dict[Key, float] = {}
+        self._freed = asyncio.Condition()
+
+    def _usable(self, instance: Instance, now: float) -> bool:
+        return (
+            self.in_flight.get(instance.key, 0) < self.per_instance
+            and self._backoff_until.get(instance.key, 0.0) <= now
+        )
+
+    async def acquire(
+        self,
+        candidates: Callable[[], Sequence[Instance]],
+        pick: Callable[[Sequence[Instance]], Instance],
+    ) -> Instance:
+        """A slot on one of ``candidates()`` (re-read on every wake-up), chosen by ``pick``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.queue_timeout
+        queued = False
+        try:
+            async with self._freed:
+                while True:
+                    now = loop.time()
+                    offered = list(candidates())
+                    usable = [i for i in offered if self._usable(i, now)]
+                    if usable:
+                        chosen = pick(usable)
+                        self.in_flight[chosen.key] = self.in_flight.get(chosen.key, 0) + 1
+                        return chosen
+                    retry_after = self._retry_after(offered, now)
+                    if not queued:
+                        if self.waiting >= self.queue_limit:
+                            raise Saturated(
+                                "every instance is busy and the queue is full", retry_after
+                            )
+                        self.waiting += 1
+                        queued = True
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        raise Saturated(
+                            f"no instance freed a slot within {self.queue_timeout:g}s", retry_after
+                        )
+                    # A back-off ending frees a slot without anyone releasing one: wake then too.
+                    wake = min(remaining, max(0.01, retry_after)) if offered else remaining
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._freed.wait(), wake)
+        finally:
+            if queued:
+                self.waiting -= 1
+
+    def _retry_after(self, offered: Sequence[Instance], now: float) -> float:
+        """When trying again makes sense: the first back-off to end, else one second."""
+        ends = [
+            self._backoff_until[i.key] - now
+            for i in offered
+            if self._backoff_until.get(i.key, 0.0) > now
+        ]
+        full = any(self.in_flight.get(i.key, 0) >= self.per_instance for i in offered)
+        if ends and not full:
+            return max(0.0, min(ends))
+        return 1.0
+
+    async def release(self, key: Key) -> None:
+        """Free a slot and wake the queue."""
+        self.in_flight[key] = max(0, self.in_flight.get(key, 0) - 1)
+        async with self._freed:
+            self._freed.notify_all()
+
+    def back_off(self, key: Key, seconds: float) -> None:
+        """No new requests to ``key`` for ``seconds`` (a backend's Retry-After)."""
+        if math.isfinite(seconds) and seconds > 0:
+            loop = asyncio.get_running_loop()
+            self._backoff_until[key] = max(
+                self._backoff_until.get(key, 0.0), loop.time() + min(seconds, 300.0)
+            )
+
+
+def parse_retry_after(value: str | None, default: float = 1.0) -> float:
+    """Seconds from a ``Retry-After`` header (delta-seconds; an HTTP date counts as default)."""
+    if not value:
+        return default
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return default
+    return seconds if math.isfinite(seconds) and seconds >= 0 else default
