@@ -453,7 +453,7 @@ class Gateway(AsyncResource):
                     f"instance {instance.instance_id} {what} mid-stream; the reply is incomplete",
                     "upstream_failed_mid_stream",
                 )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             outcome.cancelled = True  # the client went away: the upstream request is dropped
             self.stats.outcome("client_gone")
             raise

@@ -1,0 +1,236 @@
+"""A small, fast OpenAI-compatible server whose behaviour a test or benchmark sets.
+
+It speaks ``/v1/chat/completions`` (streamed or not), ``/v1/completions``, ``/v1/embeddings``,
+``/v1/models``, ``/health`` and ``/metrics`` like a real server, in microseconds, and can be
+told to misbehave in the ways real servers do: answer 429 with ``Retry-After`` (busy), 503
+(draining), stall before the first byte (hung), or drop the connection after the first chunk
+(crashed mid-stream), or fail with 500. It counts requests, and requests whose client went away.
+
+In-process: :class:`OpenAIBackend` (an async context manager). As its own process:
+``python -m fleetwatch.sandbox.openai_backend --port P [--model M] [--token-delay S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from fleetwatch.lifecycle.serving import AppServer
+
+MODES = ("ok", "busy", "draining", "fail", "hang", "die-mid-stream")
+
+
+@dataclass
+class BackendState:
+    """What the backend does and what it saw."""
+
+    model: str = "test-model"
+    mode: str = "ok"
+    tokens: int = 4
+    token_delay: float = 0.0
+    retry_after: float = 1.0
+    requests: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    in_flight: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+    last_headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Handlers:
+    """The routes, over one :class:`BackendState`."""
+
+    def __init__(self, state: BackendState) -> None:
+        self.state = state
+
+    def misbehaving(self) -> Response | None:
+        if self.state.mode == "busy":
+            return JSONResponse(
+                {"error": {"message": "busy", "type": "rate_limit_error"}},
+                status_code=429,
+                headers={"retry-after": f"{self.state.retry_after:g}"},
+            )
+        if self.state.mode == "fail":
+            return JSONResponse(
+                {"error": {"message": "internal error (on purpose)", "type": "server_error"}},
+                status_code=500,
+            )
+        if self.state.mode == "draining":
+            return JSONResponse(
+                {"error": {"message": "draining", "type": "unavailable"}},
+                status_code=503,
+                headers={"retry-after": "1"},
+            )
+        return None
+
+    async def generate(self, request: Request) -> Response:
+        self.state.requests += 1
+        path = request.url.path
+        self.state.by_path[path] = self.state.by_path.get(path, 0) + 1
+        self.state.last_headers = dict(request.headers)
+        body = await request.json()
+        refused = self.misbehaving()
+        if refused is not None:
+            return refused
+        if self.state.mode == "hang":
+            await asyncio.sleep(3600)
+        if path == "/v1/embeddings":
+            self.state.completed += 1
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "model": self.state.model,
+                    "data": [{"index": 0, "embedding": [0.1] * 8}],
+                }
+            )
+        if body.get("stream") is True:
+            return StreamingResponse(self.stream(path), media_type="text/event-stream")
+        self.state.in_flight += 1
+        try:
+            # Like llama.cpp, notice a client that went away while generating.
+            for _ in range(self.state.tokens):
+                await asyncio.sleep(self.state.token_delay)
+                if self.state.token_delay and await request.is_disconnected():
+                    self.state.cancelled += 1
+                    return Response(status_code=499)
+        finally:
+            self.state.in_flight -= 1
+        self.state.completed += 1
+        text = "ok " * self.state.tokens
+        usage = {
+            "prompt_tokens": 5,
+            "completion_tokens": self.state.tokens,
+            "total_tokens": 5 + self.state.tokens,
+        }
+        if path == "/v1/completions":
+            choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "length"}
+        else:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length",
+            }
+        return JSONResponse(
+            {
+                "id": f"cmpl-{self.state.requests}",
+                "object": "chat.completion"
+                if path.endswith("chat/completions")
+                else "text_completion",
+                "created": int(time.time()),
+                "model": self.state.model,
+                "choices": [choice],
+                "usage": usage,
+            }
+        )
+
+    async def stream(self, path: str) -> AsyncIterator[bytes]:
+        self.state.in_flight += 1
+        finished = False
+        try:
+            for n in range(self.state.tokens):
+                if self.state.token_delay:
+                    await asyncio.sleep(self.state.token_delay)
+                if path.endswith("chat/completions"):
+                    chunk: dict[str, Any] = {
+                        "id": "chunk",
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": self.state.model,
+                        "choices": [
+                            {"index": 0, "delta": {"content": "ok "}, "finish_reason": None}
+                        ],
+                    }
+                else:
+                    chunk = {
+                        "id": "chunk",
+                        "object": "text_completion",
+                        "created": int(time.time()),
+                        "model": self.state.model,
+                        "choices": [{"index": 0, "text": "ok ", "finish_reason": None}],
+                    }
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                if n == 0 and self.state.mode == "die-mid-stream":
+                    raise ConnectionAbortedError("the backend died mid-stream (on purpose)")
+            yield b"data: [DONE]\n\n"
+            finished = True
+        finally:
+            self.state.in_flight -= 1
+            if finished:
+                self.state.completed += 1
+            elif self.state.mode != "die-mid-stream":
+                self.state.cancelled += 1  # the client went away mid-stream
+
+    async def models(self, request: Request) -> Response:
+        del request
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": self.state.model, "object": "model", "owned_by": "fleetwatch"}],
+            }
+        )
+
+    async def health(self, request: Request) -> Response:
+        del request
+        if self.state.mode in ("draining",):
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(self, request: Request) -> Response:
+        del request
+        return Response(
+            f"# TYPE test:requests_running gauge\ntest:requests_running {self.state.in_flight}\n",
+            media_type="text/plain",
+        )
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.generate, methods=["POST"]),
+                Route("/v1/completions", self.generate, methods=["POST"]),
+                Route("/v1/embeddings", self.generate, methods=["POST"]),
+                Route("/v1/models", self.models),
+                Route("/health", self.health),
+                Route("/metrics", self.metrics),
+            ]
+        )
+
+
+def openai_app(state: BackendState) -> Starlette:
+    """The ASGI app over ``state`` (change ``state.mode`` at any time)."""
+    return _Handlers(state).app()
+
+
+class OpenAIBackend(AppServer):
+    """The backend served in this process on a free loopback port."""
+
+    def __init__(self, *, model: str = "test-model", port: int = 0, **state: Any) -> None:
+        self.state = BackendState(model=model, **state)
+        super().__init__(openai_app(self.state), port=port)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a fast OpenAI-compatible test server")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", default="test-model")
+    parser.add_argument("--tokens", type=int, default=4)
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    state = BackendState(model=args.model, tokens=args.tokens, token_delay=args.token_delay)
+    uvicorn.run(
+        openai_app(state), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()
