@@ -13,6 +13,7 @@ from fleetwatch.health import CheckState, HealthScheduler
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.registry import Scope
 from fleetwatch.sandbox import HttpBackend, PostgresServer, RedisServer, free_port
+from fleetwatch.sandbox.llama import LlamaServer
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 
@@ -123,3 +124,38 @@ async def api(registry: RunningRegistry) -> AsyncIterator[RegistryClient]:
     """An API client with an all-scopes token."""
     async with RegistryClient(registry.url, token=TOKEN) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[LlamaServer]:
+    """One llama-server for the session, for tests that leave it as they found it."""
+    with LlamaServer() as server:
+        yield server
+
+
+@pytest.fixture
+def llama_servers() -> Iterator[Callable[..., list[LlamaServer]]]:
+    """Start N fresh llama-servers on free ports (ready); all stopped after the test."""
+    started: list[LlamaServer] = []
+
+    def start(count: int, *, wait_ready: bool = True) -> list[LlamaServer]:
+        servers = [LlamaServer() for _ in range(count)]
+        started.extend(servers)
+        for server in servers:
+            server.start(wait_ready=False)
+        if wait_ready:
+            for server in servers:
+                server.start_wait()
+        return servers
+
+    try:
+        yield start  # type: ignore[misc]
+    finally:
+        for server in started:
+            server.close()
+
+
+@pytest.fixture
+def own_llama(llama_servers: Callable[..., list[LlamaServer]]) -> LlamaServer:
+    """A llama-server of this test's own, to pause or kill."""
+    return llama_servers(1)[0]

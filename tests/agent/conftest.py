@@ -15,7 +15,6 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.registry.model import Instance, InstanceStatus
 from tests.conftest import TOKEN, RunningRegistry
-from tests.llm.conftest import llama_server, llama_servers, own_llama  # noqa: F401 - fixtures
 
 SERVICE = "smol"
 

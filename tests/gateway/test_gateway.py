@@ -9,6 +9,7 @@ chunk). tests/gateway/test_gateway_llama.py runs the same gateway against llama.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -153,18 +154,16 @@ async def test_a_client_that_goes_away_cancels_the_upstream_request(
     await register(api, "slow", slow.port, model="m1")
     gateway = await gateways()
     await routed(gateway, 1)
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
-        async with client.stream(
-            "POST", "/v1/chat/completions", json={**CHAT, "stream": True}
-        ) as reply:
-            async for _ in reply.aiter_lines():
-                break  # read one line, then hang up
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=10) as client,
+        client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as reply,
+    ):
+        async for _ in reply.aiter_lines():
+            break  # read one line, then hang up
     await poll_until(lambda: _cancelled(slow), 1, within=5)
     async with httpx.AsyncClient(base_url=gateway.url, timeout=0.3) as impatient:
-        try:
+        with contextlib.suppress(httpx.ReadTimeout):
             await impatient.post("/v1/chat/completions", json=CHAT)
-        except httpx.ReadTimeout:
-            pass
     await poll_until(lambda: _cancelled(slow), 2, within=5)
     assert slow.state.completed == 0
     await poll_until(lambda: _gateway_in_flight(gateway), 0, within=5)

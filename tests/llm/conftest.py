@@ -7,12 +7,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
-
-from fleetwatch.sandbox.llama import LlamaServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -20,41 +15,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def fixture_text(kind: str, name: str) -> str:
     """A recorded reply (see fixtures/<kind>/SOURCE.md for where it came from)."""
     return (FIXTURES / kind / name).read_text()
-
-
-@pytest.fixture(scope="session")
-def llama_server() -> Iterator[LlamaServer]:
-    """One llama-server for the session, for tests that leave it as they found it."""
-    with LlamaServer() as server:
-        yield server
-
-
-@pytest.fixture
-def llama_servers() -> Iterator[Callable[[int], list[LlamaServer]]]:
-    """Start N fresh llama-servers on free ports (ready); all stopped after the test."""
-    started: list[LlamaServer] = []
-
-    def start(count: int, *, wait_ready: bool = True) -> list[LlamaServer]:
-        servers = [LlamaServer() for _ in range(count)]
-        started.extend(servers)
-        for server in servers:
-            server.start(wait_ready=False)
-        if wait_ready:
-            for server in servers:
-                server.start_wait()
-        return servers
-
-    try:
-        yield start  # type: ignore[misc]
-    finally:
-        for server in started:
-            server.close()
-
-
-@pytest.fixture
-def own_llama(llama_servers: Callable[[int], list[LlamaServer]]) -> LlamaServer:
-    """A llama-server of this test's own, to pause or kill."""
-    return llama_servers(1)[0]
 
 
 class Throttle:

@@ -1,0 +1,116 @@
+"""The gateway in front of real llama.cpp servers, driven by the official ``openai`` SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import openai
+
+from fleetwatch.discovery import RegistryClient
+from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox.llama import LlamaServer
+from tests.conftest import TOKEN, RunningRegistry, poll_until
+from tests.gateway.conftest import register, routed
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+async def test_openai_sdk_through_the_gateway_streaming_and_not(
+    api: RegistryClient, gateways: Any, llama_server: LlamaServer
+) -> None:
+    """The SDK's chat completion, streamed and not, and its model list, via the gateway."""
+    await register(api, "smol", llama_server.port, model=MODEL)
+    gateway = await gateways()
+    await routed(gateway, 1)
+    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+    async with client:
+        reply = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
+        )
+        chunks = [
+            chunk
+            async for chunk in await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Say hi."}],
+                max_tokens=8,
+                stream=True,
+            )
+        ]
+        models = await client.models.list()
+    assert reply.choices[0].message.content
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens <= 8
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert [m.id for m in models.data] == [MODEL]
+
+
+async def test_a_disconnecting_client_frees_the_llama_server_slot(
+    api: RegistryClient, gateways: Any, own_llama: LlamaServer
+) -> None:
+    """A streamed generation abandoned by its client stops on the server: no busy slot left."""
+    await register(api, "smol", own_llama.port, model=MODEL)
+    gateway = await gateways()
+    await routed(gateway, 1)
+    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+    async with client:
+        stream = await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Write a very long story."}],
+            max_tokens=400,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        async for _ in stream:
+            break
+        await stream.close()
+
+    async def busy_slots() -> int:
+        import httpx  # noqa: PLC0415
+
+        async with httpx.AsyncClient() as http:
+            slots = (await http.get(f"{own_llama.url}/slots")).json()
+        return sum(1 for slot in slots if slot["is_processing"])
+
+    await poll_until(busy_slots, 0, within=3)
+
+
+async def test_gateway_command_serves_until_sigterm(
+    registry: RunningRegistry, api: RegistryClient, llama_server: LlamaServer
+) -> None:
+    """``fleetwatch gateway``: a real process routes an SDK request, then stops on SIGTERM."""
+    await register(api, "smol", llama_server.port, model=MODEL)
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "gateway",
+        "--registry", registry.url, "--service", "llm", "--port", str(port), "--token", TOKEN,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        client = openai.AsyncOpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0
+        )
+        async with client:
+
+            async def answered() -> bool:
+                try:
+                    await client.models.list()
+                except openai.APIConnectionError:
+                    return False
+                return True
+
+            await poll_until(answered, True, within=20)
+            reply = await client.completions.create(model=MODEL, prompt="Hello", max_tokens=4)
+        assert reply.choices[0].text is not None
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            output, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert b"fleetwatch gateway" in output
