@@ -15,8 +15,8 @@ demo: setup
 test: setup lint typecheck pytest
 
 lint: setup
-	.venv/bin/ruff check src tests bench
-	.venv/bin/ruff format --check src tests bench
+	.venv/bin/ruff check src tests bench examples
+	.venv/bin/ruff format --check src tests bench examples
 
 typecheck: setup
 	.venv/bin/mypy
