@@ -9,6 +9,7 @@ from fleetwatch.cli.check import check_command
 from fleetwatch.cli.demo import demo_command
 from fleetwatch.cli.demo_llm import demo_llm_command
 from fleetwatch.cli.gateway import gateway_command
+from fleetwatch.cli.rollout import rollout_command
 from fleetwatch.cli.serve import serve_command
 from fleetwatch.cli.status import status_command
 
@@ -24,5 +25,6 @@ app.command("check")(check_command)
 app.command("demo")(demo_command)
 app.command("demo-llm")(demo_llm_command)
 app.command("gateway")(gateway_command)
+app.command("rollout")(rollout_command)
 app.command("serve")(serve_command)
 app.command("status")(status_command)

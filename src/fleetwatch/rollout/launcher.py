@@ -1,0 +1,73 @@
+"""Starting a new instance: its server under a ``fleetwatch agent``, detached.
+
+The agent process starts in its own session, so it outlives the rollout command; its output
+goes to a log file the rollout names. The agent registers the instance, checks it, and drains
+and stops it when an operator (or a later rollout) sets it to ``draining``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetwatch.rollout.plan import (
+    META_PREVIOUS_TEMPLATE,
+    META_PREVIOUS_VERSION,
+    META_TEMPLATE,
+    RolloutSettings,
+)
+from fleetwatch.sandbox.ports import free_port
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    """A new instance the rollout started."""
+
+    instance_id: str
+    port: int
+    pid: int
+    log: Path
+
+
+def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | None) -> Launched:
+    """Start one new instance (``previous``: the version and template it replaces)."""
+    port = free_port()
+    instance_id = f"{settings.service}-{settings.version}-{port}"[:63]
+    command = shlex.split(settings.launch.replace("{port}", str(port)))
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.log_dir / f"{instance_id}.log"
+    agent = [
+        sys.executable, "-m", "fleetwatch", "agent",
+        "--service", settings.service,
+        "--upstream", f"http://127.0.0.1:{port}",
+        "--kind", settings.kind,
+        "--instance-id", instance_id,
+        "--version", settings.version,
+        "--meta", f"{META_TEMPLATE}={settings.launch}",
+        "--meta", f"rollout_batch={number}",
+    ]  # fmt: skip
+    if previous is not None:
+        agent += ["--meta", f"{META_PREVIOUS_VERSION}={previous[0]}"]
+        agent += ["--meta", f"{META_PREVIOUS_TEMPLATE}={previous[1]}"]
+    if settings.registry_url:
+        agent += ["--registry", settings.registry_url]
+    if settings.model:
+        agent += ["--model", settings.model]
+    agent += [*settings.agent_args, "--", *command]
+    env = dict(os.environ)
+    if settings.token:
+        env["FLEETWATCH_TOKEN"] = settings.token
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            agent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # outlives the rollout command
+        )
+    return Launched(instance_id, port, process.pid, log)
