@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +60,18 @@ def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | N
     env = dict(os.environ)
     if settings.token:
         env["FLEETWATCH_TOKEN"] = settings.token
-    with log.open("ab") as out:
-        process = subprocess.Popen(
+    # posix_spawn, not Popen: the agent is not our child to wait for (a Popen object would
+    # warn when collected while the process it started runs on, which is the point here).
+    with log.open("ab") as out, open(os.devnull, "rb") as devnull:
+        pid = os.posix_spawn(
+            agent[0],
             agent,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # outlives the rollout command
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull.fileno(), 0),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+            ],
+            setsid=True,  # its own session: it outlives the rollout command
         )
-    return Launched(instance_id, port, process.pid, log)
+    return Launched(instance_id, port, pid, log)

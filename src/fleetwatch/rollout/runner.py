@@ -31,6 +31,8 @@ POLL_S = 0.2
 UNMANAGED_PROPAGATION_S = 2.0
 #: The fewest canary requests that say anything about its error rate.
 CANARY_MIN_REQUESTS = 10
+#: Failures that condemn a canary whatever its request count.
+CANARY_MIN_FAILURES = 3
 
 
 @dataclass
@@ -45,6 +47,7 @@ class RolloutReport:
     retired: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     canary: dict[str, Any] | None = None
     duration_s: float = 0.0
@@ -109,6 +112,7 @@ class Rollout:
         for one in new:
             self.report.started.append(one.instance_id)
             self.report.logs[one.instance_id] = str(one.log)
+            self.report.pids[one.instance_id] = one.pid
             self.say(f"started {one.instance_id} (pid {one.pid}, log {one.log})")
         try:
             await self._wait_available(api, new)
@@ -202,9 +206,15 @@ class Rollout:
 
 def _regression(mine: dict[str, Any], theirs: dict[str, Any], s: RolloutSettings) -> str:
     requests = int(mine.get("requests", 0))
+    failures = int(mine.get("failures", 0))
+    error_new = float(mine.get("error_rate", 0.0))
+    error_old = float(theirs.get("error_rate", 0.0))
+    # A canary failing fast is ejected by the gateway and sees few requests: a few failures
+    # already say enough.
+    if failures >= CANARY_MIN_FAILURES and error_new > error_old + s.canary_max_error_increase:
+        return f"error rate {error_new:.2%} against {error_old:.2%} for the old version"
     if requests < CANARY_MIN_REQUESTS:
         return f"only {requests} request(s) reached the canary; need {CANARY_MIN_REQUESTS}"
-    error_new, error_old = float(mine["error_rate"]), float(theirs.get("error_rate", 0.0))
     if error_new > error_old + s.canary_max_error_increase:
         return f"error rate {error_new:.2%} against {error_old:.2%} for the old version"
     p99_new, p99_old = mine.get("latency_p99_s"), theirs.get("latency_p99_s")

@@ -225,8 +225,11 @@ def main() -> None:
     parser.add_argument("--model", default="test-model")
     parser.add_argument("--tokens", type=int, default=4)
     parser.add_argument("--token-delay", type=float, default=0.0)
+    parser.add_argument("--mode", choices=MODES, default="ok")
     args = parser.parse_args()
-    state = BackendState(model=args.model, tokens=args.tokens, token_delay=args.token_delay)
+    state = BackendState(
+        model=args.model, tokens=args.tokens, token_delay=args.token_delay, mode=args.mode
+    )
     uvicorn.run(
         openai_app(state), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
     )
