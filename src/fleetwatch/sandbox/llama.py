@@ -8,6 +8,7 @@ thread per server so that several fit on a small machine.
 from __future__ import annotations
 
 import json
+import shlex
 import urllib.error
 import urllib.request
 
@@ -17,6 +18,13 @@ from fleetwatch.sandbox.ports import free_port
 
 #: Enough for the probe's prompt and a short reply, small enough to start fast.
 DEFAULT_CONTEXT = 512
+
+
+def llama_server_template(**options: int) -> str:
+    """The llama-server command line with ``{port}`` left open (for ``fleetwatch rollout``)."""
+    argv = llama_server_argv(0, **options)
+    argv[argv.index("--port") + 1] = "{port}"
+    return shlex.join(argv)
 
 
 def llama_server_argv(

@@ -1,0 +1,74 @@
+"""The proof: a rollout of three real llama.cpp servers under load drops nothing, and the
+same replacement done as plain restarts without a drain drops requests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from fleetwatch.discovery import RegistryClient
+from fleetwatch.gateway import Gateway, GatewaySettings
+from fleetwatch.lifecycle import AppServer
+from fleetwatch.rollout import Rollout
+from fleetwatch.rollout.launcher import launch
+from fleetwatch.sandbox.llama import llama_server_template
+from tests.conftest import TOKEN, RunningRegistry
+from tests.rollout.conftest import SERVICE, settings, start_fleet
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def _plan(registry: RunningRegistry, tmp_path: Path, version: str) -> Any:
+    return settings(
+        registry,
+        tmp_path,
+        version=version,
+        launch=llama_server_template(),
+        kind="llamacpp",
+        model=MODEL,
+        ready_timeout=60,
+    )
+
+
+async def test_rollout_of_three_llama_servers_under_load_fails_no_request(
+    registry: RunningRegistry, api: RegistryClient, tmp_path: Path, reaper: Any, traffic: Any
+) -> None:
+    """20 clients (10 streaming) through the gateway during a full rollout: 0 failures."""
+    await start_fleet(api, _plan(registry, tmp_path, "1"), 3, reaper)
+    gw = GatewaySettings(service=SERVICE, registry_url=registry.url, registry_token=TOKEN)
+    async with Gateway(gw) as gateway, AppServer(gateway.app()) as server:
+        load = traffic(server.url, clients=20, model=MODEL, max_tokens=8)
+        await asyncio.sleep(2.0)
+        report = await Rollout(_plan(registry, tmp_path, "2"), say=lambda _: None).run()
+        reaper.extend(report.pids.values())
+        await asyncio.sleep(1.0)
+        await load.stop()
+    _, instances = await api.instances(SERVICE)
+    assert report.ok, report.reason
+    assert sorted(i.version for i in instances) == ["2", "2", "2"]
+    assert load.sent >= 100
+    assert load.failures == []
+
+
+async def test_plain_restarts_without_a_drain_fail_requests(
+    registry: RunningRegistry, api: RegistryClient, tmp_path: Path, reaper: Any, traffic: Any
+) -> None:
+    """The same replacement as kill-and-start (no drain): in-flight requests fail."""
+    fleet = await start_fleet(api, _plan(registry, tmp_path, "1"), 3, reaper)
+    gw = GatewaySettings(service=SERVICE, registry_url=registry.url, registry_token=TOKEN)
+    async with Gateway(gw) as gateway, AppServer(gateway.app()) as server:
+        load = traffic(server.url, clients=20, model=MODEL, max_tokens=32)
+        await asyncio.sleep(2.0)
+        new_plan = _plan(registry, tmp_path, "2")
+        for old in fleet:
+            os.killpg(old.pid, signal.SIGKILL)  # a plain restart: stop now, start the new one
+            new = launch(new_plan, 1, None)
+            reaper.append(new.pid)
+            await asyncio.sleep(1.5)
+        await asyncio.sleep(3.0)
+        await load.stop()
+    assert load.sent >= 50
+    assert len(load.failures) > 0
