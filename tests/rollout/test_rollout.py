@@ -13,6 +13,7 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.rollout import Rollout
+from fleetwatch.rollout.launcher import alive
 from tests.conftest import TOKEN, RunningRegistry
 from tests.rollout.conftest import FAST_SERVER, SERVICE, settings, start_fleet
 
@@ -44,21 +45,7 @@ async def test_rollout_under_traffic_drops_no_request(
     assert load.sent > 100
     assert load.failures == []
     for one in fleet:  # the old agents drained and exited with their servers
-        assert not _running(one.pid)
-
-
-def _running(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        assert not alive(one.pid)
 
 
 async def test_a_version_that_never_gets_ready_stops_the_rollout_safely(

@@ -1,13 +1,14 @@
-"""``fleetwatch demo``: a small fleet on loopback, health-checked and registered, live.
+"""``fleetwatch demo``: the main job on loopback, with the embedded (in-memory) store.
 
-It starts a throwaway Redis and PostgreSQL, three real LLM servers (llama.cpp's llama-server
-serving SmolLM2-135M, built and cached on first use), each under a fleetwatch agent, a probe
-server running real checks against Redis and PostgreSQL (``fleetwatch check --serve``), and a
-registry (``fleetwatch serve``, in-memory store). Everything registers with the registry; the
-terminal shows the registry's view (as ``fleetwatch status --watch`` does) above the probe
-server's checks. Then a scripted outage: Redis stops (the probe server's readiness fails, so
-the registry takes it out), one model server hangs (SIGSTOP: its agent reports it unavailable
-within 3 s), another is killed, and all come back.
+It starts a throwaway Redis and PostgreSQL, a registry (``fleetwatch serve``, in-memory store),
+a gateway (``fleetwatch gateway``) and three real LLM servers (llama.cpp's llama-server serving
+SmolLM2-135M, built and cached on first use), each under a detached ``fleetwatch agent``, plus a
+probe server running real checks against Redis and PostgreSQL. Then a narrated scenario with
+figures measured as it runs (cli/demo_scenario.py): traffic through the gateway with the
+``openai`` SDK, a ``kill -9`` of one instance (time until it left discovery, failed requests),
+and a rollout to a second version under traffic (failed requests). Then the fleet stays up with
+a live view (as ``fleetwatch status --watch``) and, with ``--chaos``, a Redis outage the probe
+server's readiness reports; Ctrl-C (or ``--duration``) drains everything and stops.
 """
 
 from __future__ import annotations
@@ -28,21 +29,20 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from fleetwatch.agent import Agent, AgentSettings
 from fleetwatch.cli.check import probes_for, shared_http_client
+from fleetwatch.cli.demo_scenario import Scenario
 from fleetwatch.cli.status import render, snapshot
 from fleetwatch.cli.table import checks_table, transitions_table
 from fleetwatch.config import HealthConfig, load_config
 from fleetwatch.config.registry import ServeConfig
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import RegistryError
+from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
 from fleetwatch.llm.artifacts import ensure_llama_server, ensure_model
-from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.registry.registry import Scope
 from fleetwatch.sandbox import PostgresServer, RedisServer, free_port
-from fleetwatch.sandbox.llama import LlamaServer
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 
@@ -81,9 +81,9 @@ def _config_text(redis: RedisServer, postgres: PostgresServer, api_port: int) ->
         interval = "2s"
 
         [[checks]]
-        name = "model-api"
+        name = "gateway"
         type = "http"
-        url = "http://127.0.0.1:{api_port}/health"
+        url = "http://127.0.0.1:{api_port}/readyz"
         interval = "2s"
         timeout = "1s"
         slow_after = "200ms"
@@ -113,8 +113,9 @@ class _Fleet:
     config: HealthConfig
     probe_port: int
     registry_port: int
+    gateway_port: int
     token: str
-    backends: list[LlamaServer]
+    workdir: Path
     script: list[Step]
     duration: float
 
@@ -130,56 +131,66 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
             AppServer(probes.asgi_app(), port=fleet.probe_port) as probe_server,
             AppServer(node.app(), port=fleet.registry_port) as registry,
             RegistryClient(registry.url, token=fleet.token) as api,
-        ):
-            agents = [
-                Agent(
-                    AgentSettings(
-                        service="llm",
-                        llm=LlmServerSettings(base_url=backend.url, kind="llamacpp"),
-                        registry_url=registry.url,
-                        token=fleet.token,
-                        instance_id=f"model-{'abc'[n]}",
-                        version="1",
-                        tags=frozenset({"demo"}),
-                        propagation_delay=0.5,
-                    )
+            Gateway(
+                GatewaySettings(
+                    service="llm", registry_url=registry.url, registry_token=fleet.token
                 )
-                for n, backend in enumerate(fleet.backends)
-            ]
-            agent_tasks = [
-                asyncio.create_task(a.run(handle_signals=False), name=f"fleetwatch.demo-agent-{n}")
-                for n, a in enumerate(agents)
-            ]
+            ) as gateway,
+            AppServer(gateway.app(), port=fleet.gateway_port) as gateway_server,
+        ):
             await api.register(
                 "checks",
                 "probe-server",
                 {"host": "127.0.0.1", "port": probe_server.port, "check": {"path": "/readyz"}},
             )
-            console.print(
-                f"registry [cyan]{registry.url}[/] (API docs {registry.url}/docs), probe server "
-                f"[cyan]{probe_server.url}[/]\nin another terminal: [bold]FLEETWATCH_TOKEN="
-                f"{fleet.token} fleetwatch status --watch --registry {registry.url}[/]\n"
+            scenario = Scenario(
+                registry.url,
+                gateway_server.url,
+                fleet.token,
+                fleet.workdir / "logs",
+                lambda line: console.log(line, highlight=False),
             )
-            tasks = [
-                asyncio.create_task(_play(fleet.script, console), name="fleetwatch.demo-script"),
-                asyncio.create_task(wait_for_stop_signal(), name="fleetwatch.signal"),
-                asyncio.create_task(_show(api, probes, console), name="fleetwatch.ui"),
-            ]
-            if fleet.duration > 0:
-                timer = asyncio.create_task(asyncio.sleep(fleet.duration), name="fleetwatch.timer")
-                tasks.append(timer)
             try:
-                done, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+                await _narrate(scenario, console)
+                console.print(
+                    f"\nregistry [cyan]{registry.url}[/] (API docs {registry.url}/docs)\n"
+                    f"gateway  [cyan]{gateway_server.url}/v1[/] (OpenAI base URL; figures at "
+                    f"{gateway_server.url}/v1/gateway/stats)\nprobe server [cyan]{probe_server.url}"
+                    f"[/]\nin another terminal: [bold]FLEETWATCH_TOKEN={fleet.token} fleetwatch "
+                    f"status --watch --registry {registry.url}[/]\n"
+                )
+                await _stay_up(fleet, api, probes, console)
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                for agent in agents:  # each drains and deregisters its server
-                    agent.request_stop("demo over")
-                await asyncio.gather(*agent_tasks, return_exceptions=True)
-            for task in done:
-                if not task.cancelled() and (error := task.exception()) is not None:
-                    raise error
+                console.log("stopping: every instance drains, then everything stops")
+                await scenario.stop()
+
+
+async def _narrate(scenario: Scenario, console: Console) -> None:
+    console.rule("[bold]scenario")
+    await scenario.run()
+    console.rule()
+
+
+async def _stay_up(
+    fleet: _Fleet, api: RegistryClient, probes: HealthProbes, console: Console
+) -> None:
+    """The live view (and the scripted Redis outage) until Ctrl-C or the duration ends."""
+    tasks = [
+        asyncio.create_task(_play(fleet.script, console), name="fleetwatch.demo-script"),
+        asyncio.create_task(wait_for_stop_signal(), name="fleetwatch.signal"),
+        asyncio.create_task(_show(api, probes, console), name="fleetwatch.ui"),
+    ]
+    if fleet.duration > 0:
+        tasks.append(asyncio.create_task(asyncio.sleep(fleet.duration), name="fleetwatch.timer"))
+    try:
+        done, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
 
 async def _play(script: list[Step], console: Console) -> None:
@@ -223,7 +234,8 @@ async def _show(api: RegistryClient, probes: HealthProbes, console: Console) -> 
 
 def demo_command(
     duration: Annotated[
-        float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.", min=0)
+        float,
+        typer.Option(help="Seconds to stay up after the scenario; 0 stays until Ctrl-C.", min=0),
     ] = 0.0,
     port: Annotated[
         int, typer.Option(help="Probe server port (a free one if taken).", min=0, max=65535)
@@ -231,30 +243,30 @@ def demo_command(
     registry_port: Annotated[
         int, typer.Option(help="Registry port (a free one if taken).", min=0, max=65535)
     ] = 8760,
+    gateway_port: Annotated[
+        int, typer.Option(help="Gateway port (a free one if taken).", min=0, max=65535)
+    ] = 8780,
     chaos: Annotated[
-        bool, typer.Option(help="Script an outage: Redis stops, a model server crashes.")
+        bool, typer.Option(help="After the scenario, script a Redis outage and its recovery.")
     ] = True,
 ) -> None:
-    """A fleet on loopback: Redis, PostgreSQL, three SmolLM2 servers under agents, a probe
-    server and the registry, live."""
+    """The main job on loopback: registry, gateway, three SmolLM2 servers under agents; traffic,
+    a kill -9 and a rollout under traffic, with the figures; then a live view."""
     console = Console()
     console.rule("[bold]fleetwatch demo")
     ensure_model()  # first run: download SmolLM2 and build llama-server, with progress
     ensure_llama_server()
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetwatch-demo-")))
-        with console.status("starting Redis, PostgreSQL and three SmolLM2 servers on loopback..."):
+        with console.status("starting Redis and PostgreSQL on loopback..."):
             redis = stack.enter_context(RedisServer())
             postgres = stack.enter_context(PostgresServer())
-            backends = [stack.enter_context(LlamaServer()) for _ in range(3)]
         console.print(f"redis-server  {redis.url}")
         console.print(f"postgres      {postgres.dsn}")
-        for n, backend in enumerate(backends):
-            console.print(f"model-{'abc'[n]}       {backend.url}  (llama-server, SmolLM2-135M)")
+        gateway_port = _port_or_free(gateway_port)
         config_path = workdir / "checks.toml"
-        config_path.write_text(_config_text(redis, postgres, backends[0].port))
+        config_path.write_text(_config_text(redis, postgres, gateway_port))
         console.print(f"probe server checks: {config_path}\n")
-        hung, crashed = backends[1], backends[2]
 
         async def stop_redis() -> None:
             await asyncio.to_thread(redis.stop)
@@ -262,30 +274,14 @@ def demo_command(
         async def start_redis() -> None:
             await asyncio.to_thread(redis.start)
 
-        async def hang() -> None:
-            hung.pause()
-
-        async def thaw() -> None:
-            hung.resume()
-
-        async def crash() -> None:
-            await asyncio.to_thread(crashed.kill)
-
-        async def restart() -> None:
-            await asyncio.to_thread(crashed.start)
-
         script: list[Step] = (
             [
                 (
-                    15,
+                    5,
                     "[red]chaos:[/] stopping Redis: the probe server's readiness fails",
                     stop_redis,
                 ),
-                (20, "[red]chaos:[/] SIGSTOP model-b: its agent says unavailable within 3 s", hang),
-                (26, "[green]recovery:[/] SIGCONT model-b: available again after rise", thaw),
-                (30, "[green]recovery:[/] Redis back; readiness passes after rise", start_redis),
-                (33, "[red]chaos:[/] SIGKILL model-c: refused at once, out after fall", crash),
-                (40, "[green]recovery:[/] model-c restarts; available after 2 checks", restart),
+                (20, "[green]recovery:[/] Redis back; readiness passes after rise", start_redis),
             ]
             if chaos
             else []
@@ -294,8 +290,9 @@ def demo_command(
             load_config(config_path),
             _port_or_free(port),
             _port_or_free(registry_port),
+            gateway_port,
             secrets.token_urlsafe(12),
-            backends,
+            workdir,
             script,
             duration,
         )

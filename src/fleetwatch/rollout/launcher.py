@@ -75,3 +75,18 @@ def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | N
             setsid=True,  # its own session: it outlives the rollout command
         )
     return Launched(instance_id, port, pid, log)
+
+
+def alive(pid: int) -> bool:
+    """Whether a launched agent still runs (reaping it if it was our child and has exited)."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        waited = 0
+    if waited == pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -23,7 +23,7 @@ import httpx
 from fleetwatch.discovery.registry_client import RegistryClient
 from fleetwatch.errors import RegistryError
 from fleetwatch.registry.model import CheckType, Instance, InstanceStatus
-from fleetwatch.rollout.launcher import Launched, launch
+from fleetwatch.rollout.launcher import Launched, alive, launch
 from fleetwatch.rollout.plan import META_TEMPLATE, RolloutFailed, RolloutSettings
 
 POLL_S = 0.2
@@ -132,7 +132,7 @@ class Rollout:
                 self.say(f"{iid} is available")
                 del waiting[iid]
             for iid, one in list(waiting.items()):
-                if not _alive(one.pid):
+                if not alive(one.pid):
                     raise RolloutFailed(
                         f"{iid} exited before it was available; see {one.log}:\n{_tail(one.log)}"
                     )
@@ -177,10 +177,10 @@ class Rollout:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.drain_wait
         # Other processes (the agents) end on their own: polling is the honest wait.
-        while any(_alive(one.pid) for one in new) and loop.time() < deadline:  # noqa: ASYNC110
+        while any(alive(one.pid) for one in new) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(POLL_S)
         for one in new:
-            if _alive(one.pid):
+            if alive(one.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(one.pid, signal.SIGTERM)
             with contextlib.suppress(RegistryError):
@@ -221,20 +221,6 @@ def _regression(mine: dict[str, Any], theirs: dict[str, Any], s: RolloutSettings
     if p99_new and p99_old and p99_new > p99_old * s.canary_max_latency_ratio:
         return f"p99 latency {p99_new * 1000:.0f}ms against {p99_old * 1000:.0f}ms"
     return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our exited child
-    except ChildProcessError:
-        waited = 0
-    if waited == pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _tail(path: Any, lines: int = 15) -> str:

@@ -20,9 +20,11 @@ from fleetwatch.sandbox.ports import free_port
 DEFAULT_CONTEXT = 512
 
 
-def llama_server_template(**options: int) -> str:
+def llama_server_template(
+    *, threads: int = 1, parallel: int = 2, context: int = DEFAULT_CONTEXT
+) -> str:
     """The llama-server command line with ``{port}`` left open (for ``fleetwatch rollout``)."""
-    argv = llama_server_argv(0, **options)
+    argv = llama_server_argv(0, threads=threads, parallel=parallel, context=context)
     argv[argv.index("--port") + 1] = "{port}"
     return shlex.join(argv)
 
