@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -11,10 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from fleetwatch.sandbox.ports import port_open, wait_until
+from fleetwatch.sandbox.raw_http import RawHttpConnection
 
 #: The token the benchmarks' registry processes accept.
 BENCH_TOKEN = "bench-token"  # noqa: S105 - a throwaway token for local benchmarks
@@ -93,4 +96,78 @@ def summarize_ms(values_s: list[float]) -> dict[str, float]:
         "p90_ms": round(percentile(ordered, 90) * 1000, 3),
         "p99_ms": round(percentile(ordered, 99) * 1000, 3),
         "max_ms": round(ordered[-1] * 1000, 3) if ordered else float("nan"),
+    }
+
+
+#: Connections an open-loop run may hold at once.
+MAX_CONNECTIONS = 256
+
+
+async def open_loop(
+    port: int,
+    rate: float,
+    duration: float,
+    *,
+    method: str = "GET",
+    path: str = "/health",
+    body: bytes = b"",
+) -> dict[str, Any]:
+    """Send requests at ``rate`` per second for ``duration`` seconds (open loop: latency is
+    measured from each request's intended send time); latencies in ms."""
+    idle: list[RawHttpConnection] = []
+    opened = 0
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    limit = asyncio.Semaphore(MAX_CONNECTIONS)
+    total = int(rate * duration)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    done_at = start
+
+    async def one(intended: float) -> None:
+        nonlocal opened, done_at
+        async with limit:
+            if idle:
+                conn = idle.pop()
+            else:
+                conn = RawHttpConnection("127.0.0.1", port, timeout=10)
+                opened += 1
+            try:
+                status, _ = await conn.request(method, path, body)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                errors[type(exc).__name__] += 1
+                await conn.aclose()
+                return
+            now = loop.time()
+            latencies.append((now - intended) * 1000.0)
+            statuses[status] += 1
+            done_at = max(done_at, now)
+            idle.append(conn)
+
+    tasks = []
+    for i in range(total):
+        intended = start + i / rate
+        delay = intended - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(intended)))
+    await asyncio.gather(*tasks)
+    for conn in idle:
+        await conn.aclose()
+    latencies.sort()
+    return {
+        "requests": total,
+        "completed": len(latencies),
+        "errors": dict(errors),
+        "status_codes": {str(k): v for k, v in sorted(statuses.items())},
+        "connections_opened": opened,
+        "achieved_rate_per_s": round(len(latencies) / max(done_at - start, 1e-9), 1),
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50), 3),
+            "p90": round(percentile(latencies, 90), 3),
+            "p99": round(percentile(latencies, 99), 3),
+            "p999": round(percentile(latencies, 99.9), 3),
+            "max": round(latencies[-1], 3) if latencies else None,
+        },
     }

@@ -23,11 +23,10 @@ import json
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import child, emit, parser, percentile, progress
+from _common import child, emit, open_loop, parser, progress
 from fleetwatch.health.scheduler import DEFAULT_JITTER
 from fleetwatch.sandbox import BackendProcess, PostgresServer, RedisServer, free_port
 from fleetwatch.sandbox.raw_http import RawHttpConnection
@@ -35,7 +34,6 @@ from fleetwatch.sandbox.raw_http import RawHttpConnection
 RATE = 1000.0
 SEED_STYLE_RATE = 50.0
 INTERVAL_S = 1.0
-MAX_CONNECTIONS = 256
 
 
 def config_text(redis: RedisServer, postgres: PostgresServer, slow_port: int) -> str:
@@ -60,67 +58,6 @@ async def executions(port: int) -> dict[str, int]:
         _, body = await conn.get("/health?verbose")
     checks = json.loads(body)["checks"]
     return {key.split(":")[0]: entries[0]["executions"] for key, entries in checks.items()}
-
-
-async def open_loop(port: int, rate: float, duration: float) -> dict[str, Any]:
-    """Send GET /health at ``rate`` per second for ``duration`` seconds; latencies in ms."""
-    idle: list[RawHttpConnection] = []
-    opened = 0
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    errors: Counter[str] = Counter()
-    limit = asyncio.Semaphore(MAX_CONNECTIONS)
-    total = int(rate * duration)
-    loop = asyncio.get_running_loop()
-    start = loop.time() + 0.05
-    done_at = start
-
-    async def one(intended: float) -> None:
-        nonlocal opened, done_at
-        async with limit:
-            if idle:
-                conn = idle.pop()
-            else:
-                conn = RawHttpConnection("127.0.0.1", port, timeout=10)
-                opened += 1
-            try:
-                status, _ = await conn.get("/health")
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                errors[type(exc).__name__] += 1
-                await conn.aclose()
-                return
-            now = loop.time()
-            latencies.append((now - intended) * 1000.0)
-            statuses[status] += 1
-            done_at = max(done_at, now)
-            idle.append(conn)
-
-    tasks = []
-    for i in range(total):
-        intended = start + i / rate
-        delay = intended - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(intended)))
-    await asyncio.gather(*tasks)
-    for conn in idle:
-        await conn.aclose()
-    latencies.sort()
-    return {
-        "requests": total,
-        "completed": len(latencies),
-        "errors": dict(errors),
-        "status_codes": {str(k): v for k, v in sorted(statuses.items())},
-        "connections_opened": opened,
-        "achieved_rate_per_s": round(len(latencies) / max(done_at - start, 1e-9), 1),
-        "latency_ms": {
-            "p50": round(percentile(latencies, 50), 3),
-            "p90": round(percentile(latencies, 90), 3),
-            "p99": round(percentile(latencies, 99), 3),
-            "p999": round(percentile(latencies, 99.9), 3),
-            "max": round(latencies[-1], 3) if latencies else None,
-        },
-    }
 
 
 def schedule_bounds(window_s: float) -> tuple[int, int]:

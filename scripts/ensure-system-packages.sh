@@ -9,6 +9,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # llama.cpp's llama-server is built once from source (cached outside the checkout).
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
+# The gateway benchmark compares against HAProxy with active health checks.
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 if ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     missing+=(python3 python3-venv python3-dev)

@@ -22,7 +22,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -79,7 +79,11 @@ class _Handlers:
         path = request.url.path
         self.state.by_path[path] = self.state.by_path.get(path, 0) + 1
         self.state.last_headers = dict(request.headers)
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ClientDisconnect:
+            self.state.cancelled += 1
+            return Response(status_code=499)
         refused = self.misbehaving()
         if refused is not None:
             return refused
