@@ -28,10 +28,12 @@ CHAT = json.dumps(
 ).encode()
 
 
-def backend(port: int, tokens: int = 4) -> contextlib.AbstractContextManager[Any]:
+def backend(
+    port: int, tokens: int = 4, token_delay: float = 0.0
+) -> contextlib.AbstractContextManager[Any]:
     """A fast OpenAI-compatible backend process."""
     argv = [sys.executable, "-m", "fleetwatch.sandbox.openai_backend", "--port", str(port)]
-    return child([*argv, "--tokens", str(tokens)], port)
+    return child([*argv, "--tokens", str(tokens), "--token-delay", str(token_delay)], port)
 
 
 def gateway(port: int, registry_url: str) -> contextlib.AbstractContextManager[Any]:
@@ -118,14 +120,15 @@ def wrk(port: int, seconds: float, connections: int = 32) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def fast_fleet(count: int = 3) -> Iterator[tuple[str, list[int]]]:
-    """The registry and ``count`` registered backends; (registry URL, backend ports)."""
+def fast_fleet(
+    count: int = 3, *, tokens: int = 4, token_delay: float = 0.0
+) -> Iterator[tuple[str, list[int], list[int]]]:
+    """The registry and ``count`` registered backends; (registry URL, ports, pids)."""
     registry_port = free_port()
     url = f"http://127.0.0.1:{registry_port}"
     ports = [free_port() for _ in range(count)]
     with contextlib.ExitStack() as stack:
         stack.enter_context(registry_process(registry_port))
-        for port in ports:
-            stack.enter_context(backend(port))
+        pids = [stack.enter_context(backend(port, tokens, token_delay)).pid for port in ports]
         asyncio.run(register_all(url, ports))
-        yield url, ports
+        yield url, ports, pids

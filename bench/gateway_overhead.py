@@ -24,7 +24,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     seconds = 3.0 if args.quick else 10.0
     results: dict[str, dict[str, object]] = {}
-    with fast_fleet(3) as (registry_url, ports):
+    with fast_fleet(3) as (registry_url, ports, _pids):
         gateway_port, haproxy_port = free_port(), free_port()
         with gateway(gateway_port, registry_url), haproxy(haproxy_port, ports):
             asyncio.run(asyncio.sleep(2.0))  # the gateway's first view; HAProxy's checks
