@@ -16,6 +16,7 @@ from fleetwatch.agent.settings import (
     DEFAULT_STARTUP_GRACE_S,
     DEFAULT_TTL_S,
 )
+from fleetwatch.cli.options import RegistryToken, RegistryUrl
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.errors import ConfigError
 from fleetwatch.llm.adapters import KINDS
@@ -43,9 +44,7 @@ def _meta(pairs: list[str]) -> dict[str, str]:
 
 
 def agent_command(
-    registry: Annotated[
-        str | None, typer.Option(help="Registry URL (default $FLEETWATCH_REGISTRY or :8760).")
-    ] = None,
+    registry: RegistryUrl = None,
     service: Annotated[str, typer.Option(help="Service name to register under.")] = ...,  # type: ignore[assignment]
     upstream: Annotated[
         str, typer.Option(help="The LLM server's base URL, e.g. http://127.0.0.1:8080.")
@@ -54,9 +53,7 @@ def agent_command(
         str, typer.Option(help=f"Server family: {', '.join(KINDS)} (openai = generic).")
     ] = "openai",
     model: Annotated[str | None, typer.Option(help="Model the server must serve.")] = None,
-    token: Annotated[
-        str | None, typer.Option(help="Registry token (default $FLEETWATCH_TOKEN).")
-    ] = None,
+    token: RegistryToken = None,
     instance_id: Annotated[
         str | None, typer.Option(help="Instance id (default: stable, from host and port).")
     ] = None,

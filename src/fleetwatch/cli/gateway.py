@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleetwatch.cli.options import RegistryToken, RegistryUrl
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.discovery.balancer import Strategy
 from fleetwatch.errors import ConfigError
@@ -41,17 +42,13 @@ async def run_gateway(settings: GatewaySettings, host: str, port: int, console: 
 
 def gateway_command(
     service: Annotated[str, typer.Option(help="The service to route to.")] = ...,  # type: ignore[assignment]
-    registry: Annotated[
-        str | None, typer.Option(help="Registry URL (default $FLEETWATCH_REGISTRY or :8760).")
-    ] = None,
+    registry: RegistryUrl = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = DEFAULT_PORT,
     strategy: Annotated[
         str, typer.Option(help=f"Balancing: {', '.join(s.value for s in Strategy)}.")
     ] = Strategy.LEAST_LOAD.value,
-    token: Annotated[
-        str | None, typer.Option(help="Registry token for reads (default $FLEETWATCH_TOKEN).")
-    ] = None,
+    token: RegistryToken = None,
     upstream_api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable with the upstream API key.")
     ] = None,

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleetwatch.cli.options import RegistryToken, RegistryUrl
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.discovery.registry_client import RegistryClient
 from fleetwatch.errors import ConfigError
@@ -46,12 +47,8 @@ def rollout_command(
         str | None, typer.Option(help="Command for a new instance, with {port} in it.")
     ] = None,
     version: Annotated[str | None, typer.Option(help="Version of the new instances.")] = None,
-    registry: Annotated[
-        str | None, typer.Option(help="Registry URL (default $FLEETWATCH_REGISTRY or :8760).")
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option(help="Registry token (default $FLEETWATCH_TOKEN).")
-    ] = None,
+    registry: RegistryUrl = None,
+    token: RegistryToken = None,
     kind: Annotated[str, typer.Option(help=f"Server family: {', '.join(KINDS)}.")] = "openai",
     model: Annotated[str | None, typer.Option(help="Model the new servers must serve.")] = None,
     max_surge: Annotated[int, typer.Option(help="New instances started ahead.", min=0)] = 1,

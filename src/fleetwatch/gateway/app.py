@@ -392,15 +392,8 @@ class Gateway(AsyncResource):
             response = sending.result()
         except (aiohttp.ClientError, TimeoutError) as exc:
             outcome.failed(connect_error=isinstance(exc, aiohttp.ClientConnectorError))
-            await self._finish(instance, stack)
-            self.stats.record(instance.version, ok=False)
-            return _Retry(
-                error_response(
-                    502,
-                    f"instance {instance.instance_id} failed: {type(exc).__name__}",
-                    "upstream_error",
-                    "upstream_unreachable",
-                )
+            return await self._failed(
+                instance, stack, f"failed: {type(exc).__name__}", "upstream_unreachable"
             )
         if response.status in (429, 503):
             retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -464,15 +457,11 @@ class Gateway(AsyncResource):
         except (aiohttp.ClientError, TimeoutError) as exc:
             response.close()
             outcome.failed()
-            await self._finish(instance, stack)
-            self.stats.record(instance.version, ok=False)
-            return _Retry(
-                error_response(
-                    502,
-                    f"instance {instance.instance_id} failed while answering: {type(exc).__name__}",
-                    "upstream_error",
-                    "upstream_failed",
-                )
+            return await self._failed(
+                instance,
+                stack,
+                f"failed while answering: {type(exc).__name__}",
+                "upstream_failed",
             )
         finally:
             response.release()
@@ -537,6 +526,16 @@ class Gateway(AsyncResource):
                 first_byte_s=first_byte,
             )
             await self._finish(instance, stack)
+
+    async def _failed(
+        self, instance: Instance, stack: contextlib.AsyncExitStack, what: str, code: str
+    ) -> _Retry:
+        """An attempt that failed before any byte reached the client."""
+        await self._finish(instance, stack)
+        self.stats.record(instance.version, ok=False)
+        return _Retry(
+            error_response(502, f"instance {instance.instance_id} {what}", "upstream_error", code)
+        )
 
     async def _finish(self, instance: Instance, stack: contextlib.AsyncExitStack) -> None:
         await self.admission.release(instance.key)
