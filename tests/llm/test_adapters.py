@@ -137,13 +137,19 @@ async def test_generic_adapter_lists_models() -> None:
     assert missing.phase is Phase.LOADING
 
 
-def test_tgi_load_uses_its_documented_series() -> None:
-    """TGI (no recorded page found, see fixtures/tgi/SOURCE.md): its documented names map."""
-    page = parse_metrics(
-        "tgi_queue_size 3\ntgi_batch_current_size 5\ntgi_request_generated_tokens_sum 120\n"
-    )
+def test_tgi_load_from_a_recorded_tgi_compatible_page() -> None:
+    """TGI's queue and batch gauges, from a live TGIS-compatible capture (see SOURCE.md)."""
+    page = parse_metrics(fixture_text("tgi", "metrics_tgis_excerpt.txt"))
     load = adapter_for("tgi").load(page)
-    assert (load.waiting, load.running, load.generated_tokens_total) == (3, 5, 120)
+    assert (load.waiting, load.running) == (0.0, 0.0)
+    assert load.generated_tokens_total is None  # not in the capture: unknown, not zero
+
+
+def test_sglang_load_with_the_newer_engine_type_label() -> None:
+    """SGLang's newer pages add an engine_type label; the figures are still read."""
+    page = parse_metrics(fixture_text("sglang", "metrics_engine_type_excerpt.txt"))
+    load = adapter_for("sglang").load(page)
+    assert (load.running, load.kv_cache_usage) == (0.0, 0.0)
 
 
 def test_unknown_kind_names_the_known_ones() -> None:
