@@ -12,6 +12,8 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 # The gateway benchmark compares against HAProxy with active health checks.
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# promtool (from Debian's prometheus) lints every /metrics page in the tests.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 if ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     missing+=(python3 python3-venv python3-dev)

@@ -23,6 +23,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from starlette.responses import JSONResponse
 
 from fleetwatch.agent.child import ChildProcess
@@ -33,6 +34,7 @@ from fleetwatch.errors import InstanceGone, InstanceNotFound, RegistryError
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm.check import LlmServer
+from fleetwatch.observability.metrics import AgentMetrics, HealthMetrics, metrics_route
 from fleetwatch.registry.model import InstanceStatus
 
 log = logging.getLogger("fleetwatch.agent")
@@ -76,6 +78,14 @@ class Agent:
             version=settings.version or None,
         )
         self.child = ChildProcess(settings.command) if settings.command else None
+        self.metrics_registry = CollectorRegistry()
+        HealthMetrics(self.scheduler, self.metrics_registry)
+        AgentMetrics(
+            self.metrics_registry,
+            load=lambda: self.server.load.as_load(),  # noqa: PLW0108 - server.load is replaced on every reading
+            account=self.server.governor.account,
+            status=lambda: self.state.reported.value if self.state.reported else None,
+        )
         self._stop = asyncio.Event()
         self._report_lock = asyncio.Lock()
         self.http: AppServer | None = None
@@ -104,6 +114,7 @@ class Agent:
                 await self.child.start()
             app = self.probes.asgi_app()
             app.add_route("/v1/agent", self._agent_endpoint, methods=["GET"])
+            app.router.routes.append(metrics_route(self.metrics_registry))
             self.http = AppServer(
                 app, host=self.settings.listen_host, port=self.settings.listen_port
             )

@@ -10,14 +10,17 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.console import Group as Stack
 from rich.live import Live
+from starlette.applications import Starlette
 
 from fleetwatch.cli.table import checks_table, status_text, transitions_table
 from fleetwatch.config import HealthConfig, load_config
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
+from fleetwatch.observability.metrics import HealthMetrics, metrics_route
 
 Background = Callable[[Console], Coroutine[Any, Any, None]]
 
@@ -77,6 +80,13 @@ async def run_once(config: HealthConfig, *, as_json: bool, console: Console) -> 
     return 0 if code == 200 else 1
 
 
+def probe_server_app(probes: HealthProbes) -> Starlette:
+    """The probe endpoints plus ``/metrics`` (check durations and statuses)."""
+    registry = CollectorRegistry()
+    HealthMetrics(probes.scheduler, registry)
+    return Starlette(routes=[*probes.routes(), metrics_route(registry)])
+
+
 async def serve(
     config: HealthConfig,
     host: str,
@@ -91,10 +101,11 @@ async def serve(
     async with shared_http_client() as http:
         scheduler = HealthScheduler(config.build(http))
         probes = probes_for(config, scheduler)
-        async with scheduler, AppServer(probes.asgi_app(), host=host, port=port) as server:
+        app = probe_server_app(probes)
+        async with scheduler, AppServer(app, host=host, port=port) as server:
             console.print(
                 f"[bold]fleetwatch[/] probes on [cyan]{server.url}[/]: /livez /readyz "
-                "/startupz /health /health/<check> (add ?verbose) - Ctrl-C to stop"
+                "/startupz /health /health/<check> (add ?verbose) /metrics - Ctrl-C to stop"
             )
             tasks: set[asyncio.Task[Any]] = {
                 asyncio.create_task(wait_for_stop_signal(), name="fleetwatch.signal")

@@ -29,7 +29,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from fleetwatch.cli.check import probes_for, shared_http_client
+from fleetwatch.cli.check import probe_server_app, probes_for, shared_http_client
 from fleetwatch.cli.demo_scenario import Scenario
 from fleetwatch.cli.status import render, snapshot
 from fleetwatch.cli.table import checks_table, transitions_table
@@ -128,7 +128,7 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
         probes = probes_for(fleet.config, scheduler)
         async with (
             scheduler,
-            AppServer(probes.asgi_app(), port=fleet.probe_port) as probe_server,
+            AppServer(probe_server_app(probes), port=fleet.probe_port) as probe_server,
             AppServer(node.app(), port=fleet.registry_port) as registry,
             RegistryClient(registry.url, token=fleet.token) as api,
             Gateway(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -36,6 +37,7 @@ from fleetwatch.gateway.admission import Admission, Saturated, parse_retry_after
 from fleetwatch.gateway.errors import error_response, sse_error
 from fleetwatch.gateway.settings import CONNECT_TIMEOUT_S, GatewaySettings
 from fleetwatch.gateway.stats import GatewayStats
+from fleetwatch.observability.metrics import GatewayMetrics, metrics_route
 from fleetwatch.registry.model import Instance
 
 PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -67,17 +69,26 @@ class _Retry:
     response: Response
 
 
-def serves(instance: Instance, model: str | None) -> bool:
-    """Whether ``instance`` advertises ``model`` (in metadata ``model`` or ``models``,
-    comma-separated); an instance that advertises none is taken to serve any."""
-    if model is None:
-        return True
-    advertised = {
+def _advertised(instance: Instance) -> set[str]:
+    return {
         name.strip()
         for key in ("model", "models")
         for name in instance.metadata.get(key, "").split(",")
         if name.strip()
     }
+
+
+def model_label(instance: Instance, model: str | None) -> str:
+    """A metric label for ``model``: only names the instance advertises (bounded), else other."""
+    return model if model is not None and model in _advertised(instance) else "other"
+
+
+def serves(instance: Instance, model: str | None) -> bool:
+    """Whether ``instance`` advertises ``model`` (in metadata ``model`` or ``models``,
+    comma-separated); an instance that advertises none is taken to serve any."""
+    if model is None:
+        return True
+    advertised = _advertised(instance)
     return not advertised or model in advertised
 
 
@@ -106,7 +117,10 @@ class Gateway(AsyncResource):
             queue_timeout=settings.queue_timeout,
         )
         self.balancer = balancer_for(settings.strategy, self.discovery.stats)
-        self.stats = GatewayStats()
+        self.metrics_registry = CollectorRegistry()
+        self.metrics = GatewayMetrics(self.metrics_registry)
+        self.metrics.watch_circuits(self.discovery.outliers.snapshot)
+        self.stats = GatewayStats(service=self.service, metrics=self.metrics)
         self._load_task: asyncio.Task[None] | None = None
         self._models: tuple[float, list[dict[str, Any]]] = (-math.inf, [])
 
@@ -148,8 +162,12 @@ class Gateway(AsyncResource):
             Route("/v1/gateway/stats", self._stats, methods=["GET"]),
             Route("/livez", self._livez, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
+            metrics_route(self.metrics_registry, refresh=self._refresh_metrics),
         ]
         return Starlette(routes=routes)
+
+    async def _refresh_metrics(self) -> None:
+        self.metrics.count_ejections()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -300,11 +318,13 @@ class Gateway(AsyncResource):
                     **{"retry-after": str(max(1, math.ceil(exc.retry_after)))},
                 )
             tried.add(instance.key)
-            result = await self._attempt(request, instance, body, streaming, deadline)
+            result = await self._attempt(
+                request, instance, body, model=model, streaming=streaming, deadline=deadline
+            )
             if isinstance(result, _Retry):
                 last = result.response
                 if attempt + 1 < self.settings.attempts:
-                    self.stats.retries += 1
+                    self.stats.retried()
                 continue
             return result
         self.stats.outcome("failed_before_first_byte")
@@ -351,7 +371,14 @@ class Gateway(AsyncResource):
         return b"".join(chunks)
 
     async def _attempt(
-        self, request: Request, instance: Instance, body: bytes, streaming: bool, deadline: float
+        self,
+        request: Request,
+        instance: Instance,
+        body: bytes,
+        *,
+        model: str | None,
+        streaming: bool,
+        deadline: float,
     ) -> Response | _Retry:
         """Send to one instance. Returns the client's response, or a retry before any byte."""
         loop = asyncio.get_running_loop()
@@ -432,6 +459,7 @@ class Gateway(AsyncResource):
                 streaming=streaming,
                 started=started,
                 deadline=deadline,
+                model=model_label(instance, model),
             ),
             status_code=response.status,
             headers=headers,
@@ -482,9 +510,11 @@ class Gateway(AsyncResource):
         streaming: bool,
         started: float,
         deadline: float,
+        model: str,
     ) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         first_byte: float | None = None
+        events = 0
         ok = response.status < 500
         complete = False
         try:
@@ -492,6 +522,7 @@ class Gateway(AsyncResource):
                 async for chunk in response.content.iter_any():
                     if first_byte is None:
                         first_byte = loop.time() - started
+                    events += chunk.count(b"data: ")
                     yield chunk
             complete = True
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -519,12 +550,13 @@ class Gateway(AsyncResource):
                 response.release()  # the connection goes back to the pool
             else:
                 response.close()  # drops the connection: the server stops generating
-            self.stats.record(
-                instance.version,
-                ok=ok,
-                latency_s=loop.time() - started,
-                first_byte_s=first_byte,
-            )
+            total = loop.time() - started
+            self.stats.record(instance.version, ok=ok, latency_s=total, first_byte_s=first_byte)
+            if streaming and ok:
+                chunks = max(0, events - 1)  # the last event is [DONE]
+                self.metrics.streamed(
+                    self.service, model, first=first_byte, chunks=chunks, total=total
+                )
             await self._finish(instance, stack)
 
     async def _failed(

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fleetwatch.observability.metrics import GatewayMetrics
 
 #: Latency samples kept per version (a sliding window for percentiles).
 WINDOW = 2000
@@ -45,11 +48,18 @@ class VersionFigures:
 
 @dataclass
 class GatewayStats:
-    """Figures by version, and totals by outcome."""
+    """Figures by version, and totals by outcome (mirrored to Prometheus when ``metrics``)."""
 
+    service: str = ""
+    metrics: GatewayMetrics | None = None
     by_version: dict[str, VersionFigures] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     retries: int = 0
+
+    def retried(self) -> None:
+        self.retries += 1
+        if self.metrics is not None:
+            self.metrics.retries.labels(self.service).inc()
 
     def record(
         self,
@@ -65,11 +75,15 @@ class GatewayStats:
             figures.failures += 1
         if latency_s is not None:
             figures.latency_s.append(latency_s)
+            if self.metrics is not None:
+                self.metrics.duration.labels(self.service).observe(latency_s)
         if first_byte_s is not None:
             figures.first_byte_s.append(first_byte_s)
 
     def outcome(self, name: str) -> None:
         self.outcomes[name] = self.outcomes.get(name, 0) + 1
+        if self.metrics is not None:
+            self.metrics.requests.labels(self.service, name).inc()
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -107,6 +107,8 @@ class HealthScheduler:
         self._entries: dict[str, _Entry] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
+        #: Called with every result (metrics observe durations here); must not block.
+        self.listeners: list[Callable[[CheckResult], None]] = []
         self.revision = 0
         self.transitions: deque[Transition] = deque(maxlen=TRANSITION_HISTORY)
         for check, settings in checks:
@@ -217,6 +219,8 @@ class HealthScheduler:
 
     async def _execute(self, entry: _Entry) -> None:
         result = await run_check(entry.check, entry.settings)
+        for listener in self.listeners:
+            listener(result)
         before = entry.hysteresis.status
         after = entry.hysteresis.update(result.status)
         entry.result = result

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -23,6 +25,7 @@ from fleetwatch.health import (
     HealthStatus,
     Observation,
 )
+from fleetwatch.observability.metrics import HealthMetrics, RegistryMetrics, metrics_route
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.open_store import open_store
 from fleetwatch.registry.preservation import PreservationPolicy
@@ -31,6 +34,7 @@ from fleetwatch.registry.store import RegistryStore
 from fleetwatch.server.app import create_app
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.errors import status_of
+from fleetwatch.server.node_metrics import follow_changes, refresh, timed_discovery
 
 
 class StoreCheck:
@@ -95,6 +99,9 @@ class RegistryNode:
             ]
         )
         self.probes = HealthProbes(self.health, service_id="fleetwatch-registry")
+        self.metrics_registry = CollectorRegistry()
+        self.metrics = RegistryMetrics(self.metrics_registry)
+        HealthMetrics(self.health, self.metrics_registry)
         if auth is None:
             tokens = [Token(name, secret, scopes) for name, secret, scopes in config.secrets()]
             auth = TokenAuth.from_environment(tokens, open_reads=registry_config.open_reads)
@@ -105,10 +112,15 @@ class RegistryNode:
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            follower = asyncio.create_task(
+                follow_changes(self.registry, self.metrics), name="fleetwatch.metrics-follow"
+            )
             try:
                 async with self.health, self.monitor:
                     yield
             finally:
+                follower.cancel()
+                await asyncio.gather(follower, return_exceptions=True)
                 # Last: the monitor still talks to the store while it stops (it leaves the
                 # node list), so the store closes after it.
                 await self.store.aclose()
@@ -122,11 +134,19 @@ class RegistryNode:
                 return JSONResponse({"error": str(exc)}, status_of(exc))
             return JSONResponse(self.monitor.snapshot())
 
-        routes: list[Any] = [*self.probes.routes(), Route("/v1/monitor", monitor_status)]
-        return create_app(
+        async def scrape() -> None:
+            await refresh(self.registry, self.metrics, lambda: self.monitor.preservation.engaged)
+
+        routes: list[Any] = [
+            *self.probes.routes(),
+            Route("/v1/monitor", monitor_status),
+            metrics_route(self.metrics_registry, refresh=scrape),
+        ]
+        app = create_app(
             self.registry,
             self.auth,
             max_body_bytes=self.config.registry.max_body_bytes,
             lifespan=lifespan,
             extra_routes=routes,
         )
+        return timed_discovery(app, self.metrics)

@@ -1,0 +1,11 @@
+"""Observability: Prometheus metrics for every fleetwatch server."""
+
+from fleetwatch.observability.metrics import (
+    AgentMetrics,
+    GatewayMetrics,
+    HealthMetrics,
+    RegistryMetrics,
+    metrics_route,
+)
+
+__all__ = ["AgentMetrics", "GatewayMetrics", "HealthMetrics", "RegistryMetrics", "metrics_route"]
