@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from fleetwatch.agent.settings import (
     DEFAULT_STARTUP_GRACE_S,
     DEFAULT_TTL_S,
 )
+from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.cli.options import RegistryToken, RegistryUrl
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.errors import ConfigError
@@ -96,7 +96,7 @@ def agent_command(
     Example: fleetwatch agent --service llm --upstream http://127.0.0.1:8080 --kind llamacpp
     -- llama-server -m model.gguf --port 8080 --metrics
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logs("info")
     host, _, port_text = listen.rpartition(":")
     if not host or not port_text.isdigit():
         raise typer.BadParameter(f"--listen takes HOST:PORT, got {listen!r}")

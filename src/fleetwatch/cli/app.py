@@ -9,6 +9,7 @@ from fleetwatch.cli.check import check_command
 from fleetwatch.cli.demo import demo_command
 from fleetwatch.cli.demo_llm import demo_llm_command
 from fleetwatch.cli.gateway import gateway_command
+from fleetwatch.cli.logsetup import global_options
 from fleetwatch.cli.rollout import rollout_command
 from fleetwatch.cli.serve import serve_command
 from fleetwatch.cli.status import status_command
@@ -20,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.callback()(global_options)
 app.command("agent", context_settings={"allow_interspersed_args": False})(agent_command)
 app.command("check")(check_command)
 app.command("demo")(demo_command)

@@ -31,6 +31,7 @@ from rich.text import Text
 
 from fleetwatch.cli.check import probe_server_app, probes_for, shared_http_client
 from fleetwatch.cli.demo_scenario import Scenario
+from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.cli.status import render, snapshot
 from fleetwatch.cli.table import checks_table, transitions_table
 from fleetwatch.config import HealthConfig, load_config
@@ -252,6 +253,7 @@ def demo_command(
 ) -> None:
     """The main job on loopback: registry, gateway, three SmolLM2 servers under agents; traffic,
     a kill -9 and a rollout under traffic, with the figures; then a live view."""
+    setup_logs("warning")  # the demo narrates; logs only for what goes wrong
     console = Console()
     console.rule("[bold]fleetwatch demo")
     ensure_model()  # first run: download SmolLM2 and build llama-server, with progress

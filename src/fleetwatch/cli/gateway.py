@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.cli.options import RegistryToken, RegistryUrl
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.discovery.balancer import Strategy
@@ -68,6 +69,7 @@ def gateway_command(
     """Proxy /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models to the
     healthy instances of a service. Clients authenticate with a token from
     $FLEETWATCH_GATEWAY_TOKENS (comma-separated) when it is set."""
+    setup_logs("info")
     console = Console()
     tokens = frozenset(
         t.strip() for t in os.environ.get(CLIENT_TOKENS_ENV, "").split(",") if t.strip()

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.cli.options import RegistryToken, RegistryUrl
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.discovery.registry_client import RegistryClient
@@ -71,6 +72,7 @@ def rollout_command(
 ) -> None:
     """Replace each instance of a service: start the new one under an agent, wait until it is
     available, drain the old one, wait until it has left; stop safely on any failure."""
+    setup_logs("info")
     console = Console(stderr=as_json)
     if undo:
         version, launch = asyncio.run(_previous(registry, token, service))

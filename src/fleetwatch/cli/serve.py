@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.config.registry import load_serve_config
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
 from fleetwatch.registry.registry import TOKEN_ENV
@@ -46,6 +47,7 @@ def serve_command(
     ] = None,
 ) -> None:
     """Run the registry: API, monitor of every instance, reaper, change feed."""
+    setup_logs("info")
     console = Console()
     serve_config = load_serve_config(config)
     node = RegistryNode(serve_config, store_url=store or os.environ.get("FLEETWATCH_STORE"))
