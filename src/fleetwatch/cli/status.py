@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -92,21 +92,67 @@ def render(index: int, found: dict[str, list[Instance]], url: str) -> Table:
     return table
 
 
+def slo_table(slos: list[dict[str, Any]]) -> Table:
+    """Objectives with their SLIs, budget left, burn rates and alerts."""
+    table = Table(title="service-level objectives", title_justify="left")
+    for column in (
+        "service",
+        "objective",
+        "availability",
+        "capacity",
+        "budget left",
+        "burn 5m/1h/6h",
+        "alert",
+    ):
+        table.add_column(column)
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value * 100:.3f}%"
+
+    for slo in slos:
+        rates = slo["burn_rates"]
+        burn = "/".join(
+            "-" if rates.get(w) is None else f"{rates[w]:g}" for w in ("5m", "1h", "6h")
+        )
+        alerts = [name for name, on in slo["alerts"].items() if on]
+        table.add_row(
+            slo["service"],
+            pct(slo["objective"]),
+            pct(slo["availability"]),
+            pct(slo["capacity"]),
+            pct(slo["error_budget_remaining"]),
+            burn,
+            Text(", ".join(alerts), style="bold red") if alerts else Text("ok", style="green"),
+        )
+    return table
+
+
 async def _run(
-    registry: str | None, services: list[str] | None, watch: bool, as_json: bool, console: Console
+    registry: str | None,
+    services: list[str] | None,
+    watch: bool,
+    as_json: bool,
+    console: Console,
+    *,
+    slo: bool = False,
 ) -> None:
     async with RegistryClient(registry) as client:
         index, found = await snapshot(client, services)
+        slos = await client.slos() if slo else []
         if as_json:
-            payload = {
+            payload: dict[str, Any] = {
                 "registry": client.url,
                 "index": index,
                 "services": {name: [i.to_dict() for i in items] for name, items in found.items()},
             }
+            if slo:
+                payload["slos"] = slos
             console.print_json(json.dumps(payload))
             return
         if not watch:
             console.print(render(index, found, client.url))
+            if slo:
+                console.print(slo_table(slos))
             return
         with Live(render(index, found, client.url), console=console, auto_refresh=False) as live:
             while True:
@@ -132,10 +178,13 @@ def status_command(
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the table live.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    slo: Annotated[
+        bool, typer.Option("--slo", help="Also show service-level objectives and error budgets.")
+    ] = False,
 ) -> None:
     """Services and instances with status, age and last check. Reads $FLEETWATCH_TOKEN."""
     if watch and as_json:
         raise typer.BadParameter("--json prints one snapshot; it goes without --watch")
     console = Console()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(registry, service, watch, as_json, console))
+        asyncio.run(_run(registry, service, watch, as_json, console, slo=slo))

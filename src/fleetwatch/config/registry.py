@@ -17,6 +17,14 @@ self_preservation_minimum = 5
 name = "team-a"
 token_env = "TEAM_A_TOKEN"            # the secret lives in the environment, never here
 scopes = ["register", "read"]
+
+[[slos]]
+service = "llm"
+objective = 0.999                     # share of time with >= min_available available
+window = "30d"
+min_available = 1
+desired = 3                           # capacity SLI: available / desired
+capacity_objective = 0.9
 ```
 """
 
@@ -71,6 +79,28 @@ class TokenSection(BaseModel):
     scopes: list[Literal["read", "register", "admin"]]
 
 
+class SloSection(BaseModel):
+    """``[[slos]]``: a service's availability and capacity objectives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    #: Share of time with at least ``min_available`` available instances, e.g. 0.999.
+    objective: Annotated[float, Field(gt=0, lt=1)] = 0.999
+    window: Duration = 30 * 86400.0
+    min_available: Annotated[int, Field(ge=1)] = 1
+    #: Capacity SLI: available over desired instances (one of ten up is not "available").
+    desired: Annotated[int, Field(ge=1)] | None = None
+    capacity_objective: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if value < 3600:
+            raise ValueError(f"must be at least 1h (burn rates look back up to 6h), got {value:g}s")
+        return value
+
+
 class ServeConfig(BaseModel):
     """A whole ``fleetwatch serve`` configuration file."""
 
@@ -79,6 +109,7 @@ class ServeConfig(BaseModel):
     registry: RegistrySection = Field(default_factory=RegistrySection)
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     tokens: list[TokenSection] = Field(default_factory=list)
+    slos: list[SloSection] = Field(default_factory=list)
 
     @field_validator("tokens")
     @classmethod

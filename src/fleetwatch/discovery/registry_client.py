@@ -173,6 +173,11 @@ class RegistryClient(AsyncResource):
         body = response.json()
         return int(body["index"]), dict(body["services"])
 
+    async def slos(self) -> list[dict[str, Any]]:
+        """Every service-level objective, judged now."""
+        response = await self._call("GET", "/v1/slo")
+        return list(response.json()["slos"])
+
     async def monitor(self) -> dict[str, Any]:
         """The monitor's counters and self-preservation state."""
         response = await self._call("GET", "/v1/monitor")

@@ -29,6 +29,7 @@ from fleetwatch.health.result import CheckResult
 from fleetwatch.health.scheduler import HealthScheduler
 from fleetwatch.health.status import HealthStatus
 from fleetwatch.registry.model import Event, EventType, InstanceStatus
+from fleetwatch.slo.tracker import SloReport
 
 #: Latency buckets from a fast health check (1 ms) to a slow generation (60 s).
 SECONDS_BUCKETS = (
@@ -137,11 +138,74 @@ class RegistryMetrics:
             buckets=SECONDS_BUCKETS,
             registry=registry,
         )
+        self.slo_objective = Gauge(
+            "fleetwatch_slo_objective_ratio",
+            "The availability objective.",
+            ["service"],
+            registry=registry,
+        )
+        self.slo_availability = Gauge(
+            "fleetwatch_slo_availability_ratio",
+            "Share of the window with at least min_available instances available.",
+            ["service"],
+            registry=registry,
+        )
+        self.slo_capacity = Gauge(
+            "fleetwatch_slo_capacity_ratio",
+            "Available over desired instances, averaged over the window.",
+            ["service"],
+            registry=registry,
+        )
+        self.slo_budget = Gauge(
+            "fleetwatch_slo_error_budget_remaining_ratio",
+            "Share of the window's error budget not yet spent.",
+            ["service"],
+            registry=registry,
+        )
+        self.slo_burn = Gauge(
+            "fleetwatch_slo_burn_rate",
+            "Error budget burn rate over a recent window (1 = exactly on budget).",
+            ["service", "window"],
+            registry=registry,
+        )
+        self.slo_alert = Gauge(
+            "fleetwatch_slo_burn_alert",
+            "1 while a multi-window burn-rate alert fires (fast: 14.4 over 1h and 5m; slow: 6 "
+            "over 6h and 30m).",
+            ["service", "severity"],
+            registry=registry,
+        )
         self.self_preservation = Gauge(
             "fleetwatch_self_preservation",
             "1 while the monitor holds back evictions (it lost sight of too many instances).",
             registry=registry,
         )
+
+    def set_slos(self, reports: Iterable[SloReport]) -> None:
+        """Each objective's SLIs, budget, burn rates and alerts."""
+        for gauge in (
+            self.slo_availability,
+            self.slo_capacity,
+            self.slo_budget,
+            self.slo_burn,
+            self.slo_alert,
+            self.slo_objective,
+        ):
+            gauge.clear()
+        for report in reports:
+            service = report.service
+            self.slo_objective.labels(service).set(report.objective)
+            if report.availability is not None:
+                self.slo_availability.labels(service).set(report.availability)
+            if report.capacity is not None:
+                self.slo_capacity.labels(service).set(report.capacity)
+            if report.budget_remaining is not None:
+                self.slo_budget.labels(service).set(report.budget_remaining)
+            for window, rate in report.burn_rates.items():
+                if rate is not None:
+                    self.slo_burn.labels(service, window).set(rate)
+            self.slo_alert.labels(service, "fast").set(1.0 if report.fast_burn else 0.0)
+            self.slo_alert.labels(service, "slow").set(1.0 if report.slow_burn else 0.0)
 
     def observe_event(self, event: Event, now: float) -> None:
         """Count one change from the change feed."""

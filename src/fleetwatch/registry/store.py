@@ -123,6 +123,20 @@ class RegistryStore(Protocol):
         """The latest load figures of a service's instances, by instance id."""
         ...
 
+    async def add_sli(
+        self, service: str, minute: int, good: float, total: float, capacity: float
+    ) -> None:
+        """Add seconds of service-level indicator to one minute's bucket (SLO history)."""
+        ...
+
+    async def sli_minutes(self, service: str, since: int) -> dict[int, tuple[float, float, float]]:
+        """{minute: (good seconds, seconds, capacity-seconds)} from minute ``since`` on."""
+        ...
+
+    async def trim_sli(self, service: str, before: int) -> None:
+        """Forget SLO history older than minute ``before``."""
+        ...
+
     async def note(self, kind: EventType, reason: str) -> Event:
         """Record a registry-wide notice (self-preservation) in the change feed."""
         ...

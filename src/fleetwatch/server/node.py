@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from fleetwatch.server.app import create_app
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.errors import status_of
 from fleetwatch.server.node_metrics import follow_changes, refresh, timed_discovery
+from fleetwatch.slo import SloTracker
 
 
 class StoreCheck:
@@ -99,6 +101,12 @@ class RegistryNode:
             ]
         )
         self.probes = HealthProbes(self.health, service_id="fleetwatch-registry")
+        self.slo = SloTracker(
+            self.store,
+            config.slos,
+            # One node samples for the fleet (the first by id), so seconds are counted once.
+            is_sampler=lambda: min(self.monitor.nodes) == self.monitor.node_id,
+        )
         self.metrics_registry = CollectorRegistry()
         self.metrics = RegistryMetrics(self.metrics_registry)
         HealthMetrics(self.health, self.metrics_registry)
@@ -115,12 +123,14 @@ class RegistryNode:
             follower = asyncio.create_task(
                 follow_changes(self.registry, self.metrics), name="fleetwatch.metrics-follow"
             )
+            sampler = asyncio.create_task(self.slo.run(), name="fleetwatch.slo-sampler")
             try:
                 async with self.health, self.monitor:
                     yield
             finally:
                 follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+                sampler.cancel()
+                await asyncio.gather(follower, sampler, return_exceptions=True)
                 # Last: the monitor still talks to the store while it stops (it leaves the
                 # node list), so the store closes after it.
                 await self.store.aclose()
@@ -136,10 +146,23 @@ class RegistryNode:
 
         async def scrape() -> None:
             await refresh(self.registry, self.metrics, lambda: self.monitor.preservation.engaged)
+            with contextlib.suppress(RegistryError):
+                self.metrics.set_slos(await self.slo.reports())
+
+        async def slos(request: Request) -> JSONResponse:
+            try:
+                self.auth.principal(request.headers.get("authorization")).require(
+                    Scope.READ, "reading the service-level objectives"
+                )
+                reports = await self.slo.reports()
+            except RegistryError as exc:
+                return JSONResponse({"error": str(exc)}, status_of(exc))
+            return JSONResponse({"slos": [r.as_dict() for r in reports]})
 
         routes: list[Any] = [
             *self.probes.routes(),
             Route("/v1/monitor", monitor_status),
+            Route("/v1/slo", slos),
             metrics_route(self.metrics_registry, refresh=scrape),
         ]
         app = create_app(

@@ -403,6 +403,43 @@ class RedisStore:
                 args=[_field(service, instance_id), json.dumps(dict(load))],
             )
 
+    def _sli_key(self, service: str) -> str:
+        return f"{self._tag}:sli:{service}"
+
+    async def add_sli(
+        self, service: str, minute: int, good: float, total: float, capacity: float
+    ) -> None:
+        key = self._sli_key(service)
+        async with (
+            _translated("write SLO history"),
+            self._client.pipeline(transaction=False) as pipe,
+        ):
+            pipe.hincrbyfloat(key, f"{minute}:g", good)
+            pipe.hincrbyfloat(key, f"{minute}:t", total)
+            pipe.hincrbyfloat(key, f"{minute}:c", capacity)
+            await pipe.execute()
+
+    async def sli_minutes(self, service: str, since: int) -> dict[int, tuple[float, float, float]]:
+        async with _translated("read SLO history"):
+            raw = await self._client.hgetall(self._sli_key(service))
+        parts: dict[int, list[float]] = {}
+        for field, value in raw.items():
+            minute_text, _, kind = _text(field).partition(":")
+            minute = int(minute_text)
+            if minute >= since:
+                slot = parts.setdefault(minute, [0.0, 0.0, 0.0])
+                slot["gtc".index(kind)] = float(_text(value))
+        return {m: (p[0], p[1], p[2]) for m, p in parts.items()}
+
+    async def trim_sli(self, service: str, before: int) -> None:
+        key = self._sli_key(service)
+        async with _translated("trim SLO history"):
+            fields = [
+                f for f in await self._client.hkeys(key) if int(_text(f).partition(":")[0]) < before
+            ]
+            if fields:
+                await self._client.hdel(key, *fields)
+
     async def loads(self, service: str) -> dict[str, dict[str, float]]:
         async with _translated("read load"):
             ids = sorted(_text(i) for i in await self._client.smembers(self._svc(service)))
