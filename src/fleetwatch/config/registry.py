@@ -36,9 +36,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from fleetwatch.config._validation import Where, validate
+from fleetwatch.config.alerts import AlertSection, NotifierSection
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.errors import ConfigError
 
@@ -110,6 +111,29 @@ class ServeConfig(BaseModel):
     monitor: MonitorSection = Field(default_factory=MonitorSection)
     tokens: list[TokenSection] = Field(default_factory=list)
     slos: list[SloSection] = Field(default_factory=list)
+    alerts: list[AlertSection] = Field(default_factory=list)
+    notifiers: list[NotifierSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _alerts_name_known_things(self) -> ServeConfig:
+        notifiers = {n.name for n in self.notifiers}
+        objectives = {s.service for s in self.slos}
+        for alert in self.alerts:
+            unknown = sorted(set(alert.notify or ()) - notifiers)
+            if unknown:
+                raise ValueError(
+                    f"alert {alert.name!r} notifies {', '.join(unknown)}, which no "
+                    f"[[notifiers]] defines (defined: {', '.join(sorted(notifiers)) or 'none'})"
+                )
+            if alert.kind == "slo_burn" and alert.service not in objectives:
+                raise ValueError(
+                    f"alert {alert.name!r} watches the SLO of {alert.service!r}, which no "
+                    "[[slos]] defines"
+                )
+        names = [a.name for a in self.alerts]
+        if len(names) != len(set(names)):
+            raise ValueError("alert names must be unique")
+        return self
 
     @field_validator("tokens")
     @classmethod

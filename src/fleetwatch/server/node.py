@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from fleetwatch.alerts import AlertEngine, notifier_for
 from fleetwatch.config.registry import ServeConfig
 from fleetwatch.errors import RegistryError, RegistryUnavailable
 from fleetwatch.health import (
@@ -107,6 +108,14 @@ class RegistryNode:
             # One node samples for the fleet (the first by id), so seconds are counted once.
             is_sampler=lambda: min(self.monitor.nodes) == self.monitor.node_id,
         )
+        self.notifiers = {n.name: notifier_for(n) for n in config.notifiers}
+        self.alerts = AlertEngine(
+            config.alerts,
+            self.notifiers,
+            instances=self.store.instances,
+            slos=self.slo.reports,
+            is_evaluator=lambda: min(self.monitor.nodes) == self.monitor.node_id,
+        )
         self.metrics_registry = CollectorRegistry()
         self.metrics = RegistryMetrics(self.metrics_registry)
         HealthMetrics(self.health, self.metrics_registry)
@@ -124,13 +133,18 @@ class RegistryNode:
                 follow_changes(self.registry, self.metrics), name="fleetwatch.metrics-follow"
             )
             sampler = asyncio.create_task(self.slo.run(), name="fleetwatch.slo-sampler")
+            for notifier in self.notifiers.values():
+                await notifier.start()
+            evaluator = asyncio.create_task(self.alerts.run(), name="fleetwatch.alerts")
             try:
                 async with self.health, self.monitor:
                     yield
             finally:
-                follower.cancel()
-                sampler.cancel()
-                await asyncio.gather(follower, sampler, return_exceptions=True)
+                for task in (follower, sampler, evaluator):
+                    task.cancel()
+                await asyncio.gather(follower, sampler, evaluator, return_exceptions=True)
+                for notifier in self.notifiers.values():
+                    await notifier.aclose()
                 # Last: the monitor still talks to the store while it stops (it leaves the
                 # node list), so the store closes after it.
                 await self.store.aclose()
@@ -149,6 +163,23 @@ class RegistryNode:
             with contextlib.suppress(RegistryError):
                 self.metrics.set_slos(await self.slo.reports())
 
+        async def alerts(request: Request) -> JSONResponse:
+            try:
+                self.auth.principal(request.headers.get("authorization")).require(
+                    Scope.READ, "reading alerts"
+                )
+            except RegistryError as exc:
+                return JSONResponse({"error": str(exc)}, status_of(exc))
+            return JSONResponse(
+                {
+                    "firing": [
+                        {"rule": rule, "subject": subject, "since": since, "summary": summary}
+                        for (rule, subject), (since, summary) in sorted(self.alerts.firing.items())
+                    ],
+                    "pending": sorted(f"{r}:{s}" for r, s in self.alerts.pending),
+                }
+            )
+
         async def slos(request: Request) -> JSONResponse:
             try:
                 self.auth.principal(request.headers.get("authorization")).require(
@@ -163,6 +194,7 @@ class RegistryNode:
             *self.probes.routes(),
             Route("/v1/monitor", monitor_status),
             Route("/v1/slo", slos),
+            Route("/v1/alerts", alerts),
             metrics_route(self.metrics_registry, refresh=scrape),
         ]
         app = create_app(
