@@ -14,6 +14,8 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 # promtool (from Debian's prometheus) lints every /metrics page in the tests.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The dashboard is tested in a real headless Chromium (driven by Playwright, no download).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 if ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     missing+=(python3 python3-venv python3-dev)

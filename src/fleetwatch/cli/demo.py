@@ -154,7 +154,8 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
             try:
                 await _narrate(scenario, console)
                 console.print(
-                    f"\nregistry [cyan]{registry.url}[/] (API docs {registry.url}/docs)\n"
+                    f"\ndashboard [cyan]{registry.url}/ui/#token={fleet.token}[/]\n"
+                    f"registry [cyan]{registry.url}[/] (API docs {registry.url}/docs)\n"
                     f"gateway  [cyan]{gateway_server.url}/v1[/] (OpenAI base URL; figures at "
                     f"{gateway_server.url}/v1/gateway/stats)\nprobe server [cyan]{probe_server.url}"
                     f"[/]\nin another terminal: [bold]FLEETWATCH_TOKEN={fleet.token} fleetwatch "

@@ -7,13 +7,15 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from fleetwatch.alerts import AlertEngine, notifier_for
@@ -38,6 +40,9 @@ from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.errors import status_of
 from fleetwatch.server.node_metrics import follow_changes, refresh, timed_discovery
 from fleetwatch.slo import SloTracker
+
+#: The dashboard: plain HTML, CSS and an ES module, served as they are (no build step).
+UI_DIR = Path(__file__).parent / "ui"
 
 
 class StoreCheck:
@@ -195,6 +200,8 @@ class RegistryNode:
             Route("/v1/monitor", monitor_status),
             Route("/v1/slo", slos),
             Route("/v1/alerts", alerts),
+            Route("/ui", lambda request: RedirectResponse("/ui/"), methods=["GET"]),
+            Mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui"),
             metrics_route(self.metrics_registry, refresh=scrape),
         ]
         app = create_app(
