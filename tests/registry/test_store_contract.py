@@ -226,13 +226,16 @@ async def test_notices_join_the_change_feed(store: RegistryStore) -> None:
 
 
 async def test_sli_history_adds_up_reads_from_a_minute_and_trims(store: RegistryStore) -> None:
-    """SLO buckets accumulate per minute, read from a given minute on, and can be trimmed."""
-    await store.add_sli("llm", 100, 1.0, 1.0, 0.5)
-    await store.add_sli("llm", 100, 0.0, 1.0, 0.0)
-    await store.add_sli("llm", 101, 1.0, 1.0, 1.0)
-    await store.add_sli("other", 100, 1.0, 1.0, 1.0)
-    assert await store.sli_minutes("llm", 0) == {100: (1.0, 2.0, 0.5), 101: (1.0, 1.0, 1.0)}
-    assert await store.sli_minutes("llm", 101) == {101: (1.0, 1.0, 1.0)}
+    """SLO counters accumulate per minute, read from a given minute on, and can be trimmed."""
+    await store.add_sli("llm", 100, {"good": 1.0, "total": 1.0, "capacity": 0.5})
+    await store.add_sli("llm", 100, {"good": 0.0, "total": 1.0})
+    await store.add_sli("llm", 101, {"requests": 3.0})
+    await store.add_sli("other", 100, {"good": 1.0})
+    assert await store.sli_minutes("llm", 0) == {
+        100: {"good": 1.0, "total": 2.0, "capacity": 0.5},
+        101: {"requests": 3.0},
+    }
+    assert await store.sli_minutes("llm", 101) == {101: {"requests": 3.0}}
     await store.trim_sli("llm", 101)
-    assert await store.sli_minutes("llm", 0) == {101: (1.0, 1.0, 1.0)}
-    assert await store.sli_minutes("other", 0) == {100: (1.0, 1.0, 1.0)}
+    assert await store.sli_minutes("llm", 0) == {101: {"requests": 3.0}}
+    assert await store.sli_minutes("other", 0) == {100: {"good": 1.0}}

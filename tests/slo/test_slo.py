@@ -9,6 +9,7 @@ import json
 import sys
 
 import httpx
+import pytest
 
 from fleetwatch.config.registry import ServeConfig, SloSection
 from fleetwatch.discovery import RegistryClient
@@ -71,6 +72,31 @@ async def test_a_healthy_service_keeps_its_budget() -> None:
     assert (report.availability, report.budget_remaining) == (1.0, 1.0)
     assert report.burn_rates["5m"] == 0.0
     assert not report.fast_burn
+
+
+async def test_request_slis_count_gateway_reports() -> None:
+    """Requests reported by gateways: success and first-token-in-time shares; a failing
+    stream of requests burns the request budget and fires the fast alert."""
+    store, clock = MemoryStore(), Clock()
+    objective = SloSection(
+        service="llm", request_objective=0.99, latency_objective=0.9, latency_threshold=2
+    )
+    tracker = SloTracker(store, [objective], clock=clock)
+    await tracker.add_requests("llm", total=100, ok=90, fast=80)
+    report = await tracker.report("llm")
+    assert report.requests == 100
+    assert report.request_success == 0.9
+    assert report.latency_within_threshold == 0.8
+    assert report.request_burn_rates["5m"] == 10.0  # 10 % failing against a 1 % budget
+    await tracker.add_requests("llm", total=100, ok=0, fast=0)
+    assert (await tracker.report("llm")).fast_burn
+
+
+async def test_reports_for_a_service_without_an_objective_are_refused() -> None:
+    """add_requests names only configured services."""
+    tracker = SloTracker(MemoryStore(), [SloSection(service="llm")])
+    with pytest.raises(KeyError):
+        await tracker.add_requests("other", total=1, ok=1, fast=1)
 
 
 async def _node(redis: RedisServer, port: int) -> tuple[RegistryNode, AppServer]:

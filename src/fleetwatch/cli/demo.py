@@ -151,6 +151,10 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
                 fleet.workdir / "logs",
                 lambda line: console.log(line, highlight=False),
             )
+            console.print(
+                f"dashboard [cyan]{registry.url}/ui/#token={fleet.token}[/] "
+                "(open it to watch the scenario live)"
+            )
             try:
                 await _narrate(scenario, console)
                 console.print(

@@ -25,6 +25,9 @@ window = "30d"
 min_available = 1
 desired = 3                           # capacity SLI: available / desired
 capacity_objective = 0.9
+request_objective = 0.99              # share of gateway requests that succeed
+latency_objective = 0.95              # share whose first token comes within the threshold
+latency_threshold = "2s"
 ```
 """
 
@@ -93,6 +96,11 @@ class SloSection(BaseModel):
     #: Capacity SLI: available over desired instances (one of ten up is not "available").
     desired: Annotated[int, Field(ge=1)] | None = None
     capacity_objective: Annotated[float, Field(gt=0, lt=1)] | None = None
+    #: Request SLIs, from what gateways report: share of requests that succeeded...
+    request_objective: Annotated[float, Field(gt=0, lt=1)] | None = None
+    #: ...and share whose first byte (first token) came within ``latency_threshold``.
+    latency_objective: Annotated[float, Field(gt=0, lt=1)] | None = None
+    latency_threshold: Duration = 2.0
 
     @field_validator("window")
     @classmethod

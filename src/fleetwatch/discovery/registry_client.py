@@ -178,6 +178,14 @@ class RegistryClient(AsyncResource):
         response = await self._call("GET", "/v1/slo")
         return list(response.json()["slos"])
 
+    async def report_requests(self, service: str, total: int, ok: int, fast: int) -> None:
+        """Requests a gateway served for ``service`` (for its request SLIs)."""
+        await self._call(
+            "POST",
+            f"/v1/slo/{service}/requests",
+            json={"total": total, "ok": ok, "fast": fast},
+        )
+
     async def monitor(self) -> dict[str, Any]:
         """The monitor's counters and self-preservation state."""
         response = await self._call("GET", "/v1/monitor")

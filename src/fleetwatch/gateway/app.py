@@ -32,7 +32,7 @@ from fleetwatch.async_resource import AsyncResource
 from fleetwatch.discovery import DiscoveryClient, RegistryClient
 from fleetwatch.discovery.balancer import balancer_for
 from fleetwatch.discovery.client import RequestOutcome
-from fleetwatch.errors import RegistryError
+from fleetwatch.errors import Forbidden, InstanceNotFound, RegistryError, Unauthorized
 from fleetwatch.gateway.admission import Admission, Saturated, parse_retry_after
 from fleetwatch.gateway.errors import error_response, sse_error
 from fleetwatch.gateway.settings import CONNECT_TIMEOUT_S, GatewaySettings
@@ -122,6 +122,7 @@ class Gateway(AsyncResource):
         self.metrics.watch_circuits(self.discovery.outliers.snapshot)
         self.stats = GatewayStats(service=self.service, metrics=self.metrics)
         self._load_task: asyncio.Task[None] | None = None
+        self._slo_task: asyncio.Task[None] | None = None
         self._models: tuple[float, list[dict[str, Any]]] = (-math.inf, [])
 
     @property
@@ -143,11 +144,15 @@ class Gateway(AsyncResource):
         with contextlib.suppress(RegistryError):
             await self.discovery.instances(self.service)
         self._load_task = asyncio.create_task(self._poll_load(), name="fleetwatch.gateway.load")
+        self._slo_task = asyncio.create_task(self._report_slo(), name="fleetwatch.gateway.slo")
 
     async def aclose(self) -> None:
-        if self._load_task is not None:
-            self._load_task.cancel()
-            await asyncio.gather(self._load_task, return_exceptions=True)
+        tasks = [t for t in (self._load_task, self._slo_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(RegistryError):
+            await self._send_sli()  # what was counted since the last report
         if self._http is not None:
             await self._http.close()
         await self._registry.aclose()
@@ -192,6 +197,29 @@ class Gateway(AsyncResource):
         if self.settings.upstream_api_key:
             headers["authorization"] = f"Bearer {self.settings.upstream_api_key}"
         return headers
+
+    async def _report_slo(self) -> None:
+        """Send the request counts for the service's SLO to the registry, every report
+        interval; learn the latency threshold from the objective."""
+        while True:
+            await asyncio.sleep(self.settings.slo_report_every)
+            with contextlib.suppress(RegistryError):
+                for slo in await self._registry.slos():
+                    if slo["service"] == self.service and slo.get("latency_threshold_s"):
+                        self.stats.latency_threshold_s = float(slo["latency_threshold_s"])
+                await self._send_sli()
+
+    async def _send_sli(self) -> None:
+        total, ok, fast = self.stats.take_sli()
+        if not total:
+            return
+        try:
+            await self._registry.report_requests(self.service, total, ok, fast)
+        except (InstanceNotFound, Forbidden, Unauthorized):
+            pass  # no objective for this service, or no right to report: nothing to keep
+        except RegistryError:
+            self.stats.sli = [a + b for a, b in zip(self.stats.sli, (total, ok, fast), strict=True)]
+            raise
 
     async def _poll_load(self) -> None:
         """Copy the registry's load channel into the balancer's view, every ``load_every``."""
@@ -310,6 +338,7 @@ class Gateway(AsyncResource):
                 if last is not None:
                     break
                 self.stats.outcome("saturated")
+                self.stats.request_done(ok=False, first_byte_s=None)
                 return error_response(
                     429,
                     f"{self.service}: {exc}",
@@ -328,6 +357,7 @@ class Gateway(AsyncResource):
                 continue
             return result
         self.stats.outcome("failed_before_first_byte")
+        self.stats.request_done(ok=False, first_byte_s=None)
         assert last is not None
         return last
 
@@ -346,6 +376,7 @@ class Gateway(AsyncResource):
                 "model_not_found",
             )
         self.stats.outcome("no_instance")
+        self.stats.request_done(ok=False, first_byte_s=None)
         return error_response(
             503,
             f"no available instance of {self.service!r}",
@@ -412,6 +443,7 @@ class Gateway(AsyncResource):
                 return Response(status_code=499)
             self.stats.record(instance.version, ok=False)
             self.stats.outcome("timeout")
+            self.stats.request_done(ok=False, first_byte_s=None)
             return error_response(
                 504, f"no answer within {self.settings.request_timeout:g}s", "timeout", "timeout"
             )
@@ -497,6 +529,7 @@ class Gateway(AsyncResource):
         ok = response.status < 500
         self.stats.record(instance.version, ok=ok, latency_s=elapsed, first_byte_s=elapsed)
         self.stats.outcome("ok" if ok else "upstream_5xx")
+        self.stats.request_done(ok=ok, first_byte_s=elapsed)
         await self._finish(instance, stack)
         return Response(content, status_code=response.status, headers=headers)
 
@@ -552,6 +585,8 @@ class Gateway(AsyncResource):
                 response.close()  # drops the connection: the server stops generating
             total = loop.time() - started
             self.stats.record(instance.version, ok=ok, latency_s=total, first_byte_s=first_byte)
+            if not outcome.cancelled:
+                self.stats.request_done(ok=ok, first_byte_s=first_byte)
             if streaming and ok:
                 chunks = max(0, events - 1)  # the last event is [DONE]
                 self.metrics.streamed(

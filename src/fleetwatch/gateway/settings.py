@@ -40,6 +40,8 @@ class GatewaySettings:
     #: has reached the client yet.
     attempts: int = 2
     load_every: float = 1.0
+    #: How often request counts go to the registry for the service's SLO.
+    slo_report_every: float = 10.0
     outliers: OutlierPolicy = field(default_factory=OutlierPolicy)
 
     def __post_init__(self) -> None:
@@ -49,6 +51,6 @@ class GatewaySettings:
             raise ValueError(f"queue_limit must be >= 0, got {self.queue_limit}")
         if not 1 <= self.attempts <= 5:
             raise ValueError(f"attempts must be 1-5, got {self.attempts}")
-        for name in ("request_timeout", "queue_timeout", "load_every"):
+        for name in ("request_timeout", "queue_timeout", "load_every", "slo_report_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -56,6 +56,23 @@ class GatewayStats:
     outcomes: dict[str, int] = field(default_factory=dict)
     retries: int = 0
 
+    #: Client requests since the last SLO report: all, succeeded, first byte within threshold.
+    sli: list[int] = field(default_factory=lambda: [0, 0, 0])
+    latency_threshold_s: float = 2.0
+
+    def request_done(self, *, ok: bool, first_byte_s: float | None) -> None:
+        """One client request ended (whatever the attempts behind it)."""
+        self.sli[0] += 1
+        if ok:
+            self.sli[1] += 1
+            if first_byte_s is not None and first_byte_s <= self.latency_threshold_s:
+                self.sli[2] += 1
+
+    def take_sli(self) -> tuple[int, int, int]:
+        """The counts since the last call, and start again."""
+        counts, self.sli = self.sli, [0, 0, 0]
+        return counts[0], counts[1], counts[2]
+
     def retried(self) -> None:
         self.retries += 1
         if self.metrics is not None:

@@ -156,6 +156,18 @@ class RegistryMetrics:
             ["service"],
             registry=registry,
         )
+        self.slo_requests = Gauge(
+            "fleetwatch_slo_request_success_ratio",
+            "Share of gateway requests over the window that succeeded.",
+            ["service"],
+            registry=registry,
+        )
+        self.slo_latency = Gauge(
+            "fleetwatch_slo_latency_within_threshold_ratio",
+            "Share of gateway requests whose first token came within the latency threshold.",
+            ["service"],
+            registry=registry,
+        )
         self.slo_budget = Gauge(
             "fleetwatch_slo_error_budget_remaining_ratio",
             "Share of the window's error budget not yet spent.",
@@ -189,6 +201,8 @@ class RegistryMetrics:
             self.slo_budget,
             self.slo_burn,
             self.slo_alert,
+            self.slo_requests,
+            self.slo_latency,
             self.slo_objective,
         ):
             gauge.clear()
@@ -204,6 +218,10 @@ class RegistryMetrics:
             for window, rate in report.burn_rates.items():
                 if rate is not None:
                     self.slo_burn.labels(service, window).set(rate)
+            if report.request_success is not None:
+                self.slo_requests.labels(service).set(report.request_success)
+            if report.latency_within_threshold is not None:
+                self.slo_latency.labels(service).set(report.latency_within_threshold)
             self.slo_alert.labels(service, "fast").set(1.0 if report.fast_burn else 0.0)
             self.slo_alert.labels(service, "slow").set(1.0 if report.slow_burn else 0.0)
 

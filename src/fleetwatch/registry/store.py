@@ -123,14 +123,12 @@ class RegistryStore(Protocol):
         """The latest load figures of a service's instances, by instance id."""
         ...
 
-    async def add_sli(
-        self, service: str, minute: int, good: float, total: float, capacity: float
-    ) -> None:
-        """Add seconds of service-level indicator to one minute's bucket (SLO history)."""
+    async def add_sli(self, service: str, minute: int, counts: Mapping[str, float]) -> None:
+        """Add to one minute's SLO counters (``good``, ``total``, ``capacity``, requests...)."""
         ...
 
-    async def sli_minutes(self, service: str, since: int) -> dict[int, tuple[float, float, float]]:
-        """{minute: (good seconds, seconds, capacity-seconds)} from minute ``since`` on."""
+    async def sli_minutes(self, service: str, since: int) -> dict[int, dict[str, float]]:
+        """{minute: {counter: value}} from minute ``since`` on."""
         ...
 
     async def trim_sli(self, service: str, before: int) -> None:

@@ -185,6 +185,27 @@ class RegistryNode:
                 }
             )
 
+        async def slo_requests(request: Request) -> JSONResponse:
+            service = request.path_params["service"]
+            try:
+                self.auth.principal(request.headers.get("authorization")).require(
+                    Scope.REGISTER, "reporting requests for an SLO"
+                )
+                body = await request.json()
+                counts = [int(body[k]) for k in ("total", "ok", "fast")]
+                if not 0 <= counts[2] <= counts[0] or not 0 <= counts[1] <= counts[0]:
+                    raise ValueError("need 0 <= fast <= total and 0 <= ok <= total")
+                await self.slo.add_requests(service, *counts)
+            except RegistryError as exc:
+                return JSONResponse({"error": str(exc)}, status_of(exc))
+            except KeyError:
+                return JSONResponse({"error": f"no [[slos]] objective for {service!r}"}, 404)
+            except (ValueError, TypeError) as exc:
+                return JSONResponse(
+                    {"error": f"body: {{'total', 'ok', 'fast'}} as integers: {exc}"}, 400
+                )
+            return JSONResponse({"recorded": counts[0]})
+
         async def slos(request: Request) -> JSONResponse:
             try:
                 self.auth.principal(request.headers.get("authorization")).require(
@@ -199,6 +220,7 @@ class RegistryNode:
             *self.probes.routes(),
             Route("/v1/monitor", monitor_status),
             Route("/v1/slo", slos),
+            Route("/v1/slo/{service}/requests", slo_requests, methods=["POST"]),
             Route("/v1/alerts", alerts),
             Route("/ui", lambda request: RedirectResponse("/ui/"), methods=["GET"]),
             Mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui"),

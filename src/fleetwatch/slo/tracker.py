@@ -50,6 +50,13 @@ class SloReport:
     fast_burn: bool = False
     slow_burn: bool = False
     observed_s: float = 0.0
+    requests: int = 0
+    request_success: float | None = None
+    request_objective: float | None = None
+    latency_within_threshold: float | None = None
+    latency_objective: float | None = None
+    latency_threshold_s: float | None = None
+    request_burn_rates: dict[str, float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +69,13 @@ class SloReport:
             "capacity_objective": self.capacity_objective,
             "error_budget_remaining": self.budget_remaining,
             "burn_rates": self.burn_rates,
+            "requests": self.requests,
+            "request_success": self.request_success,
+            "request_objective": self.request_objective,
+            "latency_within_threshold": self.latency_within_threshold,
+            "latency_objective": self.latency_objective,
+            "latency_threshold_s": self.latency_threshold_s,
+            "request_burn_rates": self.request_burn_rates,
             "alerts": {"fast_burn": self.fast_burn, "slow_burn": self.slow_burn},
         }
 
@@ -100,7 +114,9 @@ class SloTracker:
             good = self.sample_every if up >= objective.min_available else 0.0
             share = min(1.0, up / objective.desired) if objective.desired else 0.0
             await self.store.add_sli(
-                service, minute, good, self.sample_every, share * self.sample_every
+                service,
+                minute,
+                {"good": good, "total": self.sample_every, "capacity": share * self.sample_every},
             )
         if now - self._trimmed_at > TRIM_EVERY_S:
             self._trimmed_at = now
@@ -114,6 +130,15 @@ class SloTracker:
                 await self.sample()
             await asyncio.sleep(self.sample_every)
 
+    async def add_requests(self, service: str, total: int, ok: int, fast: int) -> None:
+        """Requests a gateway saw for ``service``: all, succeeded, first byte in time."""
+        if service not in self.objectives:
+            raise KeyError(service)
+        minute = int(self._clock() // 60)
+        await self.store.add_sli(
+            service, minute, {"req_total": total, "req_ok": ok, "req_fast": fast}
+        )
+
     async def reports(self) -> list[SloReport]:
         """Every objective, judged now."""
         return [await self.report(service) for service in sorted(self.objectives)]
@@ -122,33 +147,57 @@ class SloTracker:
         objective = self.objectives[service]
         now = self._clock()
         minutes = await self.store.sli_minutes(service, int((now - objective.window) // 60))
-        good, total, capacity = (sum(b[i] for b in minutes.values()) for i in range(3))
+
+        def total(name: str, since: int | None = None) -> float:
+            return sum(b.get(name, 0.0) for m, b in minutes.items() if since is None or m >= since)
+
         budget = 1.0 - objective.objective
-        availability = good / total if total else None
+        seconds = total("total")
+        availability = total("good") / seconds if seconds else None
         budget_remaining = (
             max(0.0, 1.0 - (1.0 - availability) / budget) if availability is not None else None
         )
+        requests = total("req_total")
         rates: dict[str, float | None] = {}
-        for name, seconds in BURN_WINDOWS.items():
-            since = int((now - seconds) // 60)
-            recent = [b for m, b in minutes.items() if m >= since]
-            g, t = sum(b[0] for b in recent), sum(b[1] for b in recent)
-            rates[name] = round((1.0 - g / t) / budget, 3) if t else None
+        request_rates: dict[str, float | None] = {}
+        request_budget = 1.0 - (objective.request_objective or objective.objective)
+        for name, window in BURN_WINDOWS.items():
+            since = int((now - window) // 60)
+            t, r = total("total", since), total("req_total", since)
+            rates[name] = round((1.0 - total("good", since) / t) / budget, 3) if t else None
+            request_rates[name] = (
+                round((1.0 - total("req_ok", since) / r) / request_budget, 3) if r else None
+            )
 
-        def over(a: str, b: str, threshold: float) -> bool:
-            first, second = rates[a], rates[b]
+        def over(source: dict[str, float | None], a: str, b: str, threshold: float) -> bool:
+            first, second = source[a], source[b]
             return first is not None and second is not None and min(first, second) > threshold
+
+        def burning(a: str, b: str, threshold: float) -> bool:
+            watched = objective.request_objective is not None
+            return over(rates, a, b, threshold) or (
+                watched and over(request_rates, a, b, threshold)
+            )
 
         return SloReport(
             service=service,
             objective=objective.objective,
             window_s=objective.window,
             availability=None if availability is None else round(availability, 6),
-            capacity=round(capacity / total, 6) if total and objective.desired else None,
+            capacity=round(total("capacity") / seconds, 6)
+            if seconds and objective.desired
+            else None,
             capacity_objective=objective.capacity_objective,
             budget_remaining=None if budget_remaining is None else round(budget_remaining, 6),
             burn_rates=rates,
-            fast_burn=over("1h", "5m", FAST_BURN),
-            slow_burn=over("6h", "30m", SLOW_BURN),
-            observed_s=total,
+            fast_burn=burning("1h", "5m", FAST_BURN),
+            slow_burn=burning("6h", "30m", SLOW_BURN),
+            observed_s=seconds,
+            requests=int(requests),
+            request_success=round(total("req_ok") / requests, 6) if requests else None,
+            request_objective=objective.request_objective,
+            latency_within_threshold=round(total("req_fast") / requests, 6) if requests else None,
+            latency_objective=objective.latency_objective,
+            latency_threshold_s=objective.latency_threshold,
+            request_burn_rates=request_rates,
         )

@@ -30,7 +30,7 @@ class MemoryStore:
         self._index = 0
         self._changed = asyncio.Event()
         self._loads: dict[Key, dict[str, float]] = {}
-        self._sli: dict[str, dict[int, list[float]]] = {}
+        self._sli: dict[str, dict[int, dict[str, float]]] = {}
         self._nodes: dict[str, float] = {}
 
     async def now(self) -> float:
@@ -196,16 +196,13 @@ class MemoryStore:
         if (service, instance_id) in self._instances:
             self._loads[(service, instance_id)] = dict(load)
 
-    async def add_sli(
-        self, service: str, minute: int, good: float, total: float, capacity: float
-    ) -> None:
-        bucket = self._sli.setdefault(service, {}).setdefault(minute, [0.0, 0.0, 0.0])
-        bucket[0] += good
-        bucket[1] += total
-        bucket[2] += capacity
+    async def add_sli(self, service: str, minute: int, counts: Mapping[str, float]) -> None:
+        bucket = self._sli.setdefault(service, {}).setdefault(minute, {})
+        for name, value in counts.items():
+            bucket[name] = bucket.get(name, 0.0) + value
 
-    async def sli_minutes(self, service: str, since: int) -> dict[int, tuple[float, float, float]]:
-        return {m: (b[0], b[1], b[2]) for m, b in self._sli.get(service, {}).items() if m >= since}
+    async def sli_minutes(self, service: str, since: int) -> dict[int, dict[str, float]]:
+        return {m: dict(b) for m, b in self._sli.get(service, {}).items() if m >= since}
 
     async def trim_sli(self, service: str, before: int) -> None:
         buckets = self._sli.get(service, {})

@@ -406,30 +406,26 @@ class RedisStore:
     def _sli_key(self, service: str) -> str:
         return f"{self._tag}:sli:{service}"
 
-    async def add_sli(
-        self, service: str, minute: int, good: float, total: float, capacity: float
-    ) -> None:
+    async def add_sli(self, service: str, minute: int, counts: Mapping[str, float]) -> None:
         key = self._sli_key(service)
         async with (
             _translated("write SLO history"),
             self._client.pipeline(transaction=False) as pipe,
         ):
-            pipe.hincrbyfloat(key, f"{minute}:g", good)
-            pipe.hincrbyfloat(key, f"{minute}:t", total)
-            pipe.hincrbyfloat(key, f"{minute}:c", capacity)
+            for name, value in counts.items():
+                pipe.hincrbyfloat(key, f"{minute}:{name}", value)
             await pipe.execute()
 
-    async def sli_minutes(self, service: str, since: int) -> dict[int, tuple[float, float, float]]:
+    async def sli_minutes(self, service: str, since: int) -> dict[int, dict[str, float]]:
         async with _translated("read SLO history"):
             raw = await self._client.hgetall(self._sli_key(service))
-        parts: dict[int, list[float]] = {}
+        buckets: dict[int, dict[str, float]] = {}
         for field, value in raw.items():
-            minute_text, _, kind = _text(field).partition(":")
+            minute_text, _, name = _text(field).partition(":")
             minute = int(minute_text)
             if minute >= since:
-                slot = parts.setdefault(minute, [0.0, 0.0, 0.0])
-                slot["gtc".index(kind)] = float(_text(value))
-        return {m: (p[0], p[1], p[2]) for m, p in parts.items()}
+                buckets.setdefault(minute, {})[name] = float(_text(value))
+        return buckets
 
     async def trim_sli(self, service: str, before: int) -> None:
         key = self._sli_key(service)

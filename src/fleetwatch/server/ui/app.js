@@ -196,9 +196,10 @@ function renderDetails() {
 function renderSlos(slos) {
   if (!slos.length) { $("slos").textContent = "No objectives configured."; return; }
   const pct = (v) => (v === null || v === undefined ? "-" : `${(v * 100).toFixed(3)}%`);
-  $("slos").innerHTML = `<table><thead><tr><th>service</th><th>availability</th><th>budget left</th>
-    <th>burn 1h</th><th>alert</th></tr></thead><tbody>${slos.map((s) => `<tr>
+  $("slos").innerHTML = `<table><thead><tr><th>service</th><th>availability</th><th>requests ok</th>
+    <th>budget left</th><th>burn 1h</th><th>alert</th></tr></thead><tbody>${slos.map((s) => `<tr>
     <td>${escape(s.service)}</td><td>${pct(s.availability)} / ${pct(s.objective)}</td>
+    <td>${pct(s.request_success)}</td>
     <td>${pct(s.error_budget_remaining)}</td><td>${s.burn_rates["1h"] ?? "-"}</td>
     <td>${s.alerts.fast_burn ? '<span class="alert">fast burn</span>' : s.alerts.slow_burn ? '<span class="alert">slow burn</span>' : "ok"}</td>
     </tr>`).join("")}</tbody></table>`;
