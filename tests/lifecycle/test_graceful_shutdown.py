@@ -141,3 +141,25 @@ async def test_metrics_discover_and_a_drain_endpoint_that_is_off_without_a_token
 
 async def _discovered(client: httpx.AsyncClient) -> int:
     return len((await client.get("/discover/other")).json()["instances"])
+
+
+async def test_checks_on_other_systems_are_declared_as_dependencies(
+    registry: RunningRegistry, api: RegistryClient, backend: HttpBackend
+) -> None:
+    """A service checking a TCP dependency registers depends_on with that check's name
+    (the dashboard draws it as an edge); its own host check is not a dependency."""
+    from fleetwatch.health import CheckSettings  # noqa: PLC0415
+    from fleetwatch.health.checks import SystemCheck, TcpCheck  # noqa: PLC0415
+
+    options = ServiceOptions(
+        service="llm-api", registry=registry.url, token=TOKEN, port=0, propagation_delay=0,
+        checks=[
+            (TcpCheck("127.0.0.1", backend.port), CheckSettings("cache")),
+            (SystemCheck(), CheckSettings("host")),
+        ],
+    )  # fmt: skip
+    service, task = await _serve(options, _sleepy_app)
+    _, (instance,) = await api.instances("llm-api")
+    service.request_drain("test over")
+    await asyncio.wait_for(task, 10)
+    assert instance.metadata["depends_on"] == "cache"

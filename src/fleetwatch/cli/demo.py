@@ -142,7 +142,12 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
             await api.register(
                 "checks",
                 "probe-server",
-                {"host": "127.0.0.1", "port": probe_server.port, "check": {"path": "/readyz"}},
+                {
+                    "host": "127.0.0.1",
+                    "port": probe_server.port,
+                    "check": {"path": "/readyz"},
+                    "metadata": {"depends_on": "redis,postgres,llm"},
+                },
             )
             scenario = Scenario(
                 registry.url,

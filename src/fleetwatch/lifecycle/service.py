@@ -145,7 +145,7 @@ class LlmService:
                 "check": {"type": "http", "path": "/readyz"},
                 "version": o.version,
                 "tags": sorted(o.tags),
-                "metadata": dict(o.metadata),
+                "metadata": {**self._dependencies(), **o.metadata},
             }
             async with registration(
                 o.service,
@@ -186,6 +186,15 @@ class LlmService:
                 )
                 registered.gone = True  # deregistered by the drain
         return self.report
+
+    def _dependencies(self) -> dict[str, str]:
+        """``depends_on``: the checks on other systems (the dashboard draws them as edges)."""
+        names = [
+            name
+            for name, state in self.scheduler.states().items()
+            if getattr(state.check, "component_type", "system") != "system"
+        ]
+        return {"depends_on": ",".join(names)} if names else {}
 
     # -- fleetwatch's routes -----------------------------------------------------------------
 
