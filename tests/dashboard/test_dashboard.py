@@ -82,6 +82,7 @@ async def test_a_killed_instance_turns_unavailable_on_screen_within_2s(
             .wait_for(timeout=2_000)
         )
         shown_after = time.monotonic() - killed
+        print(f"dashboard: unavailable on screen {shown_after * 1000:.0f} ms after SIGKILL")
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         # Keyboard: Tab reaches the instance, Enter shows its details.
         for _ in range(10):
