@@ -12,8 +12,10 @@ from rich.console import Console
 
 from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.config.registry import load_serve_config
+from fleetwatch.errors import ConfigError
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
 from fleetwatch.registry.registry import TOKEN_ENV
+from fleetwatch.security.networks import NetworkPolicy
 from fleetwatch.server.node import RegistryNode
 
 DEFAULT_PORT = 8760
@@ -45,10 +47,26 @@ def serve_command(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML: [registry], [monitor], [[tokens]].")
     ] = None,
+    allow_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="CIDR instances may be in (repeatable; replaces the default loopback + private "
+            "ranges). Link-local (169.254.0.0/16) only when named.",
+        ),
+    ] = None,
 ) -> None:
     """Run the registry: API, monitor of every instance, reaper, change feed."""
     setup_logs("info")
     console = Console()
     serve_config = load_serve_config(config)
+    if allow_network:
+        try:
+            NetworkPolicy(allow_network)
+        except ValueError as exc:
+            raise ConfigError(f"--allow-network: {exc}") from None
+        registry_section = serve_config.registry.model_copy(
+            update={"allowed_networks": list(allow_network)}
+        )
+        serve_config = serve_config.model_copy(update={"registry": registry_section})
     node = RegistryNode(serve_config, store_url=store or os.environ.get("FLEETWATCH_STORE"))
     asyncio.run(run_registry(node, host, port, console))

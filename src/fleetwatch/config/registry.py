@@ -7,6 +7,7 @@ namespace = "fleetwatch"
 open_reads = false                    # true: reads need no token
 tombstone = "5m"
 max_body_bytes = 65536
+allowed_networks = ["127.0.0.0/8", "10.0.0.0/8"]   # default: loopback and private ranges
 
 [monitor]
 deregister_after = "10m"
@@ -45,6 +46,7 @@ from fleetwatch.config._validation import Where, validate
 from fleetwatch.config.alerts import AlertSection, NotifierSection
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.errors import ConfigError
+from fleetwatch.security.networks import NetworkPolicy
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 #: Names fleetwatch gives callers itself: no configured token may take them.
@@ -61,6 +63,15 @@ class RegistrySection(BaseModel):
     open_reads: bool = False
     tombstone: Duration = 300.0
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    #: The SSRF guard: the only networks instances may be in (default: loopback + private).
+    allowed_networks: list[str] | None = None
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            NetworkPolicy(value)  # raises naming the bad entry
+        return value
 
 
 class MonitorSection(BaseModel):

@@ -28,6 +28,7 @@ from fleetwatch.registry.preservation import PreservationPolicy, SelfPreservatio
 from fleetwatch.registry.prober import Prober, ProbeResult
 from fleetwatch.registry.registry import OPERATOR_STATUSES
 from fleetwatch.registry.store import CheckRecord, RegistryStore
+from fleetwatch.security.networks import NetworkPolicy
 
 log = logging.getLogger("fleetwatch.registry")
 
@@ -60,6 +61,8 @@ class MonitorSettings:
     #: Lease lapses this close together count as lapsing together (self-preservation).
     lapse_window: float = 30.0
     preservation: PreservationPolicy = field(default_factory=PreservationPolicy)
+    #: The SSRF guard: addresses are checked again at every new connection.
+    policy: NetworkPolicy = field(default_factory=NetworkPolicy)
 
 
 class _Watcher:
@@ -105,6 +108,7 @@ class _Watcher:
             scheme=instance.scheme,
             on_close=self._closed,
             node=self.monitor.node_id,
+            policy=self.monitor.settings.policy,
         )
 
     def wake(self) -> None:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from fleetwatch.security.networks import AddressNotAllowed, NetworkPolicy
+
 #: A health endpoint answers in a few bytes; more than this is refused (and not reused).
 MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -151,8 +153,10 @@ class Prober:
         scheme: str = "http",
         on_close: Callable[[], None] | None = None,
         node: str = "",
+        policy: NetworkPolicy | None = None,
     ) -> None:
         self.host = host
+        self._policy = policy
         self.port = port
         self.path = path
         self._tls = ssl.create_default_context() if scheme == "https" else None
@@ -177,14 +181,30 @@ class Prober:
             if self._conn is None or self._conn.closed:
                 self._conn = None
                 conn = _Connection(self._idle_closed)
+                target = self.host
+                if self._policy is not None:
+                    # Resolved and checked again now: a name may point elsewhere since it
+                    # was registered (DNS rebinding). Connect to the checked address itself.
+                    target = (await self._policy.resolve(self.host, self.port))[0]
                 await asyncio.wait_for(
-                    loop.create_connection(lambda: conn, self.host, self.port, ssl=self._tls),
+                    loop.create_connection(
+                        lambda: conn,
+                        target,
+                        self.port,
+                        ssl=self._tls,
+                        server_hostname=self.host if self._tls else None,
+                    ),
                     timeout,
                 )
                 self._conn = conn
             if self.path is None:
                 return self._verdict(200, started, "TCP connect")
             response = await self._exchange(loop, self._conn, timeout)
+        except AddressNotAllowed as exc:
+            self.close()
+            return ProbeResult(
+                False, False, False, f"refused by policy: {exc}", self._since(started)
+            )
         except ConnectionRefusedError as exc:
             self.close()
             return ProbeResult(

@@ -15,6 +15,7 @@ from fleetwatch.registry.model import (
     InstanceStatus,
 )
 from fleetwatch.registry.store import RegistryStore
+from fleetwatch.security.networks import NetworkPolicy
 
 #: One token with every scope: the simplest set-up. The server accepts it and every fleetwatch
 #: client command sends it.
@@ -89,9 +90,16 @@ OPERATOR_STATUSES = frozenset({InstanceStatus.MAINTENANCE, InstanceStatus.DRAINI
 class Registry:
     """Registration, heartbeats, operator status, deregistration and discovery."""
 
-    def __init__(self, store: RegistryStore, *, tombstone_s: float = DEFAULT_TOMBSTONE_S) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        *,
+        tombstone_s: float = DEFAULT_TOMBSTONE_S,
+        policy: NetworkPolicy | None = None,
+    ) -> None:
         self.store = store
         self.tombstone_s = tombstone_s
+        self.policy = policy or NetworkPolicy()
 
     async def _owned(
         self, service: str, instance_id: str, caller: Principal, what: str
@@ -111,6 +119,7 @@ class Registry:
     ) -> Event:
         """Register or update an instance; only its registrant or an admin may update it."""
         caller.require(Scope.REGISTER, "registering an instance")
+        await self.policy.resolve(registration.host, registration.port)  # the SSRF guard
         existing = await self.store.get(service, instance_id)
         if existing is not None and existing.owner != caller.name and not caller.admin:
             raise Forbidden(

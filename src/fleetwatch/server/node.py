@@ -35,6 +35,7 @@ from fleetwatch.registry.open_store import open_store
 from fleetwatch.registry.preservation import PreservationPolicy
 from fleetwatch.registry.registry import Registry, Scope
 from fleetwatch.registry.store import RegistryStore
+from fleetwatch.security.networks import NetworkPolicy
 from fleetwatch.server.app import create_app
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.errors import status_of
@@ -82,13 +83,18 @@ class RegistryNode:
         self.store = store or open_store(
             store_url or registry_config.store, namespace=registry_config.namespace
         )
-        self.registry = Registry(self.store, tombstone_s=registry_config.tombstone)
-        policy = PreservationPolicy(
+        policy = NetworkPolicy(registry_config.allowed_networks)
+        self.registry = Registry(self.store, tombstone_s=registry_config.tombstone, policy=policy)
+        preservation = PreservationPolicy(
             config.monitor.self_preservation_share, config.monitor.self_preservation_minimum
         )
         self.monitor = Monitor(
             self.store,
-            MonitorSettings(deregister_after=config.monitor.deregister_after, preservation=policy),
+            MonitorSettings(
+                deregister_after=config.monitor.deregister_after,
+                preservation=preservation,
+                policy=policy,
+            ),
         )
         self.health = HealthScheduler(
             [
