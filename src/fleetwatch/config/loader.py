@@ -91,6 +91,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> H
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("file not found", source=source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", source=source) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
     except tomllib.TOMLDecodeError as exc:

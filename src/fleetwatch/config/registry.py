@@ -193,6 +193,8 @@ def load_serve_config(path: str | Path | None) -> ServeConfig:
         raw: Any = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("file not found", source=source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", source=source) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=source) from None
     return validate(ServeConfig, raw, Where(source, {}))
