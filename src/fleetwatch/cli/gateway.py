@@ -10,24 +10,31 @@ import typer
 from rich.console import Console
 
 from fleetwatch.cli.logsetup import setup_logs
-from fleetwatch.cli.options import RegistryToken, RegistryUrl
+from fleetwatch.cli.options import CaBundle, RegistryToken, RegistryUrl, TlsCert, TlsKey
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.discovery.balancer import Strategy
 from fleetwatch.errors import ConfigError
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.gateway import settings as defaults
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
+from fleetwatch.security.tls import server_files
 
 DEFAULT_PORT = 8780
 #: Comma-separated bearer tokens clients must present (unset: no client authentication).
 CLIENT_TOKENS_ENV = "FLEETWATCH_GATEWAY_TOKENS"
 
 
-async def run_gateway(settings: GatewaySettings, host: str, port: int, console: Console) -> None:
+async def run_gateway(
+    settings: GatewaySettings,
+    host: str,
+    port: int,
+    console: Console,
+    tls: tuple[str, str] | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM."""
     async with (
         Gateway(settings) as gateway,
-        AppServer(gateway.app(), host=host, port=port) as server,
+        AppServer(gateway.app(), host=host, port=port, tls=tls) as server,
     ):
         routable = len(gateway.discovery.cached(settings.service))
         console.print(
@@ -62,6 +69,9 @@ def gateway_command(
     queue_timeout: Annotated[str, typer.Option(help="Longest wait in that queue.")] = (
         f"{defaults.DEFAULT_QUEUE_TIMEOUT_S:g}s"
     ),
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    ca_bundle: CaBundle = None,
     timeout: Annotated[str, typer.Option(help="Per-request timeout.")] = (
         f"{defaults.DEFAULT_REQUEST_TIMEOUT_S:g}s"
     ),
@@ -93,8 +103,9 @@ def gateway_command(
             queue_limit=queue,
             queue_timeout=parse_duration(queue_timeout),
             request_timeout=parse_duration(timeout),
+            ca_bundle=ca_bundle,
         )
     except ValueError as exc:
         known = ", ".join(s.value for s in Strategy)
         raise ConfigError(f"{exc} (strategies: {known})") from None
-    asyncio.run(run_gateway(settings, host, port, console))
+    asyncio.run(run_gateway(settings, host, port, console, server_files(tls_cert, tls_key)))

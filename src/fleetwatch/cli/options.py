@@ -13,3 +13,13 @@ RegistryUrl = Annotated[
 RegistryToken = Annotated[
     str | None, typer.Option("--token", help="Registry token (default $FLEETWATCH_TOKEN).")
 ]
+TlsCert = Annotated[
+    str | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate (PEM).")
+]
+TlsKey = Annotated[str | None, typer.Option("--tls-key", help="The certificate's key (PEM).")]
+CaBundle = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-bundle", help="Verify servers against this CA bundle (default $FLEETWATCH_CA_BUNDLE)."
+    ),
+]

@@ -11,19 +11,27 @@ import typer
 from rich.console import Console
 
 from fleetwatch.cli.logsetup import setup_logs
+from fleetwatch.cli.options import TlsCert, TlsKey
 from fleetwatch.config.registry import load_serve_config
 from fleetwatch.errors import ConfigError
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
 from fleetwatch.registry.registry import TOKEN_ENV
 from fleetwatch.security.networks import NetworkPolicy
+from fleetwatch.security.tls import server_files
 from fleetwatch.server.node import RegistryNode
 
 DEFAULT_PORT = 8760
 
 
-async def run_registry(node: RegistryNode, host: str, port: int, console: Console) -> None:
+async def run_registry(
+    node: RegistryNode,
+    host: str,
+    port: int,
+    console: Console,
+    tls: tuple[str, str] | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM."""
-    async with AppServer(node.app(), host=host, port=port) as server:
+    async with AppServer(node.app(), host=host, port=port, tls=tls) as server:
         console.print(
             f"[bold]fleetwatch registry[/] on [cyan]{server.url}[/] "
             f"(store: {type(node.store).__name__}; API docs: {server.url}/docs)"
@@ -47,6 +55,8 @@ def serve_command(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML: [registry], [monitor], [[tokens]].")
     ] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     allow_network: Annotated[
         list[str] | None,
         typer.Option(
@@ -69,4 +79,5 @@ def serve_command(
         )
         serve_config = serve_config.model_copy(update={"registry": registry_section})
     node = RegistryNode(serve_config, store_url=store or os.environ.get("FLEETWATCH_STORE"))
-    asyncio.run(run_registry(node, host, port, console))
+    tls = server_files(tls_cert, tls_key)
+    asyncio.run(run_registry(node, host, port, console, tls))

@@ -19,6 +19,7 @@ from fleetwatch.errors import (
 )
 from fleetwatch.registry.model import Instance, InstanceStatus
 from fleetwatch.registry.registry import TOKEN_ENV
+from fleetwatch.security.tls import client_context
 
 REGISTRY_ENV = "FLEETWATCH_REGISTRY"
 DEFAULT_REGISTRY = "http://127.0.0.1:8760"
@@ -47,6 +48,7 @@ class RegistryClient(AsyncResource):
         *,
         token: str | None = None,
         client: httpx.AsyncClient | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         self.url = (url or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY).rstrip("/")
         secret = token if token is not None else os.environ.get(TOKEN_ENV)
@@ -54,6 +56,7 @@ class RegistryClient(AsyncResource):
         self._own_client = client is None
         self._http = client or httpx.AsyncClient(
             timeout=REQUEST_TIMEOUT_S,
+            verify=client_context(ca_bundle),  # verified; a private CA from $FLEETWATCH_CA_BUNDLE
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             trust_env=False,
         )

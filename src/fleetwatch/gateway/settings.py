@@ -40,6 +40,9 @@ class GatewaySettings:
     #: has reached the client yet.
     attempts: int = 2
     load_every: float = 1.0
+    #: A private CA for the registry and the upstreams (default: the system's, or
+    #: $FLEETWATCH_CA_BUNDLE).
+    ca_bundle: str | None = None
     #: How often request counts go to the registry for the service's SLO.
     slo_report_every: float = 10.0
     outliers: OutlierPolicy = field(default_factory=OutlierPolicy)

@@ -40,8 +40,11 @@ class AppServer(AsyncResource):
         port: int = 0,
         log_level: str = "warning",
         access_log: bool = False,
+        tls: tuple[str, str] | None = None,
         **uvicorn_options: Any,
     ) -> None:
+        if tls is not None:
+            uvicorn_options = {**uvicorn_options, "ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
         config = uvicorn.Config(
             app,
             host=host,
@@ -55,12 +58,13 @@ class AppServer(AsyncResource):
         self._task: asyncio.Task[None] | None = None
         self.host = host
         self.port = port
+        self.scheme = "https" if tls is not None else "http"
 
     @property
     def url(self) -> str:
-        """``http://host:port`` once started (IPv6 hosts in brackets)."""
+        """``http(s)://host:port`` once started (IPv6 hosts in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     async def start(self, *, within: float = STARTUP_LIMIT_S) -> None:
         """Bind and start serving; returns once the socket accepts connections.

@@ -14,13 +14,13 @@ thousands of instances a second.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 from fleetwatch.security.networks import AddressNotAllowed, NetworkPolicy
+from fleetwatch.security.tls import client_context
 
 #: A health endpoint answers in a few bytes; more than this is refused (and not reused).
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -159,7 +159,7 @@ class Prober:
         self._policy = policy
         self.port = port
         self.path = path
-        self._tls = ssl.create_default_context() if scheme == "https" else None
+        self._tls = client_context() if scheme == "https" else None
         self._on_close = on_close or (lambda: None)
         self._conn: _Connection | None = None
         host_header = (f"[{host}]" if ":" in host else host) + f":{port}"

@@ -1,0 +1,125 @@
+"""TLS with a private CA generated in the test (trustme): servers present certificates,
+clients verify them by default and refuse what they cannot verify."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from fleetwatch.config.registry import ServeConfig
+from fleetwatch.discovery import RegistryClient
+from fleetwatch.errors import RegistryUnavailable
+from fleetwatch.gateway import Gateway, GatewaySettings
+from fleetwatch.lifecycle import AppServer
+from fleetwatch.registry.registry import Scope
+from fleetwatch.sandbox import free_port
+from fleetwatch.security.tls import client_context
+from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.server.node import RegistryNode
+from tests.conftest import TOKEN, poll_until
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> tuple[str, tuple[str, str]]:
+    """(CA bundle path, (certificate path, key path)) for 127.0.0.1 and localhost."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    bundle, chain, key = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    cert.private_key_pem.write_to_path(str(key))
+    return str(bundle), (str(chain), str(key))
+
+
+async def test_registry_over_tls_verifies_with_the_ca_and_refuses_without(
+    pki: tuple[str, tuple[str, str]],
+) -> None:
+    """With the CA bundle the client registers over HTTPS; without it, it refuses the server."""
+    bundle, files = pki
+    node = RegistryNode(
+        ServeConfig(), store_url="memory", auth=TokenAuth([Token("t", TOKEN, Scope.ALL)])
+    )
+    async with AppServer(node.app(), tls=files) as server:
+        assert server.url.startswith("https://")
+        async with RegistryClient(server.url, token=TOKEN, ca_bundle=bundle) as trusted:
+            await trusted.register("svc", "a", {"host": "127.0.0.1", "port": 9})
+            _, found = await trusted.instances("svc")
+        async with RegistryClient(server.url, token=TOKEN) as untrusting:
+            with pytest.raises(RegistryUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+                await untrusting.services()
+    assert [i.instance_id for i in found] == ["a"]
+
+
+async def test_gateway_over_tls(pki: tuple[str, tuple[str, str]]) -> None:
+    """The gateway serves HTTPS and reaches an HTTPS registry through the CA bundle."""
+    bundle, files = pki
+    node = RegistryNode(
+        ServeConfig(), store_url="memory", auth=TokenAuth([Token("t", TOKEN, Scope.ALL)])
+    )
+    async with AppServer(node.app(), tls=files) as registry:
+        settings = GatewaySettings(
+            service="llm", registry_url=registry.url, registry_token=TOKEN, ca_bundle=bundle
+        )
+        async with (
+            Gateway(settings) as gateway,
+            AppServer(gateway.app(), tls=files) as server,
+            httpx.AsyncClient(verify=client_context(bundle)) as client,
+        ):
+            live = await client.get(f"{server.url}/livez")
+            ready = await client.get(f"{server.url}/readyz")
+    assert live.status_code == 200
+    assert ready.json()["routable_instances"] == 0  # it reached the registry over TLS
+
+
+async def test_serve_and_status_commands_with_tls(pki: tuple[str, tuple[str, str]]) -> None:
+    """``fleetwatch serve --tls-cert --tls-key``; ``fleetwatch status`` trusts it through
+    $FLEETWATCH_CA_BUNDLE."""
+    bundle, (cert, key) = pki
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN, "FLEETWATCH_CA_BUNDLE": bundle}
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "serve", "--port", str(port),
+        "--tls-cert", cert, "--tls-key", key,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with RegistryClient(url, token=TOKEN, ca_bundle=bundle) as client:
+
+            async def up() -> bool:
+                try:
+                    await client.services()
+                except RegistryUnavailable:
+                    return False
+                return True
+
+            await poll_until(up, True, within=20)
+        status = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleetwatch", "status", "--registry", url, "--json",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(30):
+            out, err = await status.communicate()
+    finally:
+        serve.terminate()
+        await serve.wait()
+    assert status.returncode == 0, err.decode()
+    assert b'"registry"' in out
+
+
+async def test_half_a_tls_configuration_is_refused() -> None:
+    """--tls-cert without --tls-key exits 64 saying both are needed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "serve", "--tls-cert", "/etc/hostname",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, _ = await process.communicate()
+    assert process.returncode == 64
+    assert b"both --tls-cert and --tls-key" in out
