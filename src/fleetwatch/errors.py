@@ -70,6 +70,10 @@ class InstanceNotFound(RegistryError):
     """No such instance: a heartbeat for it means the registry lost it (restart): register again."""
 
 
+class Conflict(RegistryError):
+    """The request is well formed but contradicts the instance's state (409)."""
+
+
 class Forbidden(RegistryError):
     """The caller's token may not do this (wrong scope, or another team's instance)."""
 

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fleetwatch.errors import Forbidden, InstanceNotFound, Unauthorized
+from fleetwatch.errors import Conflict, Forbidden, InstanceNotFound, Unauthorized
 from fleetwatch.registry.model import (
     CheckSpec,
     CheckType,
@@ -184,7 +184,7 @@ class Registry:
                 "register again"
             )
         if report is not None and instance.check.type is not CheckType.TTL:
-            raise ValueError(
+            raise Conflict(
                 f"{service}/{instance_id} is checked by the registry's monitor "
                 f"({instance.check.type.value}); only agent-held (ttl) instances report a status"
             )

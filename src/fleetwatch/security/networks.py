@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from fleetwatch.errors import Forbidden
 
@@ -36,6 +36,13 @@ DEFAULT_ALLOWED_NETWORKS = (
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RESOLVE_TIMEOUT_S = 2.0
+#: ``(host, port) -> addresses``: the system's resolver unless a test supplies one.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
 
 
 class AddressNotAllowed(Forbidden):
@@ -51,7 +58,10 @@ def _normalised(address: IPAddress) -> IPAddress:
 class NetworkPolicy:
     """Allowed networks, and the checks against them."""
 
-    def __init__(self, networks: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, networks: Iterable[str] | None = None, *, resolver: Resolver | None = None
+    ) -> None:
+        self._resolver = resolver
         chosen = list(networks) if networks is not None else list(DEFAULT_ALLOWED_NETWORKS)
         try:
             self.networks: list[Network] = [ipaddress.ip_network(n, strict=False) for n in chosen]
@@ -82,13 +92,11 @@ class NetworkPolicy:
         if literal is not None:
             addresses = [str(literal)]
         else:
-            loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(RESOLVE_TIMEOUT_S):
-                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                    addresses = await (self._resolver or _system_resolver)(host, port)
             except (OSError, TimeoutError) as exc:
                 raise AddressNotAllowed(f"host {host!r} does not resolve: {exc}") from None
-            addresses = sorted({str(info[4][0]) for info in infos})
         refused = [a for a in addresses if not self.allows(a)]
         if refused or not addresses:
             shown = ", ".join(refused) or "nothing"

@@ -7,8 +7,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from fleetwatch.errors import (
+    Conflict,
     Forbidden,
     InstanceGone,
     InstanceNotFound,
@@ -24,12 +27,13 @@ _STATUS_OF: list[tuple[type[RegistryError], int]] = [
     (Forbidden, 403),
     (InstanceNotFound, 404),
     (InstanceGone, 410),
+    (Conflict, 409),
     (RegistryUnavailable, 503),
 ]
 
 #: Documented in the OpenAPI schema of every route.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorReply} for code in (400, 401, 403, 404, 410, 413, 422, 503)
+    code: {"model": ErrorReply} for code in (400, 401, 403, 404, 409, 410, 413, 422, 503)
 }
 
 
@@ -58,6 +62,13 @@ def install_handlers(app: FastAPI) -> None:
             problems.append(f"field {field!r}: {message}")
         return JSONResponse({"error": "; ".join(problems)}, 422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method the path supports, not one route's
+            headers["Allow"] = ", ".join(sorted(_methods(request)))
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=headers)
+
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone) -> Response:
         # Nobody is listening; nginx's 499 "client closed request" for the access log.
@@ -66,3 +77,14 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, 400)
+
+
+def _methods(request: Request) -> set[str]:
+    """Methods of every route whose path matches the request's."""
+    path = request.url.path
+    return {
+        method
+        for route in request.app.router.routes
+        if isinstance(route, Route) and route.path_regex.match(path) and route.methods
+        for method in route.methods
+    }

@@ -21,7 +21,13 @@ from fleetwatch.server.errors import ERROR_RESPONSES
 router = APIRouter(tags=["discovery"], responses=ERROR_RESPONSES)
 Name = Annotated[str, Path(pattern=NAME_PATTERN)]
 Index = Annotated[int | None, Query(ge=0, description="the X-Fleetwatch-Index you last saw")]
-Wait = Annotated[str | None, Query(description="how long to block, e.g. 30s (max 10m)")]
+Wait = Annotated[
+    str | None,
+    Query(
+        description="how long to block, e.g. 30s (max 10m)",
+        pattern=r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)?$",
+    ),
+]
 
 INDEX_HEADER = "X-Fleetwatch-Index"
 #: An idle event stream sends a comment this often, so proxies and clients see it is alive.

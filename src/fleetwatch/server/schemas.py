@@ -6,13 +6,40 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.registry.model import CheckSpec, CheckType, Instance
 from fleetwatch.registry.registry import Registration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _at_most(high: float) -> Any:
+    def check(value: float) -> float:
+        if not 0 <= value <= high:
+            raise ValueError(f"must be between 0 and {high:g} seconds, got {value:g}")
+        return value
+
+    return check
+
+
+def _bounds(low: float, high: float) -> WithJsonSchema:
+    """The published schema: seconds as a number within bounds. (A duration string such as
+    ``"500ms"`` is accepted too, as a convenience the schema does not promise.)"""
+    return WithJsonSchema({"type": "number", "minimum": low, "maximum": high})
+
+
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -22,15 +49,26 @@ _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")
 class CheckBody(BaseModel):
     """How the registry should check the instance (all optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # agent_port goes with type ttl: said in the schema too, so generated requests know it.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"agent_port": {"type": "integer"}}, "required": ["agent_port"]},
+            "then": {"properties": {"type": {"const": "ttl"}}, "required": ["type"]},
+        },
+    )
 
     type: CheckType = CheckType.HTTP
     path: Annotated[str, Field(pattern=r"^/[^\s]{0,255}$")] = "/health"
-    interval: Annotated[Seconds, Field(ge=0.1, le=3600)] = 1.0
-    timeout: Annotated[Seconds, Field(ge=0.05, le=300)] = 0.75
+    interval: Annotated[Seconds, Field(ge=0.1, le=3600), _bounds(0.1, 3600)] = 1.0
+    timeout: Annotated[Seconds, Field(ge=0.05, le=300), _bounds(0.05, 300)] = 0.75
     rise: Annotated[int, Field(ge=1, le=20)] = 2
     fall: Annotated[int, Field(ge=1, le=20)] = 2
-    startup_grace: Annotated[Seconds | Literal[0], Field(ge=0, le=3600)] = 120.0
+    startup_grace: Annotated[
+        Seconds | Literal[0],
+        AfterValidator(_at_most(3600)),
+        _bounds(0, 3600),
+    ] = 120.0
     agent_port: Annotated[int | None, Field(ge=1, le=65535)] = None
     agent_path: Annotated[str, Field(pattern=r"^/[^\s]{0,255}$")] = "/livez"
 
@@ -60,15 +98,36 @@ class RegistrationBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: Annotated[str, Field(min_length=1, max_length=253)]
+    host: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            json_schema_extra={
+                "anyOf": [
+                    {"format": "ipv4"},
+                    {"format": "ipv6"},
+                    {"pattern": _HOSTNAME.pattern},
+                ]
+            },
+        ),
+    ]
     port: Annotated[int, Field(ge=1, le=65535)]
     scheme: Literal["http", "https"] = "http"
     check: CheckBody = Field(default_factory=CheckBody)
-    tags: Annotated[list[str], Field(max_length=32)] = Field(default_factory=list)
-    metadata: Annotated[dict[str, str], Field(max_length=64)] = Field(default_factory=dict)
+    tags: Annotated[list[Annotated[str, Field(pattern=_TAG.pattern)]], Field(max_length=32)] = (
+        Field(default_factory=list)
+    )
+    metadata: Annotated[
+        dict[
+            Annotated[str, Field(min_length=1, max_length=64)],
+            Annotated[str, Field(max_length=1024)],
+        ],
+        Field(max_length=64),
+    ] = Field(default_factory=dict)
     version: Annotated[str, Field(max_length=64)] = ""
     weight: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = 1.0
-    ttl: Annotated[Seconds, Field(ge=1, le=86400)] = 30.0
+    ttl: Annotated[Seconds, Field(ge=1, le=86400), _bounds(1, 86400)] = 30.0
 
     @field_validator("host")
     @classmethod
@@ -138,7 +197,7 @@ class LoadBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    load: Annotated[dict[str, float], Field(max_length=32)]
+    load: Annotated[dict[str, Annotated[float, Strict()]], Field(max_length=32)]
 
 
 class LoadReply(BaseModel):
