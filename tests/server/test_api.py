@@ -133,7 +133,7 @@ async def test_only_agent_held_instances_report_status(api: Api) -> None:
     await api.client.put(f"{URL}/a", json={"host": "127.0.0.1", "port": 8080}, headers=TEAM_A)
     report = {"status": "available"}
     refused = await api.client.put(f"{URL}/a/heartbeat", json=report, headers=TEAM_A)
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     assert "only agent-held (ttl) instances report a status" in refused.json()["error"]
     agent = {"host": "127.0.0.1", "port": 8081, "check": {"type": "ttl"}}
     await api.client.put(f"{URL}/b", json=agent, headers=TEAM_A)
