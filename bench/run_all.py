@@ -42,6 +42,12 @@ def summary(results: list[dict[str, object]]) -> str:
     """A short markdown page: headline figures, targets and the command behind each."""
     out = ["# fleetwatch benchmark summary", ""]
     out.append(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `make bench`.")
+    machine = dict(results[0].get("machine", {})) if results else {}  # type: ignore[call-overload]
+    if machine:
+        out.append(
+            f"Machine: {machine.get('cpus')} CPUs, Python {machine.get('python')}, "
+            f"{machine.get('platform')}."
+        )
     out.append("")
     for result in results:
         out.append(f"## {result['bench']} ({result.get('mode', 'full')})")
