@@ -115,9 +115,12 @@ class RegistrationBody(BaseModel):
     port: Annotated[int, Field(ge=1, le=65535)]
     scheme: Literal["http", "https"] = "http"
     check: CheckBody = Field(default_factory=CheckBody)
-    tags: Annotated[list[Annotated[str, Field(pattern=_TAG.pattern)]], Field(max_length=32)] = (
-        Field(default_factory=list)
-    )
+    # The pattern is published in the schema; the validator below checks it with a message
+    # that names the tag.
+    tags: Annotated[
+        list[Annotated[str, WithJsonSchema({"type": "string", "pattern": _TAG.pattern})]],
+        Field(max_length=32),
+    ] = Field(default_factory=list)
     metadata: Annotated[
         dict[
             Annotated[str, Field(min_length=1, max_length=64)],
