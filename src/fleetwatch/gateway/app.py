@@ -61,6 +61,7 @@ REQUEST_SKIP = HOP_BY_HOP | {"content-length", "authorization"}
 #: Between two chunks of a reply, longer than this is a stalled backend.
 IDLE_TIMEOUT_S = 60.0
 MODELS_CACHE_S = 2.0
+UPSTREAM_KEEPALIVE_S = 3.0
 
 
 @dataclass
@@ -135,8 +136,13 @@ class Gateway(AsyncResource):
         """The upstream client (made in :meth:`start`, inside the running loop)."""
         if self._http is None:
             self._http = aiohttp.ClientSession(
+                # Idle upstream connections are dropped before the servers' own keep-alive
+                # timeouts (llama.cpp's and uvicorn's: 5 s), so a request never goes out on a
+                # connection the server is closing at that moment.
                 connector=aiohttp.TCPConnector(
-                    limit=2000, keepalive_timeout=30, ssl=client_context(self.settings.ca_bundle)
+                    limit=2000,
+                    keepalive_timeout=UPSTREAM_KEEPALIVE_S,
+                    ssl=client_context(self.settings.ca_bundle),
                 ),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=IDLE_TIMEOUT_S

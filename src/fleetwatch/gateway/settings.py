@@ -37,8 +37,9 @@ class GatewaySettings:
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: Attempts per request: the first plus retries on other instances, only while nothing
-    #: has reached the client yet.
-    attempts: int = 2
+    #: has reached the client yet (during a rollout one instance may be draining and another
+    #: just gone).
+    attempts: int = 3
     load_every: float = 1.0
     #: A private CA for the registry and the upstreams (default: the system's, or
     #: $FLEETWATCH_CA_BUNDLE).
