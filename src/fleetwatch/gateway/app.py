@@ -351,14 +351,15 @@ class Gateway(AsyncResource):
             except Saturated as exc:
                 if last is not None:
                     break
-                self.stats.outcome("saturated")
-                self.stats.request_done(ok=False, first_byte_s=None)
-                return error_response(
-                    429,
-                    f"{self.service}: {exc}",
-                    "rate_limit_error",
+                return self._give_up(
                     "saturated",
-                    **{"retry-after": str(max(1, math.ceil(exc.retry_after)))},
+                    error_response(
+                        429,
+                        f"{self.service}: {exc}",
+                        "rate_limit_error",
+                        "saturated",
+                        **{"retry-after": str(max(1, math.ceil(exc.retry_after)))},
+                    ),
                 )
             tried.add(instance.key)
             result = await self._attempt(
@@ -370,18 +371,20 @@ class Gateway(AsyncResource):
                     self.stats.retried()
                 continue
             return result
-        self.stats.outcome("failed_before_first_byte")
-        self.stats.request_done(ok=False, first_byte_s=None)
         assert last is not None
-        return last
+        return self._give_up("failed_before_first_byte", last)
+
+    def _give_up(self, outcome: str, response: Response) -> Response:
+        """Answer a client request that was not served, counting it as failed."""
+        self.stats.outcome(outcome)
+        self.stats.request_done(ok=False, first_byte_s=None)
+        return response
 
     def _nothing_to_route(self, model: str | None) -> Response:
         everything = self.discovery.cached(self.service)
         if model is not None and everything and not any(serves(i, model) for i in everything):
             self.stats.outcome("model_not_found")
-            served = sorted(
-                {m for i in everything for m in i.metadata.get("model", "").split(",") if m}
-            )
+            served = sorted({m for i in everything for m in _advertised(i)})
             return error_response(
                 404,
                 f"no instance of {self.service!r} serves model {model!r} "
@@ -389,14 +392,15 @@ class Gateway(AsyncResource):
                 "invalid_request_error",
                 "model_not_found",
             )
-        self.stats.outcome("no_instance")
-        self.stats.request_done(ok=False, first_byte_s=None)
-        return error_response(
-            503,
-            f"no available instance of {self.service!r}",
-            "service_unavailable",
+        return self._give_up(
             "no_instance",
-            **{"retry-after": "1"},
+            error_response(
+                503,
+                f"no available instance of {self.service!r}",
+                "service_unavailable",
+                "no_instance",
+                **{"retry-after": "1"},
+            ),
         )
 
     async def _body(self, request: Request) -> bytes | Response:
@@ -456,10 +460,14 @@ class Gateway(AsyncResource):
                 self.stats.outcome("client_gone")
                 return Response(status_code=499)
             self.stats.record(instance.version, ok=False)
-            self.stats.outcome("timeout")
-            self.stats.request_done(ok=False, first_byte_s=None)
-            return error_response(
-                504, f"no answer within {self.settings.request_timeout:g}s", "timeout", "timeout"
+            return self._give_up(
+                "timeout",
+                error_response(
+                    504,
+                    f"no answer within {self.settings.request_timeout:g}s",
+                    "timeout",
+                    "timeout",
+                ),
             )
         try:
             response = sending.result()

@@ -116,8 +116,7 @@ class RegistryNode:
         self.slo = SloTracker(
             self.store,
             config.slos,
-            # One node samples for the fleet (the first by id), so seconds are counted once.
-            is_sampler=lambda: min(self.monitor.nodes) == self.monitor.node_id,
+            is_sampler=self._leads,
         )
         self.notifiers = {n.name: notifier_for(n) for n in config.notifiers}
         self.alerts = AlertEngine(
@@ -125,7 +124,7 @@ class RegistryNode:
             self.notifiers,
             instances=self.store.instances,
             slos=self.slo.reports,
-            is_evaluator=lambda: min(self.monitor.nodes) == self.monitor.node_id,
+            is_evaluator=self._leads,
         )
         self.metrics_registry = CollectorRegistry()
         self.metrics = RegistryMetrics(self.metrics_registry)
@@ -134,6 +133,11 @@ class RegistryNode:
             tokens = [Token(name, secret, scopes) for name, secret, scopes in config.secrets()]
             auth = TokenAuth.from_environment(tokens, open_reads=registry_config.open_reads)
         self.auth = auth
+
+    def _leads(self) -> bool:
+        """Whether this node samples SLIs and evaluates alerts for the fleet (the first node
+        by id), so that seconds are counted and alerts sent once, however many nodes run."""
+        return min(self.monitor.nodes) == self.monitor.node_id
 
     def app(self) -> ASGIApp:
         """The HTTP app; serving it starts and stops the monitor and health checks."""

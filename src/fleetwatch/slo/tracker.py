@@ -33,6 +33,7 @@ log = logging.getLogger("fleetwatch.slo")
 BURN_WINDOWS = {"5m": 300, "30m": 1800, "1h": 3600, "6h": 21600}
 FAST_BURN, SLOW_BURN = 14.4, 6.0
 TRIM_EVERY_S = 3600.0
+REPORT_REUSE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class SloTracker:
         self._clock = clock
         self._is_sampler = is_sampler
         self._trimmed_at = 0.0
+        self._reports: tuple[float, list[SloReport]] | None = None
 
     async def sample(self) -> None:
         """Add one sample for every objective (the caller decides how often)."""
@@ -140,8 +142,12 @@ class SloTracker:
         )
 
     async def reports(self) -> list[SloReport]:
-        """Every objective, judged now."""
-        return [await self.report(service) for service in sorted(self.objectives)]
+        """Every objective, judged now (reused for ``REPORT_REUSE_S``: the API, a metrics
+        scrape and the alert evaluator each second would otherwise re-read the whole history)."""
+        now = self._clock()
+        if self._reports is None or now - self._reports[0] >= REPORT_REUSE_S:
+            self._reports = (now, [await self.report(s) for s in sorted(self.objectives)])
+        return self._reports[1]
 
     async def report(self, service: str) -> SloReport:
         objective = self.objectives[service]
