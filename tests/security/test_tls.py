@@ -12,13 +12,16 @@ import httpx
 import pytest
 import trustme
 
-from fleetwatch.config.registry import ServeConfig
+from fleetwatch.agent import Agent, AgentSettings
+from fleetwatch.config.registry import MonitorSection, ServeConfig
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
+from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.registry.registry import Scope
 from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox.openai_backend import OpenAIBackend
 from fleetwatch.security.tls import client_context
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
@@ -123,3 +126,62 @@ async def test_half_a_tls_configuration_is_refused() -> None:
         out, _ = await process.communicate()
     assert process.returncode == 64
     assert b"both --tls-cert and --tls-key" in out
+
+
+@pytest.mark.parametrize("monitor_trusts_the_ca", [True, False])
+async def test_agent_probe_port_over_tls(
+    pki: tuple[str, tuple[str, str]], monitor_trusts_the_ca: bool
+) -> None:
+    """An agent serves its probe port over HTTPS and registers it so; the monitor checks it with
+    the CA bundle (available), and without it refuses the certificate (unavailable)."""
+    bundle, files = pki
+    monitor = MonitorSection(ca_bundle=bundle if monitor_trusts_the_ca else None)
+    node = RegistryNode(
+        ServeConfig(monitor=monitor),
+        store_url="memory",
+        auth=TokenAuth([Token("t", TOKEN, Scope.ALL)]),
+    )
+    async with (
+        AppServer(node.app(), tls=files) as registry,
+        OpenAIBackend() as backend,
+        RegistryClient(registry.url, token=TOKEN, ca_bundle=bundle) as api,
+    ):
+        settings = AgentSettings(
+            service="llm",
+            llm=LlmServerSettings(base_url=backend.url, kind="openai"),
+            registry_url=registry.url,
+            token=TOKEN,
+            ttl=3.0,
+            propagation_delay=0.1,
+            tls=files,
+            ca_bundle=bundle,
+        )
+        agent = Agent(settings)
+        task = asyncio.create_task(agent.run(handle_signals=False))
+        try:
+            async with asyncio.timeout(10):
+                await agent.ready.wait()
+            async with (
+                asyncio.timeout(5),
+                httpx.AsyncClient(verify=client_context(bundle)) as client,
+            ):
+                assert agent.http is not None
+                agent_page = await client.get(f"https://127.0.0.1:{agent.http.port}/livez")
+
+            async def seen() -> tuple[str, str]:
+                _, instances = await api.instances("llm")
+                found = instances[0] if instances else None
+                if found is None or found.last_check_at is None:
+                    return ("", "")
+                return (found.check.agent_scheme, found.status.value)
+
+            wanted = "available" if monitor_trusts_the_ca else "unavailable"
+            await poll_until(seen, ("https", wanted), within=15)
+            _, instances = await api.instances("llm")
+        finally:
+            agent.request_stop("test over")
+            async with asyncio.timeout(20):
+                await task
+    assert agent_page.status_code == 200
+    if not monitor_trusts_the_ca:
+        assert "certificate" in (instances[0].last_check_output or "").lower()

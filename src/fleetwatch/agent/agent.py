@@ -68,7 +68,9 @@ class Agent:
     def __init__(self, settings: AgentSettings, *, registry: RegistryClient | None = None) -> None:
         self.settings = settings
         self.state = AgentState(settings.resolved_instance_id())
-        self._registry = registry or RegistryClient(settings.registry_url, token=settings.token)
+        self._registry = registry or RegistryClient(
+            settings.registry_url, token=settings.token, ca_bundle=settings.ca_bundle
+        )
         self._own_registry = registry is None
         self.server = LlmServer(settings.llm)
         self.scheduler = HealthScheduler(self.server.checks())
@@ -116,7 +118,10 @@ class Agent:
             app.add_route("/v1/agent", self._agent_endpoint, methods=["GET"])
             app.router.routes.append(metrics_route(self.metrics_registry))
             self.http = AppServer(
-                app, host=self.settings.listen_host, port=self.settings.listen_port
+                app,
+                host=self.settings.listen_host,
+                port=self.settings.listen_port,
+                tls=self.settings.tls,
             )
             await self.http.start()
             await self._register()
@@ -178,7 +183,12 @@ class Agent:
             "host": s.advertise_host or s.upstream_host,
             "port": s.upstream_port,
             "scheme": s.upstream_scheme,
-            "check": {"type": "ttl", "agent_port": self.http.port, "agent_path": "/livez"},
+            "check": {
+                "type": "ttl",
+                "agent_port": self.http.port,
+                "agent_path": "/livez",
+                "agent_scheme": self.http.scheme,
+            },
             "tags": sorted(s.tags),
             "metadata": metadata,
             "version": s.version,

@@ -48,6 +48,10 @@ class AgentSettings:
     #: The agent's own probe endpoints (the registry's monitor checks the agent there).
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
+    #: (certificate, key): serve the probe endpoints over https.
+    tls: tuple[str, str] | None = None
+    #: CA bundle for the registry's certificate (default: system CAs or $FLEETWATCH_CA_BUNDLE).
+    ca_bundle: str | None = None
     #: The address clients use for the upstream (default: the upstream URL's host).
     advertise_host: str | None = None
     ttl: float = DEFAULT_TTL_S

@@ -16,12 +16,13 @@ from fleetwatch.agent.settings import (
     DEFAULT_TTL_S,
 )
 from fleetwatch.cli.logsetup import setup_logs
-from fleetwatch.cli.options import RegistryToken, RegistryUrl
+from fleetwatch.cli.options import CaBundle, RegistryToken, RegistryUrl, TlsCert, TlsKey
 from fleetwatch.config.durations import parse_duration
 from fleetwatch.errors import ConfigError
 from fleetwatch.llm.adapters import KINDS
 from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.llm.economy import DEFAULT_HOURLY_BUDGET, DEFAULT_MIN_INTERVAL_S
+from fleetwatch.security.tls import server_files
 
 
 def _duration(value: str, *, zero_ok: bool = False) -> float:
@@ -83,6 +84,9 @@ def agent_command(
     startup_grace: Annotated[
         str, typer.Option(help="Report unavailable if still loading after this long.")
     ] = f"{DEFAULT_STARTUP_GRACE_S:g}s",
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    ca_bundle: CaBundle = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable holding the upstream's API key.")
     ] = None,
@@ -127,6 +131,8 @@ def agent_command(
             command=tuple(command or ()),
             listen_host=host,
             listen_port=int(port_text),
+            tls=server_files(tls_cert, tls_key),
+            ca_bundle=ca_bundle,
             advertise_host=advertise_host,
             ttl=_duration(ttl),
             propagation_delay=_duration(propagation_delay, zero_ok=True),

@@ -34,7 +34,9 @@ async def run_gateway(
     """Serve until SIGINT/SIGTERM."""
     async with (
         Gateway(settings) as gateway,
-        AppServer(gateway.app(), host=host, port=port, tls=tls) as server,
+        AppServer(
+            gateway.app(), host=host, port=port, tls=tls, limits=gateway.http_limits()
+        ) as server,
     ):
         routable = len(gateway.discovery.cached(settings.service))
         console.print(

@@ -64,6 +64,14 @@ def serve_command(
             "ranges). Link-local (169.254.0.0/16) only when named.",
         ),
     ] = None,
+    ca_bundle: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-bundle",
+            help="Verify https instances and agents against this CA bundle "
+            "(default: [monitor] ca_bundle, $FLEETWATCH_CA_BUNDLE, or the system's CAs).",
+        ),
+    ] = None,
 ) -> None:
     """Run the registry: API, monitor of every instance, reaper, change feed."""
     setup_logs("info")
@@ -78,6 +86,11 @@ def serve_command(
             update={"allowed_networks": list(allow_network)}
         )
         serve_config = serve_config.model_copy(update={"registry": registry_section})
+    if ca_bundle:
+        if not Path(ca_bundle).is_file():
+            raise ConfigError(f"--ca-bundle {ca_bundle!r} is not a file")
+        monitor_section = serve_config.monitor.model_copy(update={"ca_bundle": ca_bundle})
+        serve_config = serve_config.model_copy(update={"monitor": monitor_section})
     node = RegistryNode(serve_config, store_url=store or os.environ.get("FLEETWATCH_STORE"))
     tls = server_files(tls_cert, tls_key)
     asyncio.run(run_registry(node, host, port, console, tls))

@@ -13,6 +13,7 @@ allowed_networks = ["127.0.0.0/8", "10.0.0.0/8"]   # default: loopback and priva
 deregister_after = "10m"
 self_preservation_share = 0.5
 self_preservation_minimum = 5
+ca_bundle = "/etc/fleetwatch/ca.pem"  # verify https instances and agents against this CA
 
 [[tokens]]
 name = "team-a"
@@ -82,6 +83,8 @@ class MonitorSection(BaseModel):
     deregister_after: Duration = 600.0
     self_preservation_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
     self_preservation_minimum: Annotated[int, Field(ge=1)] = 5
+    #: CA bundle the monitor verifies https instances and agents against.
+    ca_bundle: str | None = None
 
 
 class TokenSection(BaseModel):

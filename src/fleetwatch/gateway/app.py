@@ -37,6 +37,7 @@ from fleetwatch.gateway.admission import Admission, Saturated, parse_retry_after
 from fleetwatch.gateway.errors import error_response, sse_error
 from fleetwatch.gateway.settings import CONNECT_TIMEOUT_S, GatewaySettings
 from fleetwatch.gateway.stats import GatewayStats
+from fleetwatch.lifecycle.http_limits import HttpLimits
 from fleetwatch.observability.metrics import GatewayMetrics, metrics_route
 from fleetwatch.registry.model import Instance
 from fleetwatch.security.tls import client_context
@@ -184,6 +185,14 @@ class Gateway(AsyncResource):
             metrics_route(self.metrics_registry, refresh=self._refresh_metrics),
         ]
         return Starlette(routes=routes)
+
+    def http_limits(self) -> HttpLimits:
+        """The server limits to serve :meth:`app` with.
+
+        The body limit is the gateway's own, one byte looser: clients get the gateway's
+        OpenAI-style 413, and the server's generic one is only a backstop.
+        """
+        return HttpLimits(max_body_bytes=self.settings.max_body_bytes + 1)
 
     async def _refresh_metrics(self) -> None:
         self.metrics.count_ejections()

@@ -17,6 +17,9 @@ import uvicorn
 
 from fleetwatch.async_resource import AsyncResource
 from fleetwatch.errors import ServeError
+from fleetwatch.lifecycle.http_limits import HttpLimits, RequestSizeLimit
+
+DEFAULT_LIMITS = HttpLimits()
 
 #: Binding a socket and running an app's start-up takes milliseconds; a start-up that takes
 #: longer than this is stuck (a lifespan waiting on something that never comes).
@@ -30,7 +33,11 @@ class _QuietServer(uvicorn.Server):
 
 
 class AppServer(AsyncResource):
-    """An ASGI app served on ``host:port`` (port 0 picks a free one) as an async context manager."""
+    """An ASGI app served on ``host:port`` (port 0 picks a free one) as an async context manager.
+
+    Every server gets the slow-client deadlines and size limits of ``limits``
+    (see :mod:`fleetwatch.lifecycle.http_limits`).
+    """
 
     def __init__(
         self,
@@ -41,12 +48,14 @@ class AppServer(AsyncResource):
         log_level: str = "warning",
         access_log: bool = False,
         tls: tuple[str, str] | None = None,
+        limits: HttpLimits = DEFAULT_LIMITS,
         **uvicorn_options: Any,
     ) -> None:
+        uvicorn_options = {**limits.uvicorn_options(), **uvicorn_options}
         if tls is not None:
             uvicorn_options = {**uvicorn_options, "ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
         config = uvicorn.Config(
-            app,
+            RequestSizeLimit(app, limits.max_body_bytes, limits.max_header_bytes),
             host=host,
             port=port,
             log_level=log_level,

@@ -77,6 +77,8 @@ class CheckSpec:
     #: checks only that the agent is reachable (GET ``agent_path``), never the server itself.
     agent_port: int | None = None
     agent_path: str = "/livez"
+    #: ``https`` when the agent serves its probe endpoints over TLS.
+    agent_scheme: str = "http"
 
     def __post_init__(self) -> None:
         for name in ("interval", "timeout"):
@@ -94,6 +96,8 @@ class CheckSpec:
             raise ValueError(f"check.path must start with '/', got {self.path!r}")
         if self.agent_port is not None and self.type is not CheckType.TTL:
             raise ValueError("check.agent_port goes with a ttl check (an agent-held instance)")
+        if self.agent_scheme not in ("http", "https"):
+            raise ValueError(f"check.agent_scheme must be http or https, got {self.agent_scheme!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,7 @@ class Instance:
                 "startup_grace": check.startup_grace,
                 "agent_port": check.agent_port,
                 "agent_path": check.agent_path,
+                "agent_scheme": check.agent_scheme,
             },
             "tags": sorted(self.tags),
             "metadata": dict(self.metadata),

@@ -63,6 +63,9 @@ class MonitorSettings:
     preservation: PreservationPolicy = field(default_factory=PreservationPolicy)
     #: The SSRF guard: addresses are checked again at every new connection.
     policy: NetworkPolicy = field(default_factory=NetworkPolicy)
+    #: CA bundle for instances and agents served over https (default: system CAs, or
+    #: ``$FLEETWATCH_CA_BUNDLE``).
+    ca_bundle: str | None = None
 
 
 class _Watcher:
@@ -98,14 +101,15 @@ class _Watcher:
     def _prober(self, instance: Instance) -> Prober:
         check = instance.check
         path = None if check.type is CheckType.TCP else check.path
-        port = instance.port
+        port, scheme = instance.port, instance.scheme
         if check.type is CheckType.TTL and check.agent_port is not None:
-            path, port = check.agent_path, check.agent_port
+            path, port, scheme = check.agent_path, check.agent_port, check.agent_scheme
         return Prober(
             instance.host,
             port,
             path=path,
-            scheme=instance.scheme,
+            scheme=scheme,
+            ca_bundle=self.monitor.settings.ca_bundle,
             on_close=self._closed,
             node=self.monitor.node_id,
             policy=self.monitor.settings.policy,

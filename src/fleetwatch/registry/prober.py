@@ -154,12 +154,13 @@ class Prober:
         on_close: Callable[[], None] | None = None,
         node: str = "",
         policy: NetworkPolicy | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         self.host = host
         self._policy = policy
         self.port = port
         self.path = path
-        self._tls = client_context() if scheme == "https" else None
+        self._tls = client_context(ca_bundle) if scheme == "https" else None
         self._on_close = on_close or (lambda: None)
         self._conn: _Connection | None = None
         host_header = (f"[{host}]" if ":" in host else host) + f":{port}"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleetwatch.lifecycle.http_limits import send_too_large
 
 
 class BodyLimit:
@@ -25,7 +25,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await send_too_large(send, self.limit)
             return
         body = bytearray()
         while True:
@@ -34,7 +34,7 @@ class BodyLimit:
                 break  # the client went away; let the app see it
             body += message.get("body", b"")
             if len(body) > self.limit:
-                await self._refuse(send)
+                await send_too_large(send, self.limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -48,14 +48,3 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": f"request body larger than {self.limit} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

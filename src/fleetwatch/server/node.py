@@ -94,6 +94,7 @@ class RegistryNode:
                 deregister_after=config.monitor.deregister_after,
                 preservation=preservation,
                 policy=policy,
+                ca_bundle=config.monitor.ca_bundle,
             ),
         )
         self.health = HealthScheduler(

@@ -71,6 +71,7 @@ class CheckBody(BaseModel):
     ] = 120.0
     agent_port: Annotated[int | None, Field(ge=1, le=65535)] = None
     agent_path: Annotated[str, Field(pattern=r"^/[^\s]{0,255}$")] = "/livez"
+    agent_scheme: Literal["http", "https"] = "http"
 
     @model_validator(mode="after")
     def _agent_with_ttl(self) -> CheckBody:
@@ -90,6 +91,7 @@ class CheckBody(BaseModel):
             startup_grace=float(self.startup_grace),
             agent_port=self.agent_port,
             agent_path=self.agent_path,
+            agent_scheme=self.agent_scheme,
         )
 
 
@@ -222,6 +224,7 @@ class CheckOut(BaseModel):
     startup_grace: float
     agent_port: int | None
     agent_path: str
+    agent_scheme: Literal["http", "https"]
 
 
 class InstanceOut(BaseModel):
