@@ -234,3 +234,30 @@ async def test_failing_instance_is_ejected_and_traffic_moves(
     assert codes.count(200) == 25
     circuits = gateway.gateway.discovery.outliers.snapshot()
     assert any(c.get("state") == "open" for c in circuits.values())
+
+
+async def test_malformed_requests_are_refused_before_any_backend(
+    api: RegistryClient, gateways: Any, backends: Any
+) -> None:
+    """Wrong types and missing required fields get 400 naming the field; nothing is forwarded."""
+    backend = await backends(model="m1")
+    await register(api, "one", backend.port, model="m1")
+    gateway = await gateways()
+    await routed(gateway, 1)
+    bad = [
+        ("/v1/chat/completions", {**CHAT, "model": 5}, "'model'"),
+        ("/v1/chat/completions", {**CHAT, "stream": "yes"}, "'stream'"),
+        ("/v1/chat/completions", {**CHAT, "max_tokens": 0}, "'max_tokens'"),
+        ("/v1/chat/completions", {"model": "m1", "messages": []}, "'messages'"),
+        ("/v1/chat/completions", {"model": "m1", "messages": ["hi"]}, "'messages[0]'"),
+        ("/v1/completions", {"model": "m1"}, "'prompt'"),
+        ("/v1/embeddings", {"model": "m1", "input": [1, 2]}, "'input'"),
+    ]
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        replies = [(await client.post(path, json=body), needle) for path, body, needle in bad]
+        fine = await client.post("/v1/completions", json={"model": "m1", "prompt": "hi"})
+    for reply, needle in replies:
+        assert reply.status_code == 400
+        assert needle in reply.json()["error"]["message"]
+    assert fine.status_code == 200
+    assert backend.state.requests == 1  # only the valid request reached the backend

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from fleetwatch import __version__
 from fleetwatch.async_resource import AsyncResource
 from fleetwatch.discovery import DiscoveryClient, RegistryClient
 from fleetwatch.discovery.balancer import balancer_for
@@ -35,6 +36,7 @@ from fleetwatch.discovery.client import RequestOutcome
 from fleetwatch.errors import Forbidden, InstanceNotFound, RegistryError, Unauthorized
 from fleetwatch.gateway.admission import Admission, Saturated, parse_retry_after
 from fleetwatch.gateway.errors import error_response, sse_error
+from fleetwatch.gateway.openapi import openapi_document, request_problem
 from fleetwatch.gateway.settings import CONNECT_TIMEOUT_S, GatewaySettings
 from fleetwatch.gateway.stats import GatewayStats
 from fleetwatch.lifecycle.http_limits import HttpLimits
@@ -182,6 +184,7 @@ class Gateway(AsyncResource):
             Route("/v1/gateway/stats", self._stats, methods=["GET"]),
             Route("/livez", self._livez, methods=["GET"]),
             Route("/readyz", self._readyz, methods=["GET"]),
+            Route("/openapi.json", self._openapi, methods=["GET"]),
             metrics_route(self.metrics_registry, refresh=self._refresh_metrics),
         ]
         return Starlette(routes=routes)
@@ -271,6 +274,10 @@ class Gateway(AsyncResource):
             status_code=status,
         )
 
+    async def _openapi(self, request: Request) -> Response:
+        del request
+        return JSONResponse(openapi_document(__version__))
+
     async def _stats(self, request: Request) -> Response:
         del request
         return JSONResponse(
@@ -342,6 +349,10 @@ class Gateway(AsyncResource):
         if isinstance(parsed, Response):
             return parsed
         body, payload = parsed
+        problem = request_problem(request.url.path, payload)
+        if problem is not None:
+            self.stats.outcome("invalid_request")
+            return error_response(400, problem, "invalid_request_error", "invalid_field")
         model = payload.get("model") if isinstance(payload.get("model"), str) else None
         streaming = payload.get("stream") is True
         if not self.candidates(model, set()):

@@ -51,16 +51,28 @@ _COMMON_FIELDS: dict[str, dict[str, Any]] = {
 
 def request_problem(path: str, payload: dict[str, Any]) -> str | None:
     """What is wrong with a proxied request's JSON object, or None when the gateway takes it."""
+    return _common_problem(payload) or _required_problem(path, payload)
+
+
+def _common_problem(payload: dict[str, Any]) -> str | None:
     model = payload.get("model")
     if "model" in payload and not (isinstance(model, str) and 1 <= len(model) <= 256):
         return "'model' must be a string of 1 to 256 characters"
     if "stream" in payload and not isinstance(payload["stream"], bool):
         return "'stream' must be true or false"
     max_tokens = payload.get("max_tokens")
+    # JSON Schema's integers include 5.0, so the gateway takes it too.
+    whole = isinstance(max_tokens, int) or (
+        isinstance(max_tokens, float) and max_tokens.is_integer()
+    )
     if "max_tokens" in payload and not (
-        isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 1
+        whole and not isinstance(max_tokens, bool) and max_tokens >= 1  # type: ignore[operator]
     ):
         return "'max_tokens' must be an integer >= 1"
+    return None
+
+
+def _required_problem(path: str, payload: dict[str, Any]) -> str | None:
     field, _ = _REQUIRED_BY_PATH[path]
     value = payload.get(field)
     if field == "messages":
@@ -108,9 +120,7 @@ def _proxied(path: str) -> dict[str, Any]:
     reply = "EmbeddingList" if path == "/v1/embeddings" else "Completion"
     ok = _json({"$ref": f"#/components/schemas/{reply}"}, "The backend's reply")
     if path != "/v1/embeddings":
-        ok["content"]["text/event-stream"] = {
-            "schema": {"type": "string", "description": "Server-sent events ending in [DONE]"}
-        }
+        ok["content"]["text/event-stream"] = {"schema": {"$ref": "#/components/schemas/Event"}}
     return {
         "post": {
             "summary": f"Proxy {path} to a healthy instance",
@@ -169,10 +179,10 @@ def openapi_document(version: str) -> dict[str, Any]:
         "properties": {"status": {"enum": ["pass", "fail"]}},
     }
     readiness = {
-        **probe,
+        "type": "object",
         "required": ["status", "routable_instances"],
         "properties": {
-            **probe["properties"],
+            "status": {"enum": ["pass", "fail"]},
             "routable_instances": {"type": "integer", "minimum": 0},
         },
     }
@@ -198,6 +208,16 @@ def openapi_document(version: str) -> dict[str, Any]:
 
 
 _SCHEMAS: dict[str, Any] = {
+    "Event": {
+        "description": "One server-sent event: a JSON chunk, an error, or the final [DONE]",
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "pattern": r"^(\[DONE\]|\{.*\})$"},
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
