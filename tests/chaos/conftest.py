@@ -1,3 +1,63 @@
-"""Chaos tests borrow the gateway fixtures."""
+"""Chaos tests borrow the gateway fixtures, and share a routed load generator."""
 
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from types import TracebackType
+
+import httpx
+
+from fleetwatch.discovery import DiscoveryClient
 from tests.gateway.conftest import backends, gateways  # noqa: F401 - fixtures
+
+
+class RoutedLoad:
+    """Workers that each pick an instance through discovery and call it, counting outcomes:
+    what a client of the registry experiences while the test breaks things."""
+
+    def __init__(self, client: DiscoveryClient, service: str, *, workers: int = 4) -> None:
+        self.client = client
+        self.service = service
+        self.workers = workers
+        self.outcomes: Counter[str] = Counter()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def ok(self) -> int:
+        return self.outcomes["ok"]
+
+    @property
+    def failed(self) -> int:
+        """Requests that reached an instance and did not get a 200."""
+        return self.outcomes["failed"]
+
+    async def __aenter__(self) -> RoutedLoad:
+        self._tasks = [
+            asyncio.create_task(self._work(), name=f"chaos.load.{n}") for n in range(self.workers)
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _work(self) -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                instance = await self.client.get_instance(self.service)
+                if instance is None:
+                    self.outcomes["no_instance"] += 1
+                else:
+                    try:
+                        reply = await http.get(f"http://{instance.host}:{instance.port}/")
+                        self.outcomes["ok" if reply.status_code == 200 else "failed"] += 1
+                    except httpx.HTTPError:
+                        self.outcomes["failed"] += 1
+                await asyncio.sleep(0.01)

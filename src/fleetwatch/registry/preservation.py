@@ -19,7 +19,11 @@ log = logging.getLogger("fleetwatch.registry")
 
 @dataclass(frozen=True, slots=True)
 class PreservationPolicy:
-    """More than ``share`` of at least ``minimum`` instances failing together engages it."""
+    """At least ``share`` of at least ``minimum`` instances failing together engages it.
+
+    "At least": a monitor cut off from exactly half its fleet (one of two racks, one of two
+    zones) is the typical partition, and must not evict that half.
+    """
 
     share: float = 0.5
     minimum: int = 5
@@ -32,7 +36,7 @@ class PreservationPolicy:
 
     def suspicious(self, failing: int, total: int) -> bool:
         """Whether ``failing`` of ``total`` looks like the registry's own trouble."""
-        return total >= self.minimum and failing > self.share * total
+        return total >= self.minimum and failing >= self.share * total
 
 
 class SelfPreservation:

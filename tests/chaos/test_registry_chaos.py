@@ -1,0 +1,261 @@
+"""Chaos against the registry's own dependencies, with real processes on loopback: Redis killed
+under load, the registry process killed and restarted, the monitor cut off from half the fleet,
+and a Redis primary failover through Sentinel under load. Each is bounded and stops itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from fleetwatch.config.registry import MonitorSection, ServeConfig
+from fleetwatch.discovery import DiscoveryClient, RegistryClient, registration
+from fleetwatch.errors import RegistryUnavailable
+from fleetwatch.lifecycle import AppServer
+from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry.registry import Scope
+from fleetwatch.sandbox import HttpBackend, RedisServer, SentinelServer, free_port
+from fleetwatch.sandbox.tcp_proxy import TcpProxy
+from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.server.node import RegistryNode
+from tests.chaos.conftest import RoutedLoad
+from tests.conftest import TOKEN, poll_until
+
+SERVICE = "llm"
+FLEET = 10
+QUICK_CHECK = {"interval": 0.2, "timeout": 0.3}
+#: How long Redis stays dead in the outage test (the issue's figure).
+REDIS_OUTAGE_S = 30.0
+
+
+def _node(store_url: str, **monitor: object) -> RegistryNode:
+    auth = TokenAuth([Token("chaos", TOKEN, Scope.ALL)])
+    config = ServeConfig(monitor=MonitorSection(**monitor))  # type: ignore[arg-type]
+    return RegistryNode(config, store_url=store_url, auth=auth)
+
+
+@contextlib.asynccontextmanager
+async def _fleet(
+    stack: contextlib.AsyncExitStack, registry_url: str, *, heartbeat_every: float, size: int
+) -> AsyncIterator[list[str]]:
+    """``size`` real HTTP backends, each registered and heartbeating; yields their ids."""
+    ids = []
+    for n in range(size):
+        backend = await stack.enter_async_context(HttpBackend())
+        await stack.enter_async_context(
+            registration(
+                SERVICE, f"i{n}", host="127.0.0.1", port=backend.port, registry_url=registry_url,
+                token=TOKEN, ttl=3 * heartbeat_every, heartbeat_every=heartbeat_every,
+                check=QUICK_CHECK,
+            )
+        )  # fmt: skip
+        ids.append(f"i{n}")
+    yield ids
+
+
+async def _statuses(api: RegistryClient) -> dict[str, InstanceStatus]:
+    try:
+        _, instances = await api.instances(SERVICE)
+    except RegistryUnavailable:
+        return {}
+    return {i.instance_id: i.status for i in instances}
+
+
+async def _all_available(api: RegistryClient, ids: list[str]) -> bool:
+    """Whether every one of ``ids`` is registered and available (others may exist too)."""
+    statuses = await _statuses(api)
+    return all(statuses.get(i) is InstanceStatus.AVAILABLE for i in ids)
+
+
+async def test_redis_killed_for_30s_under_load(own_redis: RedisServer) -> None:
+    """Redis SIGKILLed for 30 s under routed load: clients keep routing on last-known-good with
+    0 failed requests, writes fail with a clear 503 naming the store, and after Redis returns
+    (empty) every instance is registered again: 0 lost."""
+    node = _node(own_redis.url)
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(AppServer(node.app()))
+        api = await stack.enter_async_context(RegistryClient(server.url, token=TOKEN))
+        async with _fleet(stack, server.url, heartbeat_every=1.0, size=FLEET) as ids:
+            await poll_until(lambda: _all_available(api, ids), True, within=20)
+            client = await stack.enter_async_context(
+                DiscoveryClient(server.url, token=TOKEN, wait=1.0)
+            )
+            load = await stack.enter_async_context(RoutedLoad(client, SERVICE))
+            await asyncio.sleep(1)
+            before_outage = load.ok
+
+            await asyncio.to_thread(own_redis.kill)
+            killed_at = time.monotonic()
+            await poll_until(lambda: _stale(client), True, within=10)
+            with pytest.raises(RegistryUnavailable) as refused:
+                await api.register(SERVICE, "newcomer", {"host": "127.0.0.1", "port": 9})
+            await asyncio.sleep(REDIS_OUTAGE_S - (time.monotonic() - killed_at))
+            during_outage = load.ok - before_outage
+            routable_during = len(await client.instances(SERVICE))
+
+            await asyncio.to_thread(own_redis.start)  # back, and empty
+            back_at = time.monotonic()
+            await poll_until(lambda: _all_available(api, ids), True, within=20)
+            recovered_s = time.monotonic() - back_at
+            await poll_until(lambda: _stale(client), False, within=10)
+            await api.register(SERVICE, "newcomer", {"host": "127.0.0.1", "port": 9})
+            outcomes = dict(load.outcomes)
+    assert "Redis" in str(refused.value)
+    assert routable_during == FLEET  # last-known-good: the whole fleet, all along
+    assert during_outage > 100  # the load really ran through the outage
+    assert outcomes.get("failed", 0) == 0
+    assert recovered_s < 10
+    print(f"redis outage: {outcomes}, all {FLEET} back {recovered_s:.2f}s after Redis returned")
+
+
+async def _stale(client: DiscoveryClient) -> bool:
+    return client.is_stale(SERVICE)
+
+
+@contextlib.asynccontextmanager
+async def _serve_process(port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`fleetwatch serve` (embedded store) as its own process, ready when /readyz passes."""
+    env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "serve", "--port", str(port),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(timeout=1) as client:
+
+            async def ready() -> int:
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code
+                except httpx.TransportError:
+                    return 0
+
+            await poll_until(ready, 200, within=30)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_registry_restart_brings_everyone_back_within_two_heartbeats() -> None:
+    """`fleetwatch serve` (memory store) SIGKILLed and started again on its port: all 10
+    instances are registered again within 2 heartbeat intervals of it answering."""
+    heartbeat_every = 1.0
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(_serve_process(port))
+        api = await stack.enter_async_context(RegistryClient(url, token=TOKEN))
+        async with _fleet(stack, url, heartbeat_every=heartbeat_every, size=FLEET) as ids:
+            await poll_until(lambda: _all_available(api, ids), True, within=20)
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            await asyncio.sleep(1.0)  # down for a moment: heartbeats fail meanwhile
+            async with _serve_process(port):
+                back_at = time.monotonic()
+                await poll_until(
+                    lambda: _registered(api), set(ids), within=4 * heartbeat_every, every=0.02
+                )
+                registered_s = time.monotonic() - back_at
+                await poll_until(lambda: _all_available(api, ids), True, within=10)
+    assert registered_s <= 2 * heartbeat_every
+    print(f"registry restart: all {FLEET} registered {registered_s:.2f}s after it answered")
+
+
+async def _registered(api: RegistryClient) -> set[str]:
+    return set(await _statuses(api))
+
+
+async def test_monitor_cut_off_from_half_the_fleet_evicts_no_one() -> None:
+    """Half of 8 instances behind TCP proxies that start dropping their traffic (timeouts, as a
+    partition looks): self-preservation holds them (none unavailable, none deregistered,
+    though deregister_after is 2 s); after the link heals every one is available, checked."""
+    node = _node("memory", deregister_after=2.0)
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(AppServer(node.app()))
+        api = await stack.enter_async_context(RegistryClient(server.url, token=TOKEN))
+        proxies = []
+        for n in range(8):
+            backend = await stack.enter_async_context(HttpBackend())
+            port = backend.port
+            if n % 2:
+                proxy = await stack.enter_async_context(TcpProxy(backend.port))
+                proxies.append(proxy)
+                port = proxy.port
+            await api.register(
+                SERVICE, f"i{n}", {"host": "127.0.0.1", "port": port, "check": QUICK_CHECK}
+            )
+        ids = [f"i{n}" for n in range(8)]
+        await poll_until(lambda: _all_available(api, ids), True, within=20)
+
+        for proxy in proxies:
+            proxy.cut()
+        await poll_until(lambda: _engaged(node), True, within=5)
+        worst: set[InstanceStatus] = set()
+        cut_until = time.monotonic() + 5.0  # more than twice deregister_after
+        while time.monotonic() < cut_until:
+            statuses = await _statuses(api)
+            assert set(statuses) == set(ids), "an instance was evicted"
+            worst |= set(statuses.values())
+            await asyncio.sleep(0.1)
+
+        for proxy in proxies:
+            proxy.heal()
+        await poll_until(lambda: _engaged(node), False, within=10)
+        await poll_until(lambda: _all_available(api, ids), True, within=10)
+        checked = {i.instance_id: i.last_check_at for i in (await api.instances(SERVICE))[1]}
+    assert worst == {InstanceStatus.AVAILABLE}  # held, not marked down
+    assert all(checked.values())
+
+
+async def _engaged(node: RegistryNode) -> bool:
+    return node.monitor.preservation.engaged
+
+
+async def test_sentinel_failover_under_load() -> None:
+    """The Redis primary SIGKILLed, Sentinel promotes the replica, under routed load: 0 failed
+    requests, no registration lost, and writes work again on the new primary."""
+    with contextlib.ExitStack() as servers:
+        primary = servers.enter_context(RedisServer())
+        servers.enter_context(
+            RedisServer(extra_args=["--replicaof", "127.0.0.1", str(primary.port)])
+        )
+        sentinel = servers.enter_context(SentinelServer(primary))
+        await asyncio.sleep(1.5)  # the sentinel has asked the primary about its replica
+        node = _node(sentinel.url)
+        async with contextlib.AsyncExitStack() as stack:
+            server = await stack.enter_async_context(AppServer(node.app()))
+            api = await stack.enter_async_context(RegistryClient(server.url, token=TOKEN))
+            async with _fleet(stack, server.url, heartbeat_every=1.0, size=FLEET) as ids:
+                await poll_until(lambda: _all_available(api, ids), True, within=20)
+                client = await stack.enter_async_context(
+                    DiscoveryClient(server.url, token=TOKEN, wait=1.0)
+                )
+                load = await stack.enter_async_context(RoutedLoad(client, SERVICE))
+                await asyncio.sleep(1.0)  # replication has caught up; load is running
+                await asyncio.to_thread(primary.kill)
+                killed_at = time.monotonic()
+
+                async def writable() -> bool:
+                    try:
+                        await api.register(SERVICE, "after", {"host": "127.0.0.1", "port": 9})
+                    except RegistryUnavailable:
+                        return False
+                    return True
+
+                await poll_until(writable, True, within=30, every=0.2)
+                failover_s = time.monotonic() - killed_at
+                await poll_until(lambda: _all_available(api, ids), True, within=10)
+                registered = await _registered(api)
+                outcomes = dict(load.outcomes)
+    assert registered == {*ids, "after"}  # none lost in the failover
+    assert outcomes.get("failed", 0) == 0
+    assert outcomes.get("ok", 0) > 100
+    print(f"sentinel failover: writes back after {failover_s:.2f}s, load {outcomes}")
