@@ -81,10 +81,11 @@ def child(
 
 
 def registry_process(
-    port: int, store: str = "memory"
+    port: int, store: str = "memory", *, log_level: str = "info"
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """``fleetwatch serve`` on ``port`` with ``store``, accepting ``BENCH_TOKEN``."""
-    argv = [sys.executable, "-m", "fleetwatch", "serve", "--port", str(port), "--store", store]
+    argv = [sys.executable, "-m", "fleetwatch", "--log-level", log_level, "serve"]
+    argv += ["--port", str(port), "--store", store]
     return child(argv, port, {"FLEETWATCH_TOKEN": BENCH_TOKEN})
 
 

@@ -116,3 +116,25 @@ async def test_registration_survives_in_order_for_a_node_that_was_away(
         await writer.aclose()
     assert [e.instance_id for e in events] == [f"i{i}" for i in range(25)]
     assert all(e.type is EventType.REGISTERED for e in events)
+
+
+async def test_orphan_check_is_empty_for_a_sound_store_and_names_damage(
+    redis_server: RedisServer,
+) -> None:
+    """After registrations, load reports and removals nothing dangles; an instance deleted
+    behind the store's back shows up as its index, lease and load entries."""
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_server.url, namespace=namespace)
+    try:
+        for name in ("a", "b", "c"):
+            await store.upsert(instance(name, ttl=30))
+            await store.put_load("llm", name, {"waiting": 1})
+        await store.remove("llm", "a", reason="test")
+        sound = await store.orphans()
+        async with aioredis.Redis.from_url(redis_server.url) as client:
+            await client.hdel(f"{{{namespace}}}:inst", "llm/b")  # damage, on purpose
+        damaged = await store.orphans()
+    finally:
+        await store.aclose()
+    assert sound == []
+    assert sorted(damaged) == ["index llm/b", "lease llm/b", "load llm/b"]

@@ -192,6 +192,13 @@ class RegistryMetrics:
             "1 while the monitor holds back evictions (it lost sight of too many instances).",
             registry=registry,
         )
+        self.tasks = Gauge(
+            "fleetwatch_asyncio_tasks",
+            "asyncio tasks alive in the node, by kind (watch: one per watched instance; "
+            "other: unnamed, such as requests being served).",
+            ["kind"],
+            registry=registry,
+        )
 
     def set_slos(self, reports: Iterable[SloReport]) -> None:
         """Each objective's SLIs, budget, burn rates and alerts."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -47,6 +48,16 @@ async def refresh(
     with contextlib.suppress(RegistryError):
         metrics.set_instances(await registry.services())
     metrics.self_preservation.set(1.0 if engaged() else 0.0)
+    kinds = Counter(_task_kind(task) for task in asyncio.all_tasks())
+    metrics.tasks.clear()
+    for kind, count in kinds.items():
+        metrics.tasks.labels(kind).set(count)
+
+
+def _task_kind(task: asyncio.Task[Any]) -> str:
+    """``fleetwatch.watch.llm/a`` -> ``watch``; tasks fleetwatch did not name -> ``other``."""
+    parts = task.get_name().split(".", 2)
+    return parts[1] if len(parts) > 1 and parts[0] == "fleetwatch" else "other"
 
 
 def timed_discovery(app: ASGIApp, metrics: RegistryMetrics) -> ASGIApp:

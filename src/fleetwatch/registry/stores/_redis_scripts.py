@@ -153,6 +153,35 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 )
 
+# KEYS: inst lease load services   ARGV: service set key prefix
+# Every entry that points at an instance no longer stored, and every stored instance its
+# service's set does not list: what a crash between two writes would leave (none: each change
+# is one script), checked in one consistent pass.
+ORPHANS = """
+local out = {}
+local inst = KEYS[1]
+for _, f in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('HEXISTS', inst, f) == 0 then table.insert(out, 'lease ' .. f) end
+end
+for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if redis.call('HEXISTS', inst, f) == 0 then table.insert(out, 'load ' .. f) end
+end
+local listed = {}
+for _, s in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  local ids = redis.call('SMEMBERS', ARGV[1] .. s)
+  if #ids == 0 then table.insert(out, 'service ' .. s) end
+  for _, id in ipairs(ids) do
+    local f = s .. '/' .. id
+    listed[f] = true
+    if redis.call('HEXISTS', inst, f) == 0 then table.insert(out, 'index ' .. f) end
+  end
+end
+for _, f in ipairs(redis.call('HKEYS', inst)) do
+  if not listed[f] then table.insert(out, 'unindexed ' .. f) end
+end
+return out
+"""
+
 # KEYS: inst load   ARGV: field json
 PUT_LOAD = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end

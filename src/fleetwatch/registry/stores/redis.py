@@ -100,6 +100,7 @@ class RedisStore:
                 ("put_load", scripts.PUT_LOAD),
                 ("node_heartbeat", scripts.NODE_HEARTBEAT),
                 ("note", scripts.NOTE),
+                ("orphans", scripts.ORPHANS),
             )
         }
         self._latest = 0
@@ -345,10 +346,14 @@ class RedisStore:
         )
 
     async def wait_for_change(self, index: int, within: float) -> int:
+        # What the follower had seen *before* the index is read: the follower keeps reading
+        # while we wait for the reply, so comparing with its later position would mistake
+        # ordinary progress for the store going backwards (and restart the follower for nothing).
+        seen_before = self._latest
         current = await self.index()
         if current != index:
             return current  # newer, or older: the store restarted and the caller must resync
-        if current < self._latest:
+        if current < seen_before:
             # Redis lost its data (restart without persistence, a flush): the follower reads
             # from an id that will not come again. Start it over from where the store is now.
             await self._stop_follower()
@@ -463,6 +468,15 @@ class RedisStore:
     async def node_leave(self, node_id: str) -> None:
         async with _translated("node leave"):
             await self._client.zrem(self._k["nodes"], node_id)
+
+    async def orphans(self) -> list[str]:
+        """Entries pointing at an instance that is gone (``index``, ``lease``, ``load``), empty
+        services, and instances their service does not list: always empty unless the store was
+        damaged. Checked in one script, so it is consistent while nodes write."""
+        async with _translated("orphan check"):
+            keys = [self._k["inst"], self._k["lease"], self._k["load"], self._k["services"]]
+            found = await self._scripts["orphans"](keys=keys, args=[f"{self._tag}:svc:"])
+        return [str(entry) for entry in found]
 
     async def aclose(self) -> None:
         await self._stop_follower()
