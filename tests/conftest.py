@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+import httpx
 import pytest
 
 from fleetwatch.config.registry import ServeConfig
@@ -83,6 +88,43 @@ async def poll_until(
 
 TOKEN = "discovery-test-token"
 OPS_TOKEN = "discovery-ops-token"
+
+
+@contextlib.asynccontextmanager
+async def serve_process(
+    port: int, *, store: str | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`fleetwatch serve` (accepting TOKEN) as its own process on ``port``, ready when /readyz
+    passes; stopped with SIGTERM (SIGKILL after 15 s) unless the test already ended it."""
+    argv = [sys.executable, "-m", "fleetwatch", "serve", "--port", str(port)]
+    if store is not None:
+        argv += ["--store", store]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env={**os.environ, "FLEETWATCH_TOKEN": TOKEN},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(timeout=1) as client:
+
+            async def ready() -> int:
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code
+                except httpx.TransportError:
+                    return 0
+
+            await poll_until(ready, 200, within=30)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 class RunningRegistry:

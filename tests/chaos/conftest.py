@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from types import TracebackType
 
 import httpx
 
+from fleetwatch.async_resource import AsyncResource
 from fleetwatch.discovery import DiscoveryClient
 from tests.gateway.conftest import backends, gateways  # noqa: F401 - fixtures
 
 
-class RoutedLoad:
+class RoutedLoad(AsyncResource):
     """Workers that each pick an instance through discovery and call it, counting outcomes:
     what a client of the registry experiences while the test breaks things."""
 
@@ -32,18 +32,12 @@ class RoutedLoad:
         """Requests that reached an instance and did not get a 200."""
         return self.outcomes["failed"]
 
-    async def __aenter__(self) -> RoutedLoad:
+    async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._work(), name=f"chaos.load.{n}") for n in range(self.workers)
         ]
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

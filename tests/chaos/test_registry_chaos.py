@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from fleetwatch.config.registry import MonitorSection, ServeConfig
@@ -26,7 +24,7 @@ from fleetwatch.sandbox.tcp_proxy import TcpProxy
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from tests.chaos.conftest import RoutedLoad
-from tests.conftest import TOKEN, poll_until
+from tests.conftest import TOKEN, poll_until, serve_process
 
 SERVICE = "llm"
 FLEET = 10
@@ -37,7 +35,7 @@ REDIS_OUTAGE_S = 30.0
 
 def _node(store_url: str, **monitor: object) -> RegistryNode:
     auth = TokenAuth([Token("chaos", TOKEN, Scope.ALL)])
-    config = ServeConfig(monitor=MonitorSection(**monitor))  # type: ignore[arg-type]
+    config = ServeConfig(monitor=MonitorSection(**monitor))
     return RegistryNode(config, store_url=store_url, auth=auth)
 
 
@@ -74,11 +72,19 @@ async def _all_available(api: RegistryClient, ids: list[str]) -> bool:
     return all(statuses.get(i) is InstanceStatus.AVAILABLE for i in ids)
 
 
-async def test_redis_killed_for_30s_under_load(own_redis: RedisServer) -> None:
-    """Redis SIGKILLed for 30 s under routed load: clients keep routing on last-known-good with
-    0 failed requests, writes fail with a clear 503 naming the store, and after Redis returns
-    (empty) every instance is registered again: 0 lost."""
-    node = _node(own_redis.url)
+@dataclass
+class _Loaded:
+    api: RegistryClient
+    ids: list[str]
+    client: DiscoveryClient
+    load: RoutedLoad
+
+
+@contextlib.asynccontextmanager
+async def _fleet_under_load(store_url: str) -> AsyncIterator[_Loaded]:
+    """A node on ``store_url`` with FLEET heartbeating instances, all available, and routed
+    load running for a second already."""
+    node = _node(store_url)
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(AppServer(node.app()))
         api = await stack.enter_async_context(RegistryClient(server.url, token=TOKEN))
@@ -88,25 +94,34 @@ async def test_redis_killed_for_30s_under_load(own_redis: RedisServer) -> None:
                 DiscoveryClient(server.url, token=TOKEN, wait=1.0)
             )
             load = await stack.enter_async_context(RoutedLoad(client, SERVICE))
-            await asyncio.sleep(1)
-            before_outage = load.ok
+            await asyncio.sleep(1.0)  # load is running (through Sentinel: replicas caught up)
+            yield _Loaded(api, ids, client, load)
 
-            await asyncio.to_thread(own_redis.kill)
-            killed_at = time.monotonic()
-            await poll_until(lambda: _stale(client), True, within=10)
-            with pytest.raises(RegistryUnavailable) as refused:
-                await api.register(SERVICE, "newcomer", {"host": "127.0.0.1", "port": 9})
-            await asyncio.sleep(REDIS_OUTAGE_S - (time.monotonic() - killed_at))
-            during_outage = load.ok - before_outage
-            routable_during = len(await client.instances(SERVICE))
 
-            await asyncio.to_thread(own_redis.start)  # back, and empty
-            back_at = time.monotonic()
-            await poll_until(lambda: _all_available(api, ids), True, within=20)
-            recovered_s = time.monotonic() - back_at
-            await poll_until(lambda: _stale(client), False, within=10)
+async def test_redis_killed_for_30s_under_load(own_redis: RedisServer) -> None:
+    """Redis SIGKILLed for 30 s under routed load: clients keep routing on last-known-good with
+    0 failed requests, writes fail with a clear 503 naming the store, and after Redis returns
+    (empty) every instance is registered again: 0 lost."""
+    async with _fleet_under_load(own_redis.url) as fleet:
+        api, ids, client, load = fleet.api, fleet.ids, fleet.client, fleet.load
+        before_outage = load.ok
+
+        await asyncio.to_thread(own_redis.kill)
+        killed_at = time.monotonic()
+        await poll_until(lambda: _stale(client), True, within=10)
+        with pytest.raises(RegistryUnavailable) as refused:
             await api.register(SERVICE, "newcomer", {"host": "127.0.0.1", "port": 9})
-            outcomes = dict(load.outcomes)
+        await asyncio.sleep(REDIS_OUTAGE_S - (time.monotonic() - killed_at))
+        during_outage = load.ok - before_outage
+        routable_during = len(await client.instances(SERVICE))
+
+        await asyncio.to_thread(own_redis.start)  # back, and empty
+        back_at = time.monotonic()
+        await poll_until(lambda: _all_available(api, ids), True, within=20)
+        recovered_s = time.monotonic() - back_at
+        await poll_until(lambda: _stale(client), False, within=10)
+        await api.register(SERVICE, "newcomer", {"host": "127.0.0.1", "port": 9})
+        outcomes = dict(load.outcomes)
     assert "Redis" in str(refused.value)
     assert routable_during == FLEET  # last-known-good: the whole fleet, all along
     assert during_outage > 100  # the load really ran through the outage
@@ -119,31 +134,6 @@ async def _stale(client: DiscoveryClient) -> bool:
     return client.is_stale(SERVICE)
 
 
-@contextlib.asynccontextmanager
-async def _serve_process(port: int) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`fleetwatch serve` (embedded store) as its own process, ready when /readyz passes."""
-    env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetwatch", "serve", "--port", str(port),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(timeout=1) as client:
-
-            async def ready() -> int:
-                try:
-                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code
-                except httpx.TransportError:
-                    return 0
-
-            await poll_until(ready, 200, within=30)
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
 async def test_registry_restart_brings_everyone_back_within_two_heartbeats() -> None:
     """`fleetwatch serve` (memory store) SIGKILLed and started again on its port: all 10
     instances are registered again within 2 heartbeat intervals of it answering."""
@@ -151,14 +141,14 @@ async def test_registry_restart_brings_everyone_back_within_two_heartbeats() -> 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     async with contextlib.AsyncExitStack() as stack:
-        first = await stack.enter_async_context(_serve_process(port))
+        first = await stack.enter_async_context(serve_process(port))
         api = await stack.enter_async_context(RegistryClient(url, token=TOKEN))
         async with _fleet(stack, url, heartbeat_every=heartbeat_every, size=FLEET) as ids:
             await poll_until(lambda: _all_available(api, ids), True, within=20)
             first.send_signal(signal.SIGKILL)
             await first.wait()
             await asyncio.sleep(1.0)  # down for a moment: heartbeats fail meanwhile
-            async with _serve_process(port):
+            async with serve_process(port):
                 back_at = time.monotonic()
                 await poll_until(
                     lambda: _registered(api), set(ids), within=4 * heartbeat_every, every=0.02
@@ -229,32 +219,23 @@ async def test_sentinel_failover_under_load() -> None:
         )
         sentinel = servers.enter_context(SentinelServer(primary))
         await asyncio.sleep(1.5)  # the sentinel has asked the primary about its replica
-        node = _node(sentinel.url)
-        async with contextlib.AsyncExitStack() as stack:
-            server = await stack.enter_async_context(AppServer(node.app()))
-            api = await stack.enter_async_context(RegistryClient(server.url, token=TOKEN))
-            async with _fleet(stack, server.url, heartbeat_every=1.0, size=FLEET) as ids:
-                await poll_until(lambda: _all_available(api, ids), True, within=20)
-                client = await stack.enter_async_context(
-                    DiscoveryClient(server.url, token=TOKEN, wait=1.0)
-                )
-                load = await stack.enter_async_context(RoutedLoad(client, SERVICE))
-                await asyncio.sleep(1.0)  # replication has caught up; load is running
-                await asyncio.to_thread(primary.kill)
-                killed_at = time.monotonic()
+        async with _fleet_under_load(sentinel.url) as fleet:
+            api, ids, load = fleet.api, fleet.ids, fleet.load
+            await asyncio.to_thread(primary.kill)
+            killed_at = time.monotonic()
 
-                async def writable() -> bool:
-                    try:
-                        await api.register(SERVICE, "after", {"host": "127.0.0.1", "port": 9})
-                    except RegistryUnavailable:
-                        return False
-                    return True
+            async def writable() -> bool:
+                try:
+                    await api.register(SERVICE, "after", {"host": "127.0.0.1", "port": 9})
+                except RegistryUnavailable:
+                    return False
+                return True
 
-                await poll_until(writable, True, within=30, every=0.2)
-                failover_s = time.monotonic() - killed_at
-                await poll_until(lambda: _all_available(api, ids), True, within=10)
-                registered = await _registered(api)
-                outcomes = dict(load.outcomes)
+            await poll_until(writable, True, within=30, every=0.2)
+            failover_s = time.monotonic() - killed_at
+            await poll_until(lambda: _all_available(api, ids), True, within=10)
+            registered = await _registered(api)
+            outcomes = dict(load.outcomes)
     assert registered == {*ids, "after"}  # none lost in the failover
     assert outcomes.get("failed", 0) == 0
     assert outcomes.get("ok", 0) > 100

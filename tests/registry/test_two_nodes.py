@@ -5,48 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator
 
 import httpx
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.sandbox import HttpBackend, RedisServer, free_port
-from tests.conftest import poll_until
+from tests.conftest import serve_process
 
 TOKEN = "two-nodes-token"
-
-
-@contextlib.asynccontextmanager
-async def serve_node(redis: RedisServer, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`fleetwatch serve --store redis://...` as its own process, ready when /readyz passes."""
-    env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetwatch", "serve", "--port", str(port), "--store", redis.url,
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(timeout=1) as client:
-
-            async def ready() -> int:
-                try:
-                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code
-                except httpx.TransportError:
-                    return 0
-
-            await poll_until(ready, 200, within=30)
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(15):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 async def _counts(backends: list[HttpBackend], *, reset: bool = False) -> list[dict[str, int]]:
@@ -59,9 +25,9 @@ async def test_two_nodes_split_the_fleet_and_take_over(own_redis: RedisServer) -
     """Each instance is checked by exactly one node; kill one and the other checks them all."""
     async with contextlib.AsyncExitStack() as stack:
         backends = [await stack.enter_async_context(HttpBackend()) for _ in range(8)]
-        first = await stack.enter_async_context(serve_node(own_redis, free_port()))
+        first = await stack.enter_async_context(serve_process(free_port(), store=own_redis.url))
         second_port = free_port()
-        await stack.enter_async_context(serve_node(own_redis, second_port))
+        await stack.enter_async_context(serve_process(second_port, store=own_redis.url))
         api = await stack.enter_async_context(
             RegistryClient(f"http://127.0.0.1:{second_port}", token=TOKEN)
         )

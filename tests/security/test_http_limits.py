@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -18,7 +16,7 @@ from starlette.routing import Route
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.lifecycle.http_limits import HttpLimits
 from fleetwatch.sandbox import free_port
-from tests.conftest import poll_until
+from tests.conftest import serve_process
 
 TIGHT = HttpLimits(header_timeout=0.5, read_timeout=1.5, max_header_bytes=4096, max_body_bytes=1000)
 
@@ -182,26 +180,9 @@ async def test_too_many_connections_get_503() -> None:
 async def test_the_serve_command_applies_the_default_header_deadline() -> None:
     """A real `fleetwatch serve` closes a silent connection at its 10 s default, with 408."""
     port = free_port()
-    env = {**os.environ, "FLEETWATCH_TOKEN": "limits-token"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetwatch", "serve", "--port", str(port),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(timeout=1) as client:
-
-            async def ready() -> int:
-                try:
-                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code
-                except httpx.TransportError:
-                    return 0
-
-            await poll_until(ready, 200, within=30)
+    async with serve_process(port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         data, elapsed = await _read_all(reader, within=20)
         writer.close()
-    finally:
-        proc.terminate()
-        await proc.wait()
     assert data.startswith(b"HTTP/1.1 408 ")
     assert 9.0 <= elapsed < 12.0
