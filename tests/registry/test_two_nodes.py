@@ -10,9 +10,7 @@ import httpx
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.sandbox import HttpBackend, RedisServer, free_port
-from tests.conftest import serve_process
-
-TOKEN = "two-nodes-token"
+from tests.conftest import TOKEN, serve_process
 
 
 async def _counts(backends: list[HttpBackend], *, reset: bool = False) -> list[dict[str, int]]:
