@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from fleetwatch.security.networks import AddressNotAllowed, NetworkPolicy
-from fleetwatch.security.tls import client_context
+from fleetwatch.security.tls import shared_client_context
 
 #: A health endpoint answers in a few bytes; more than this is refused (and not reused).
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -160,7 +160,7 @@ class Prober:
         self._policy = policy
         self.port = port
         self.path = path
-        self._tls = client_context(ca_bundle) if scheme == "https" else None
+        self._tls = shared_client_context(ca_bundle) if scheme == "https" else None
         self._on_close = on_close or (lambda: None)
         self._conn: _Connection | None = None
         host_header = (f"[{host}]" if ":" in host else host) + f":{port}"

@@ -6,6 +6,7 @@ Clients verify certificates by default, against the system's CAs, or against the
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from pathlib import Path
@@ -21,6 +22,18 @@ def client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     if bundle is not None and not Path(bundle).is_file():
         raise ConfigError(f"CA bundle {bundle!r} is not a file")
     return ssl.create_default_context(cafile=bundle)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_context(bundle: str | None) -> ssl.SSLContext:
+    return client_context(bundle)
+
+
+def shared_client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """:func:`client_context`, made once per bundle and shared: the monitor needs one for every
+    HTTPS instance it watches, and loading CA certificates each time costs milliseconds. A
+    rotated bundle file is read again when the process restarts."""
+    return _shared_context(ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None)
 
 
 def server_files(cert: str | None, key: str | None) -> tuple[str, str] | None:
