@@ -92,13 +92,14 @@ OPS_TOKEN = "discovery-ops-token"
 
 @contextlib.asynccontextmanager
 async def serve_process(
-    port: int, *, store: str | None = None
+    port: int, *, store: str | None = None, args: tuple[str, ...] = ()
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`fleetwatch serve` (accepting TOKEN) as its own process on ``port``, ready when /readyz
     passes; stopped with SIGTERM (SIGKILL after 15 s) unless the test already ended it."""
     argv = [sys.executable, "-m", "fleetwatch", "serve", "--port", str(port)]
     if store is not None:
         argv += ["--store", store]
+    argv += args
     proc = await asyncio.create_subprocess_exec(
         *argv,
         env={**os.environ, "FLEETWATCH_TOKEN": TOKEN},

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -186,3 +188,28 @@ async def test_the_serve_command_applies_the_default_header_deadline() -> None:
         writer.close()
     assert data.startswith(b"HTTP/1.1 408 ")
     assert 9.0 <= elapsed < 12.0
+
+
+async def test_serve_takes_its_limits_from_the_config(tmp_path: Path) -> None:
+    """header_timeout under [registry] sets the deadline; a value out of range is refused at
+    start, naming the setting and the allowed range."""
+    config = tmp_path / "registry.toml"
+    config.write_text('[registry]\nheader_timeout = "1s"\n')
+    port = free_port()
+    async with serve_process(port, args=("--config", str(config))):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        data, elapsed = await _read_all(reader, within=10)
+        writer.close()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[registry]\nmax_connections = 3\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "serve", "--config", str(bad),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        out, _ = await process.communicate()
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert 0.8 <= elapsed < 3.0
+    assert process.returncode == 64
+    assert b"max_connections" in out
+    assert b"16" in out

@@ -130,7 +130,7 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
         async with (
             scheduler,
             AppServer(probe_server_app(probes), port=fleet.probe_port) as probe_server,
-            AppServer(node.app(), port=fleet.registry_port) as registry,
+            AppServer(node.app(), port=fleet.registry_port, limits=node.http_limits()) as registry,
             RegistryClient(registry.url, token=fleet.token) as api,
             Gateway(
                 GatewaySettings(

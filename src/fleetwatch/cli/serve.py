@@ -31,7 +31,9 @@ async def run_registry(
     tls: tuple[str, str] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM."""
-    async with AppServer(node.app(), host=host, port=port, tls=tls) as server:
+    async with AppServer(
+        node.app(), host=host, port=port, tls=tls, limits=node.http_limits()
+    ) as server:
         console.print(
             f"[bold]fleetwatch registry[/] on [cyan]{server.url}[/] "
             f"(store: {type(node.store).__name__}; API docs: {server.url}/docs)"

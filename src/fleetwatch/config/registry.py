@@ -7,6 +7,9 @@ namespace = "fleetwatch"
 open_reads = false                    # true: reads need no token
 tombstone = "5m"
 max_body_bytes = 65536
+header_timeout = "10s"                # slowloris: headers must arrive within this
+read_timeout = "60s"                  # the whole request, body included
+max_connections = 4096                # connections plus requests before 503
 allowed_networks = ["127.0.0.0/8", "10.0.0.0/8"]   # default: loopback and private ranges
 
 [monitor]
@@ -64,6 +67,11 @@ class RegistrySection(BaseModel):
     open_reads: bool = False
     tombstone: Duration = 300.0
     max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    #: Slow clients: request headers must arrive within this, the whole request within
+    #: read_timeout; more than max_connections connections plus requests get 503.
+    header_timeout: Annotated[Duration, Field(gt=0, le=300)] = 10.0
+    read_timeout: Annotated[Duration, Field(gt=0, le=3600)] = 60.0
+    max_connections: Annotated[int, Field(ge=16, le=1_000_000)] = 4096
     #: The SSRF guard: the only networks instances may be in (default: loopback + private).
     allowed_networks: list[str] | None = None
 

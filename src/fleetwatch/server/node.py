@@ -29,6 +29,7 @@ from fleetwatch.health import (
     HealthStatus,
     Observation,
 )
+from fleetwatch.lifecycle.http_limits import HttpLimits
 from fleetwatch.observability.metrics import HealthMetrics, RegistryMetrics, metrics_route
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.open_store import open_store
@@ -139,6 +140,15 @@ class RegistryNode:
         """Whether this node samples SLIs and evaluates alerts for the fleet (the first node
         by id), so that seconds are counted and alerts sent once, however many nodes run."""
         return min(self.monitor.nodes) == self.monitor.node_id
+
+    def http_limits(self) -> HttpLimits:
+        """The limits to serve :meth:`app` with, from ``[registry]``."""
+        section = self.config.registry
+        return HttpLimits(
+            header_timeout=section.header_timeout,
+            read_timeout=section.read_timeout,
+            max_connections=section.max_connections,
+        )
 
     def app(self) -> ASGIApp:
         """The HTTP app; serving it starts and stops the monitor and health checks."""
