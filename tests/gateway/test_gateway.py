@@ -261,3 +261,31 @@ async def test_malformed_requests_are_refused_before_any_backend(
         assert needle in reply.json()["error"]["message"]
     assert fine.status_code == 200
     assert backend.state.requests == 1  # only the valid request reached the backend
+
+
+async def test_oversized_bodies_get_an_openai_style_413(
+    api: RegistryClient, gateways: Any, backends: Any
+) -> None:
+    """Declared or chunked, a body over the gateway's limit is refused with 413 in OpenAI's
+    error format, naming the limit; the backend never sees it."""
+    backend = await backends(model="m1")
+    await register(api, "one", backend.port, model="m1")
+    gateway = await gateways(max_body_bytes=2048)
+    await routed(gateway, 1)
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 4000}]}
+
+    async def chunks() -> Any:
+        payload = json.dumps(big).encode()
+        for start in range(0, len(payload), 512):
+            yield payload[start : start + 512]
+
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        declared = await client.post("/v1/chat/completions", json=big)
+        chunked = await client.post("/v1/chat/completions", content=chunks())
+        fine = await client.post("/v1/chat/completions", json=CHAT)
+    for reply in (declared, chunked):
+        assert reply.status_code == 413
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+        assert "2048 bytes" in reply.json()["error"]["message"]
+    assert fine.status_code == 200
+    assert backend.state.requests == 1

@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from fleetwatch import __version__
 from fleetwatch.async_resource import AsyncResource
@@ -35,11 +36,11 @@ from fleetwatch.discovery.balancer import balancer_for
 from fleetwatch.discovery.client import RequestOutcome
 from fleetwatch.errors import Forbidden, InstanceNotFound, RegistryError, Unauthorized
 from fleetwatch.gateway.admission import Admission, Saturated, parse_retry_after
-from fleetwatch.gateway.errors import error_response, sse_error
+from fleetwatch.gateway.errors import error_body, error_response, sse_error
 from fleetwatch.gateway.openapi import openapi_document, request_problem
 from fleetwatch.gateway.settings import CONNECT_TIMEOUT_S, GatewaySettings
 from fleetwatch.gateway.stats import GatewayStats
-from fleetwatch.lifecycle.http_limits import HttpLimits
+from fleetwatch.lifecycle.http_limits import BodySizeLimit, HttpLimits
 from fleetwatch.observability.metrics import GatewayMetrics, metrics_route
 from fleetwatch.registry.model import Instance
 from fleetwatch.security.tls import client_context
@@ -176,7 +177,7 @@ class Gateway(AsyncResource):
             await self.discovery.aclose()
         await self._discovery_registry.aclose()
 
-    def app(self) -> Starlette:
+    def app(self) -> ASGIApp:
         """The ASGI app: the OpenAI routes, ``/v1/models``, probes and the gateway's figures."""
         routes = [Route(path, self._proxy, methods=["POST"]) for path in PROXIED_PATHS]
         routes += [
@@ -187,15 +188,16 @@ class Gateway(AsyncResource):
             Route("/openapi.json", self._openapi, methods=["GET"]),
             metrics_route(self.metrics_registry, refresh=self._refresh_metrics),
         ]
-        return Starlette(routes=routes)
+        return BodySizeLimit(
+            Starlette(routes=routes),
+            self.settings.max_body_bytes,
+            lambda message: error_body(message, "invalid_request_error"),
+        )
 
     def http_limits(self) -> HttpLimits:
-        """The server limits to serve :meth:`app` with.
-
-        The body limit is the gateway's own, one byte looser: clients get the gateway's
-        OpenAI-style 413, and the server's generic one is only a backstop.
-        """
-        return HttpLimits(max_body_bytes=self.settings.max_body_bytes + 1)
+        """The server limits to serve :meth:`app` with: the defaults, less the body limit,
+        which :meth:`app` enforces itself (at the gateway's size, with OpenAI-style errors)."""
+        return HttpLimits(max_body_bytes=None)
 
     async def _refresh_metrics(self) -> None:
         self.metrics.count_ejections()
@@ -331,9 +333,7 @@ class Gateway(AsyncResource):
         if not self._authorized(request):
             self.stats.outcome("unauthorized")
             return error_response(401, "missing or invalid gateway token", "authentication_error")
-        body = await self._body(request)
-        if isinstance(body, Response):
-            return body
+        body = await request.body()  # its size is bounded by app()'s BodySizeLimit
         try:
             payload = json.loads(body)
         except ValueError:
@@ -422,22 +422,6 @@ class Gateway(AsyncResource):
                 **{"retry-after": "1"},
             ),
         )
-
-    async def _body(self, request: Request) -> bytes | Response:
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return error_response(413, f"request body over {limit} bytes", "invalid_request_error")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return error_response(
-                    413, f"request body over {limit} bytes", "invalid_request_error"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def _attempt(
         self,

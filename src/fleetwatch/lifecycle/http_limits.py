@@ -12,9 +12,10 @@ calls ``client_header_timeout`` and ``client_body_timeout``:
   otherwise the connection is closed and the app sees the client disconnect.
 
 :class:`BodySizeLimit` refuses bodies above a size with 413, whether declared or chunked, while
-streaming (nothing is buffered). Headers are capped by h11's incomplete-event limit (a request
-whose headers exceed it gets 400), and ``max_connections`` caps concurrent connections (more get
-503 from uvicorn) so a flood cannot take all memory.
+streaming (nothing is buffered). Headers are capped by h11's incomplete-event limit when they
+arrive in pieces (400) and by :class:`HeaderSizeLimit` when they arrive at once (431), and
+``max_connections`` caps concurrent connections (more get 503 from uvicorn) so a flood cannot
+take all memory.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +49,8 @@ class HttpLimits:
     read_timeout: float = 60.0
     #: Largest request line plus headers, in bytes (h11 answers 400 above it).
     max_header_bytes: int = 16 * 1024
-    #: Largest request body, in bytes (413 above it).
-    max_body_bytes: int = 16 * 1024 * 1024
+    #: Largest request body, in bytes (413 above it); None when the app enforces its own.
+    max_body_bytes: int | None = 16 * 1024 * 1024
     #: Concurrent connections plus requests before new requests get 503.
     max_connections: int = 4096
     #: Seconds an idle kept-alive connection stays open.
@@ -146,37 +148,62 @@ class _GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-class RequestSizeLimit:
-    """Refuse oversized requests: headers above ``max_header_bytes`` with 431, bodies above
-    ``limit`` bytes with 413, declared or chunked, while streaming.
+def plain_error(message: str) -> dict[str, Any]:
+    """The error body fleetwatch's own APIs use: ``{"error": message}``."""
+    return {"error": message}
+
+
+class HeaderSizeLimit:
+    """Refuse requests whose request line and headers exceed ``max_bytes`` with 431.
 
     h11 caps headers that arrive in pieces; headers that arrive in one read are measured here.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(name) + len(value) + 4 for name, value in scope.get("headers") or [])
+            if size > self.max_bytes:
+                message = f"request headers larger than {self.max_bytes} bytes"
+                await send_error(send, 431, plain_error(message))
+                return
+        await self.app(scope, receive, send)
+
+
+class BodySizeLimit:
+    """Refuse request bodies above ``limit`` bytes with 413, declared or chunked, while streaming.
+
     A declared ``content-length`` above the limit is refused before the app runs. A chunked body
     is counted as the app reads it: once past the limit the app is told the client went away and
     the client gets 413, unless the app had already started its reply (then the connection is
-    simply closed by the server when the app returns).
+    simply closed by the server when the app returns). ``error_body`` shapes the 413's body
+    (the gateway answers in OpenAI's error format).
     """
 
-    def __init__(self, app: ASGIApp, limit: int, max_header_bytes: int = 16 * 1024) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        error_body: Callable[[str], dict[str, Any]] = plain_error,
+    ) -> None:
         self.app = app
         self.limit = limit
-        self.max_header_bytes = max_header_bytes
+        self.error_body = error_body
+
+    async def _refuse(self, send: Send) -> None:
+        await send_error(send, 413, self.error_body(f"request body larger than {self.limit} bytes"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = scope.get("headers") or []
-        header_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-        header_bytes += sum(len(name) + len(value) + 4 for name, value in headers)
-        if header_bytes > self.max_header_bytes:
-            await _send_error(
-                send, 431, f"request headers larger than {self.max_header_bytes} bytes"
-            )
-            return
-        declared = dict(headers).get(b"content-length")
+        declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await send_too_large(send, self.limit)
+            await self._refuse(send)
             return
         received = 0
         too_large = False
@@ -192,7 +219,7 @@ class RequestSizeLimit:
                 if received > self.limit:
                     too_large = True
                     if not started:
-                        await send_too_large(send, self.limit)
+                        await self._refuse(send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -214,11 +241,12 @@ class RequestSizeLimit:
 
 async def send_too_large(send: Send, limit: int) -> None:
     """Answer 413 naming the limit."""
-    await _send_error(send, 413, f"request body larger than {limit} bytes")
+    await send_error(send, 413, plain_error(f"request body larger than {limit} bytes"))
 
 
-async def _send_error(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+async def send_error(send: Send, status: int, error: dict[str, Any]) -> None:
+    """A whole JSON error reply."""
+    body = json.dumps(error).encode()
     await send(
         {
             "type": "http.response.start",

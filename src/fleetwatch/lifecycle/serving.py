@@ -17,7 +17,7 @@ import uvicorn
 
 from fleetwatch.async_resource import AsyncResource
 from fleetwatch.errors import ServeError
-from fleetwatch.lifecycle.http_limits import HttpLimits, RequestSizeLimit
+from fleetwatch.lifecycle.http_limits import BodySizeLimit, HeaderSizeLimit, HttpLimits
 
 DEFAULT_LIMITS = HttpLimits()
 
@@ -54,8 +54,10 @@ class AppServer(AsyncResource):
         uvicorn_options = {**limits.uvicorn_options(), **uvicorn_options}
         if tls is not None:
             uvicorn_options = {**uvicorn_options, "ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
+        if limits.max_body_bytes is not None:
+            app = BodySizeLimit(app, limits.max_body_bytes)
         config = uvicorn.Config(
-            RequestSizeLimit(app, limits.max_body_bytes, limits.max_header_bytes),
+            HeaderSizeLimit(app, limits.max_header_bytes),
             host=host,
             port=port,
             log_level=log_level,
