@@ -15,7 +15,7 @@ from fleetwatch.registry.model import CheckSpec, CheckType, Instance, InstanceSt
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.prober import Prober
 from fleetwatch.registry.stores import MemoryStore
-from fleetwatch.sandbox import BackendProcess, HttpBackend
+from fleetwatch.sandbox import BackendProcess, HttpBackend, free_port
 
 Predicate = Callable[[Instance], bool]
 
@@ -210,3 +210,28 @@ async def test_agent_held_instance_is_judged_by_its_agent() -> None:
             server_hits = (await client.get(f"{server.url}/count")).json()["count"]
     assert down.last_check_output.startswith("agent: ")
     assert server_hits == 0
+
+
+async def test_a_probe_cancelled_as_its_connection_is_refused_stops() -> None:
+    """Cancelling a probe loop always stops it, even when the cancel lands as the connect is
+    refused (Python 3.11's wait_for lost such cancels, and the monitor never closed)."""
+    port = free_port()  # nothing listens: every connect is refused within microseconds
+
+    survivors: list[asyncio.Task[None]] = []
+
+    async def probe_until_cancelled() -> None:
+        prober = Prober("127.0.0.1", port, path="/health")
+        while not survivors:  # a survivor (the bug) is stopped by this flag, not by cancel
+            await prober.probe(0.1)
+            await asyncio.sleep(0.001)
+
+    for attempt in range(600):
+        task = asyncio.create_task(probe_until_cancelled())
+        await asyncio.sleep(0.0005 * (attempt % 7))  # land the cancel at varied moments
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=0.5)
+        if not done:
+            survivors.append(task)
+            break
+    await asyncio.gather(*survivors, return_exceptions=True)
+    assert survivors == []

@@ -78,8 +78,11 @@ class Admission:
                         )
                     # A back-off ending frees a slot without anyone releasing one: wake then too.
                     wake = min(remaining, max(0.01, retry_after)) if offered else remaining
+                    # asyncio.timeout, not wait_for, which on Python 3.11 can swallow the
+                    # caller's cancellation (a client gone) when the event fires at once.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._freed.wait(), wake)
+                        async with asyncio.timeout(wake):
+                            await self._freed.wait()
         finally:
             if queued:
                 self.waiting -= 1

@@ -187,16 +187,17 @@ class Prober:
                     # Resolved and checked again now: a name may point elsewhere since it
                     # was registered (DNS rebinding). Connect to the checked address itself.
                     target = (await self._policy.resolve(self.host, self.port))[0]
-                await asyncio.wait_for(
-                    loop.create_connection(
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a
+                # cancellation that arrives as the connection is refused, and the watcher
+                # would then outlive its monitor.
+                async with asyncio.timeout(timeout):
+                    await loop.create_connection(
                         lambda: conn,
                         target,
                         self.port,
                         ssl=self._tls,
                         server_hostname=self.host if self._tls else None,
-                    ),
-                    timeout,
-                )
+                    )
                 self._conn = conn
             if self.path is None:
                 return self._verdict(200, started, "TCP connect")
