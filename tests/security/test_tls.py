@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm.check import LlmServerSettings
+from fleetwatch.registry.prober import Prober
 from fleetwatch.registry.registry import Scope
 from fleetwatch.sandbox import free_port
 from fleetwatch.sandbox.openai_backend import OpenAIBackend
-from fleetwatch.security.tls import client_context
+from fleetwatch.security.tls import client_context, shared_client_context
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from tests.conftest import TOKEN, poll_until
@@ -185,3 +187,53 @@ async def test_agent_probe_port_over_tls(
     assert agent_page.status_code == 200
     if not monitor_trusts_the_ca:
         assert "certificate" in (instances[0].last_check_output or "").lower()
+
+
+def _rotate(bundle: Path, pem: bytes) -> None:
+    """Replace the bundle's contents, its modification time visibly later (as a rotation is)."""
+    bundle.write_bytes(pem)
+    stat = bundle.stat()
+    os.utime(bundle, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_a_rotated_ca_bundle_is_read_again_and_a_broken_one_is_not_used(tmp_path: Path) -> None:
+    """The shared context follows a rotated bundle file; while the file is missing or unparsable
+    the CAs read before stay in use instead of failing every connection."""
+    first, second = trustme.CA(), trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    _rotate(bundle, first.cert_pem.bytes())
+    before = shared_client_context(str(bundle))
+    assert shared_client_context(str(bundle)) is before  # unchanged file: shared, not reloaded
+    _rotate(bundle, second.cert_pem.bytes())
+    after = shared_client_context(str(bundle))
+    assert after is not before
+    assert after.get_ca_certs(binary_form=True) == [
+        ssl.PEM_cert_to_DER_cert(second.cert_pem.bytes().decode())
+    ]
+    bundle.unlink()
+    assert shared_client_context(str(bundle)) is after
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nhalf written")
+    assert shared_client_context(str(bundle)) is after
+
+
+async def test_the_monitor_picks_up_a_rotated_ca_bundle(
+    tmp_path: Path, pki: tuple[str, tuple[str, str]]
+) -> None:
+    """A probe refused because the bundle lacks the server's CA passes once the bundle file is
+    replaced with one that has it, without restarting the monitor."""
+    server_ca, files = pki
+    bundle = tmp_path / "monitor-ca.pem"
+    server_ca_pem = Path(server_ca).read_bytes()  # noqa: ASYNC240 (a small local file)
+    _rotate(bundle, trustme.CA().cert_pem.bytes())  # another CA: the server's cert is refused
+    node = RegistryNode(ServeConfig(), store_url="memory")
+    async with AppServer(node.app(), tls=files) as server:
+        prober = Prober(
+            "127.0.0.1", server.port, path="/livez", scheme="https", ca_bundle=str(bundle)
+        )
+        refused = await prober.probe(5)
+        _rotate(bundle, server_ca_pem)
+        accepted = await prober.probe(5)
+        prober.close()
+    assert not refused.passed
+    assert "certificate" in refused.output.lower()
+    assert accepted.passed, accepted.output

@@ -160,7 +160,10 @@ class Prober:
         self._policy = policy
         self.port = port
         self.path = path
-        self._tls = shared_client_context(ca_bundle) if scheme == "https" else None
+        self._https = scheme == "https"
+        self._ca_bundle = ca_bundle
+        if self._https:
+            shared_client_context(ca_bundle)  # a bundle that cannot be loaded fails here, now
         self._on_close = on_close or (lambda: None)
         self._conn: _Connection | None = None
         host_header = (f"[{host}]" if ":" in host else host) + f":{port}"
@@ -187,6 +190,8 @@ class Prober:
                     # Resolved and checked again now: a name may point elsewhere since it
                     # was registered (DNS rebinding). Connect to the checked address itself.
                     target = (await self._policy.resolve(self.host, self.port))[0]
+                # Asked at every new connection: a rotated CA bundle is picked up.
+                tls = shared_client_context(self._ca_bundle) if self._https else None
                 # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a
                 # cancellation that arrives as the connection is refused, and the watcher
                 # would then outlive its monitor.
@@ -195,8 +200,8 @@ class Prober:
                         lambda: conn,
                         target,
                         self.port,
-                        ssl=self._tls,
-                        server_hostname=self.host if self._tls else None,
+                        ssl=tls,
+                        server_hostname=self.host if tls else None,
                     )
                 self._conn = conn
             if self.path is None:

@@ -6,7 +6,7 @@ Clients verify certificates by default, against the system's CAs, or against the
 
 from __future__ import annotations
 
-import functools
+import logging
 import os
 import ssl
 from pathlib import Path
@@ -14,6 +14,8 @@ from pathlib import Path
 from fleetwatch.errors import ConfigError
 
 CA_BUNDLE_ENV = "FLEETWATCH_CA_BUNDLE"
+
+log = logging.getLogger("fleetwatch.tls")
 
 
 def client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -24,16 +26,46 @@ def client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle)
 
 
-@functools.lru_cache(maxsize=8)
-def _shared_context(bundle: str | None) -> ssl.SSLContext:
-    return client_context(bundle)
+#: bundle -> (the file's (mtime, size) when read, its context). System CAs: version None.
+_shared: dict[str | None, tuple[tuple[int, int] | None, ssl.SSLContext]] = {}
+
+
+def _version(bundle: str | None) -> tuple[int, int] | None:
+    if bundle is None:
+        return None
+    try:
+        stat = os.stat(bundle)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def shared_client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """:func:`client_context`, made once per bundle and shared: the monitor needs one for every
-    HTTPS instance it watches, and loading CA certificates each time costs milliseconds. A
-    rotated bundle file is read again when the process restarts."""
-    return _shared_context(ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None)
+    HTTPS instance it watches, and loading CA certificates each time costs milliseconds.
+
+    A rotated bundle (the file's modification time or size changed) is read again at the next
+    call; callers ask at every new connection. While the file is missing or cannot be parsed
+    (a rotation half done), the last good context stays in use, with a warning.
+    """
+    bundle = ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None
+    version = _version(bundle)
+    cached = _shared.get(bundle)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    try:
+        context = client_context(bundle)
+    except (ConfigError, ssl.SSLError, OSError) as exc:
+        if cached is None:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"CA bundle {bundle!r} cannot be loaded: {exc}") from exc
+        log.warning("tls.ca_bundle_unreadable %s: %s; keeping the CAs read before", bundle, exc)
+        return cached[1]
+    if cached is not None:
+        log.info("tls.ca_bundle_reloaded %s", bundle)
+    _shared[bundle] = (version, context)
+    return context
 
 
 def server_files(cert: str | None, key: str | None) -> tuple[str, str] | None:
