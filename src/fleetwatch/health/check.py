@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from fleetwatch.cancellation import keep_cancellation
 from fleetwatch.health.result import CheckResult, Observation
 from fleetwatch.health.status import HealthStatus
 
@@ -115,7 +116,8 @@ async def _observe(check: HealthCheck, limit_s: float) -> Observation:
     cancelling = task.cancelling() if task else 0
     try:
         async with asyncio.timeout(limit_s) as deadline:
-            observation = await check.check()
+            with keep_cancellation():  # a library (redis-py) may lose our cancel on 3.11
+                observation = await check.check()
     except TimeoutError as exc:
         if deadline.expired():
             return _failure("TimeoutError", f"timed out after {limit_s:g}s")

@@ -27,7 +27,7 @@ from fleetwatch.registry.model import CheckType, EventType, Instance, InstanceSt
 from fleetwatch.registry.preservation import PreservationPolicy, SelfPreservation
 from fleetwatch.registry.prober import Prober, ProbeResult
 from fleetwatch.registry.registry import OPERATOR_STATUSES
-from fleetwatch.registry.store import CheckRecord, RegistryStore
+from fleetwatch.registry.store import CheckRecord, RegistryStore, consistent_read
 from fleetwatch.security.networks import NetworkPolicy
 
 log = logging.getLogger("fleetwatch.registry")
@@ -272,6 +272,10 @@ class Monitor(AsyncResource):
         """How many instances this node probes now."""
         return len(self._watchers)
 
+    def watching(self) -> set[Key]:
+        """The (service, instance_id) keys this node probes now."""
+        return set(self._watchers)
+
     def _announce(self, engaged: bool, reason: str) -> None:
         """Put a self-preservation change in the change feed (from a synchronous callback)."""
         kind = (
@@ -315,11 +319,9 @@ class Monitor(AsyncResource):
         """Full resync: start watchers for new instances, stop them for removed ones, pass on
         changes. Returns the index the view is consistent with."""
         async with self._sync_lock:  # two interleaved syncs would start two watchers
-            while True:
-                index = await self.store.index()
-                instances = await self.store.instances()
-                if await self.store.index() == index:
-                    break
+            # Under churn the listing may hold changes after ``index``; following the events
+            # after it replays them, which starting and refreshing watchers take in their stride.
+            index, instances = await consistent_read(self.store, self.store.instances)
             current = {i.key: i for i in instances if self._checks(i)}
             for key in list(self._watchers):
                 if key not in current:

@@ -10,7 +10,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from fleetwatch.config.durations import parse_duration
-from fleetwatch.registry.store import RegistryStore
+from fleetwatch.registry.store import RegistryStore, consistent_read
 
 T = TypeVar("T")
 
@@ -54,15 +54,6 @@ def parse_wait(value: str | None) -> float:
     return min(parse_duration(value), MAX_WAIT_S)
 
 
-async def _snapshot(store: RegistryStore, read: Callable[[], Awaitable[T]]) -> tuple[int, T]:
-    """An answer and the index it is consistent with: the index did not move while reading."""
-    while True:
-        before = await store.index()
-        answer = await read()
-        if await store.index() == before:
-            return before, answer
-
-
 async def blocking_read(
     store: RegistryStore,
     index: int | None,
@@ -76,7 +67,7 @@ async def blocking_read(
     compared and the wait goes on if this answer did not change. An index ahead of the store's
     (the store restarted) answers at once, so the client resynchronises.
     """
-    current, answer = await _snapshot(store, read)
+    current, answer = await consistent_read(store, read)
     if index is None or current != index:
         return current, answer
     loop = asyncio.get_running_loop()
@@ -88,7 +79,7 @@ async def blocking_read(
         newer = await store.wait_for_change(current, remaining)
         if newer == current:
             return current, answer
-        newer, fresh = await _snapshot(store, read)
+        newer, fresh = await consistent_read(store, read)
         if fresh != answer or newer < current:
             return newer, fresh
         current = newer

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.registry.registry import Registry
+from fleetwatch.registry.store import consistent_read
 from fleetwatch.server import schemas
 from fleetwatch.server.blocking import blocking_read, parse_wait, unless_disconnected
 from fleetwatch.server.deps import NAME_PATTERN, Reader, RegistryDep
@@ -92,9 +93,12 @@ async def discover(
     *, service: Name, response: Response, who: Reader, registry: RegistryDep
 ) -> schemas.DiscoverReply:
     """The seed's ``/discover/{service}``: the healthiest routable instance, and all of them."""
-    found = await registry.discover(service, passing=True)
+    # The index read before the answer, never after: a change between the two would otherwise
+    # be labelled as included, and a client waiting from that index would miss it.
+    current, found = await consistent_read(
+        registry.store, lambda: registry.discover(service, passing=True)
+    )
     best = max(found, key=lambda i: (i.effective_weight, -i.consecutive_failures), default=None)
-    current = await registry.store.index()
     response.headers[INDEX_HEADER] = str(current)
     return schemas.DiscoverReply(
         service=service,

@@ -25,6 +25,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from fleetwatch.cancellation import keep_cancellation
 from fleetwatch.errors import Forbidden, IndexReset, InstanceGone, RegistryUnavailable
 from fleetwatch.registry.model import NOTICE_KEY, Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import DEFAULT_HISTORY, CheckRecord
@@ -53,8 +54,10 @@ def _text(value: Any) -> str:
 
 @contextlib.asynccontextmanager
 async def _translated(what: str) -> AsyncIterator[None]:
+    """Redis errors as RegistryUnavailable naming ``what``; a cancel redis-py lost, raised."""
     try:
-        yield
+        with keep_cancellation():
+            yield
     except RedisError as exc:
         raise RegistryUnavailable(
             f"Redis store: {what} failed: {type(exc).__name__}: {exc}"
@@ -385,9 +388,12 @@ class RedisStore:
         try:
             while True:
                 try:
-                    reply: Any = await blocking.xread(
-                        {self._k["events"]: f"{self._latest}-1"}, block=FOLLOW_BLOCK_MS, count=100
-                    )
+                    with keep_cancellation():
+                        reply: Any = await blocking.xread(
+                            {self._k["events"]: f"{self._latest}-1"},
+                            block=FOLLOW_BLOCK_MS,
+                            count=100,
+                        )
                 except (RedisError, OSError):
                     await asyncio.sleep(0.5)  # Redis is away; waiters time out on their own
                     continue
