@@ -18,9 +18,16 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def keep_cancellation() -> Iterator[None]:
     """Raise ``CancelledError`` at the end of the block if the task was cancelled inside it and
-    the cancel was swallowed on the way (the block ended normally)."""
+    the cancel was swallowed on the way: whether the block then ended normally or with an error
+    (the next command failing, say, as Redis went away), the caller sees the cancellation, not
+    a result or an error its retry loop would swallow in turn."""
     task = asyncio.current_task()
     before = task.cancelling() if task is not None else 0
-    yield
+    try:
+        yield
+    except Exception as exc:
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError from exc
+        raise
     if task is not None and task.cancelling() > before:
         raise asyncio.CancelledError

@@ -67,3 +67,28 @@ async def test_an_ordinary_block_and_an_ordinary_cancel_are_untouched() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_swallowed_cancel_followed_by_an_error_is_still_a_cancel() -> None:
+    """A library that loses the cancel and then fails (the next Redis command meeting a closed
+    connection) raises CancelledError, not an error a retry loop would catch and go on from."""
+    attempts = 0
+
+    async def retry_loop() -> None:
+        nonlocal attempts
+        while attempts < 3:
+            attempts += 1
+            try:
+                with keep_cancellation():
+                    await _swallowing()
+                    raise ConnectionResetError("the server went away")
+            except OSError:
+                continue  # what a store's retry loop does with a failed command
+
+    task = asyncio.create_task(retry_loop())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=0.2)
+    assert task in done
+    assert task.cancelled()
+    assert attempts == 1

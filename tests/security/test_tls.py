@@ -214,6 +214,14 @@ def test_a_rotated_ca_bundle_is_read_again_and_a_broken_one_is_not_used(tmp_path
     assert shared_client_context(str(bundle)) is after
     bundle.write_text("-----BEGIN CERTIFICATE-----\nhalf written")
     assert shared_client_context(str(bundle)) is after
+    # A copy that keeps the old modification time (cp -p, rsync -t) is a rotation too.
+    kept = bundle.stat().st_mtime_ns
+    bundle.write_bytes(first.cert_pem.bytes())
+    os.utime(bundle, ns=(kept, kept))
+    again = shared_client_context(str(bundle))
+    assert again.get_ca_certs(binary_form=True) == [
+        ssl.PEM_cert_to_DER_cert(first.cert_pem.bytes().decode())
+    ]
 
 
 async def test_the_monitor_picks_up_a_rotated_ca_bundle(

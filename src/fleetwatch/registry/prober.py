@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from fleetwatch.errors import ConfigError
 from fleetwatch.security.networks import AddressNotAllowed, NetworkPolicy
 from fleetwatch.security.tls import shared_client_context
 
@@ -222,7 +223,7 @@ class Prober:
             return ProbeResult(
                 False, False, False, f"timed out after {timeout:g}s", self._since(started)
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, ConfigError) as exc:  # ConfigError: no CA bundle to load
             self.close()
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return ProbeResult(False, False, False, message, self._since(started))

@@ -26,18 +26,23 @@ def client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=bundle)
 
 
-#: bundle -> (the file's (mtime, size) when read, its context). System CAs: version None.
-_shared: dict[str | None, tuple[tuple[int, int] | None, ssl.SSLContext]] = {}
+Version = tuple[int, int, int, int] | None
+#: bundle -> (the file's version when read, its context). System CAs: version None.
+_shared: dict[str | None, tuple[Version, ssl.SSLContext]] = {}
+#: bundle -> the version that failed to load last (tried again only once the file changes).
+_broken: dict[str | None, Version] = {}
 
 
-def _version(bundle: str | None) -> tuple[int, int] | None:
+def _version(bundle: str | None) -> Version:
+    """What changes when the file is replaced: a rename (inode, ctime) or a rewrite (mtime,
+    size), even when a copy keeps the old modification time."""
     if bundle is None:
         return None
     try:
         stat = os.stat(bundle)
     except OSError:
         return None
-    return stat.st_mtime_ns, stat.st_size
+    return stat.st_ino, stat.st_ctime_ns, stat.st_mtime_ns, stat.st_size
 
 
 def shared_client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
@@ -51,7 +56,7 @@ def shared_client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     bundle = ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None
     version = _version(bundle)
     cached = _shared.get(bundle)
-    if cached is not None and cached[0] == version:
+    if cached is not None and (cached[0] == version or _broken.get(bundle, ()) == version):
         return cached[1]
     try:
         context = client_context(bundle)
@@ -60,8 +65,10 @@ def shared_client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(f"CA bundle {bundle!r} cannot be loaded: {exc}") from exc
+        _broken[bundle] = version  # warned once per broken version, not per connection
         log.warning("tls.ca_bundle_unreadable %s: %s; keeping the CAs read before", bundle, exc)
         return cached[1]
+    _broken.pop(bundle, None)
     if cached is not None:
         log.info("tls.ca_bundle_reloaded %s", bundle)
     _shared[bundle] = (version, context)
