@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import uuid
 from collections.abc import AsyncIterator
-
-import pytest
 
 from fleetwatch.registry.model import CheckSpec, EventType, Instance
 from fleetwatch.registry.monitor import Monitor
 from fleetwatch.registry.store import RegistryStore, consistent_read
 from fleetwatch.registry.stores.redis import RedisStore
-from fleetwatch.sandbox import RedisServer, free_port
+from fleetwatch.sandbox import free_port
 from tests.conftest import poll_until
 
 FLEET = 200
@@ -61,16 +58,6 @@ async def _churn(store: RegistryStore, per_second: int) -> AsyncIterator[asyncio
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-@pytest.fixture
-async def redis_store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
-    """A Redis store with room in its history for the replay."""
-    store = RedisStore(redis_server.url, namespace=f"churn-{uuid.uuid4().hex[:8]}")
-    try:
-        yield store
-    finally:
-        await store.aclose()
 
 
 async def test_a_listing_under_churn_replays_to_the_truth(redis_store: RedisStore) -> None:

@@ -27,10 +27,10 @@ def client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
 
 
 Version = tuple[int, int, int, int] | None
-#: bundle -> (the file's version when read, its context). System CAs: version None.
+#: bundle -> (the file's version last looked at, the context last loaded). System CAs: version
+#: None. A version that failed to load is kept with the older context: tried again only once
+#: the file changes.
 _shared: dict[str | None, tuple[Version, ssl.SSLContext]] = {}
-#: bundle -> the version that failed to load last (tried again only once the file changes).
-_broken: dict[str | None, Version] = {}
 
 
 def _version(bundle: str | None) -> Version:
@@ -49,14 +49,14 @@ def shared_client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """:func:`client_context`, made once per bundle and shared: the monitor needs one for every
     HTTPS instance it watches, and loading CA certificates each time costs milliseconds.
 
-    A rotated bundle (the file's modification time or size changed) is read again at the next
-    call; callers ask at every new connection. While the file is missing or cannot be parsed
-    (a rotation half done), the last good context stays in use, with a warning.
+    A rotated bundle (see :func:`_version`) is read again at the next call; callers ask at every
+    new connection. While the file is missing or cannot be parsed (a rotation half done), the
+    last good context stays in use, with one warning per broken version.
     """
     bundle = ca_bundle or os.environ.get(CA_BUNDLE_ENV) or None
     version = _version(bundle)
     cached = _shared.get(bundle)
-    if cached is not None and (cached[0] == version or _broken.get(bundle, ()) == version):
+    if cached is not None and cached[0] == version:
         return cached[1]
     try:
         context = client_context(bundle)
@@ -65,10 +65,9 @@ def shared_client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(f"CA bundle {bundle!r} cannot be loaded: {exc}") from exc
-        _broken[bundle] = version  # warned once per broken version, not per connection
+        _shared[bundle] = (version, cached[1])  # warned once per broken version
         log.warning("tls.ca_bundle_unreadable %s: %s; keeping the CAs read before", bundle, exc)
         return cached[1]
-    _broken.pop(bundle, None)
     if cached is not None:
         log.info("tls.ca_bundle_reloaded %s", bundle)
     _shared[bundle] = (version, context)
