@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 
 from fleetwatch.agent import default_instance_id
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox import free_port, spawned
 from fleetwatch.sandbox.llama import llama_server_argv
 from fleetwatch.sandbox.ports import port_open
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 
 
-async def _spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+def _spawn(*args: str) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    """``fleetwatch ARGS`` as a process, output piped; it and its children reaped on exit."""
+    return spawned(
         sys.executable,
         "-m",
         "fleetwatch",
@@ -40,7 +42,7 @@ async def test_agent_launches_registers_and_drains_on_sigterm(
     deregisters, stops the server, exits 0."""
     port = free_port()
     iid = default_instance_id("127.0.0.1", port)
-    agent = await _spawn(
+    async with _spawn(
         "agent",
         "--registry", registry.url,
         "--service", "smol",
@@ -53,8 +55,7 @@ async def test_agent_launches_registers_and_drains_on_sigterm(
         "--propagation-delay", "300ms",
         "--",
         *llama_server_argv(port),
-    )  # fmt: skip
-    try:
+    ) as agent:  # fmt: skip
         await poll_until(lambda: _status(api, "smol", iid), "available", within=30)
         _, (instance,) = await api.instances("smol")
         assert instance.version == "2.0"
@@ -65,10 +66,6 @@ async def test_agent_launches_registers_and_drains_on_sigterm(
         agent.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             output, _ = await agent.communicate()
-    finally:
-        if agent.returncode is None:
-            agent.kill()
-            await agent.wait()
     assert agent.returncode == 0, output.decode()[-2000:]
     assert await _status(api, "smol", iid) is None
     assert not port_open("127.0.0.1", port)  # the server it launched is gone too
@@ -77,10 +74,12 @@ async def test_agent_launches_registers_and_drains_on_sigterm(
 
 async def test_agent_rejects_an_unknown_kind_naming_the_known_ones() -> None:
     """--kind vlm: exit 64 and the message lists llamacpp, vllm, tgi, ollama, sglang, openai."""
-    agent = await _spawn(
-        "agent", "--service", "s", "--upstream", "http://127.0.0.1:9", "--kind", "vlm"
-    )
-    async with asyncio.timeout(30):
+    async with (
+        _spawn(
+            "agent", "--service", "s", "--upstream", "http://127.0.0.1:9", "--kind", "vlm"
+        ) as agent,
+        asyncio.timeout(30),
+    ):
         output, _ = await agent.communicate()
     text = output.decode()
     assert agent.returncode == 64
@@ -92,10 +91,12 @@ async def test_agent_rejects_an_unknown_kind_naming_the_known_ones() -> None:
 async def test_agent_exits_69_when_the_registry_is_unreachable() -> None:
     """No registry: the agent says where it looked and exits 69 (EX_UNAVAILABLE)."""
     dead = f"http://127.0.0.1:{free_port()}"
-    agent = await _spawn(
-        "agent", "--registry", dead, "--service", "s", "--upstream", "http://127.0.0.1:9"
-    )
-    async with asyncio.timeout(30):
+    async with (
+        _spawn(
+            "agent", "--registry", dead, "--service", "s", "--upstream", "http://127.0.0.1:9"
+        ) as agent,
+        asyncio.timeout(30),
+    ):
         output, _ = await agent.communicate()
     assert agent.returncode == 69
     assert dead in output.decode()
@@ -104,7 +105,6 @@ async def test_agent_exits_69_when_the_registry_is_unreachable() -> None:
 async def test_demo_llm_serves_smollm2() -> None:
     """fleetwatch demo-llm --port P: /health ok and a real chat completion; SIGTERM stops it."""
     port = free_port()
-    server = await _spawn("demo-llm", "--port", str(port), "--threads", "1")
     url = f"http://127.0.0.1:{port}"
 
     async def health() -> int:
@@ -114,7 +114,7 @@ async def test_demo_llm_serves_smollm2() -> None:
         except httpx.HTTPError:
             return 0
 
-    try:
+    async with _spawn("demo-llm", "--port", str(port), "--threads", "1") as server:
         await poll_until(health, 200, within=60)
         async with httpx.AsyncClient(timeout=20) as client:
             reply = await client.post(
@@ -123,11 +123,11 @@ async def test_demo_llm_serves_smollm2() -> None:
             )
         assert reply.status_code == 200
         assert reply.json()["choices"][0]["message"]["content"]
-    finally:
         server.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             await server.communicate()
-    assert server.returncode is not None
+    # demo-llm became llama-server (exec): SIGTERM is its own clean shutdown.
+    assert server.returncode == 0
     assert not port_open("127.0.0.1", port)
 
 

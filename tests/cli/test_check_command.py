@@ -10,21 +10,21 @@ from pathlib import Path
 
 import httpx
 
-from fleetwatch.sandbox import HttpBackend, RedisServer, free_port
+from fleetwatch.sandbox import HttpBackend, RedisServer, free_port, spawned
 from tests.conftest import poll_until
 
 
 async def _fleetwatch(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         "-m",
         "fleetwatch",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
+    ) as proc:
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -118,7 +118,7 @@ async def test_serve_keeps_checking_and_stops_on_sigterm(
         f'[[checks]]\nname = "cache"\ntype = "redis"\nurl = "{own_redis.url}"\n'
         'critical = true\ninterval = "200ms"\ntimeout = "500ms"\nfall = 1\n',
     )
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         "-m",
         "fleetwatch",
@@ -130,8 +130,7 @@ async def test_serve_keeps_checking_and_stops_on_sigterm(
         "--no-live",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
+    ) as proc:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
 
             async def readiness() -> int:
@@ -149,7 +148,3 @@ async def test_serve_keeps_checking_and_stops_on_sigterm(
         async with asyncio.timeout(15):
             code = await proc.wait()
         assert code == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

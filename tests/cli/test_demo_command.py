@@ -7,21 +7,21 @@ import os
 import re
 import sys
 
-from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox import free_port, spawned
 
 
 async def test_demo_scenario_reports_zero_failed_requests() -> None:
     """The narrated scenario runs on real servers: the killed instance leaves discovery, and
     neither the kill nor the rollout under traffic fails a request; then it stops by itself."""
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "demo", "--duration", "1", "--no-chaos",
         "--port", str(free_port()), "--registry-port", str(free_port()),
         "--gateway-port", str(free_port()),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-    async with asyncio.timeout(240):
-        output, _ = await process.communicate()
+    ) as process:  # fmt: skip
+        async with asyncio.timeout(240):
+            output, _ = await process.communicate()
     text = output.decode()
     assert process.returncode == 0, text[-3000:]
     gone = re.search(r"out of discovery after (\d+) ms; (\d+) requests since, (\d+) failed", text)

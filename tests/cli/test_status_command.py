@@ -8,18 +8,18 @@ import os
 import sys
 
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.sandbox import HttpBackend, free_port
+from fleetwatch.sandbox import HttpBackend, free_port, spawned
 from tests.conftest import TOKEN, RunningRegistry
 
 
 async def _status(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "status", *args,
         env={**os.environ, "FLEETWATCH_TOKEN": TOKEN, "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    async with asyncio.timeout(60):
-        out, err = await proc.communicate()
+    ) as proc:  # fmt: skip
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

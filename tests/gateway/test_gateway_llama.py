@@ -10,7 +10,7 @@ from typing import Any
 import openai
 
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox import free_port, spawned
 from fleetwatch.sandbox.llama import LlamaServer
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 from tests.gateway.conftest import register, routed
@@ -84,12 +84,11 @@ async def test_gateway_command_serves_until_sigterm(
     """``fleetwatch gateway``: a real process routes an SDK request, then stops on SIGTERM."""
     await register(api, "smol", llama_server.port, model=MODEL)
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "gateway",
         "--registry", registry.url, "--service", "llm", "--port", str(port), "--token", TOKEN,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    ) as process:  # fmt: skip
         client = openai.AsyncOpenAI(
             base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0
         )
@@ -108,9 +107,5 @@ async def test_gateway_command_serves_until_sigterm(
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(15):
             output, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert process.returncode == 0
     assert b"fleetwatch gateway" in output

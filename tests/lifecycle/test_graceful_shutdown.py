@@ -14,7 +14,7 @@ import httpx
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.lifecycle import InFlight, LlmService, ServiceOptions
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox import HttpBackend, free_port
+from fleetwatch.sandbox import HttpBackend, free_port, spawned
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llm_api.py"
@@ -31,14 +31,13 @@ async def test_a_request_100ms_after_sigterm_succeeds_and_in_flight_ones_finish(
     """SIGTERM: draining at once, still accepting (a request 100 ms later: 200), the streamed
     request in flight finishes to its last byte, then deregistered and exit 0."""
     port = free_port()
-    service = await asyncio.create_subprocess_exec(
+    url = f"http://127.0.0.1:{port}"
+    async with spawned(
         sys.executable, str(EXAMPLE), "--port", str(port), "--registry", registry.url,
         "--instance-id", "api-1", "--propagation-delay", "1.0",
         env={**os.environ, "FLEETWATCH_TOKEN": TOKEN},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
+    ) as service:  # fmt: skip
         await poll_until(lambda: _status(api, "api-1"), InstanceStatus.AVAILABLE, within=20)
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             long = asyncio.create_task(client.get("/slow", params={"seconds": 2.0}))
@@ -51,10 +50,6 @@ async def test_a_request_100ms_after_sigterm_succeeds_and_in_flight_ones_finish(
             finished = await long
         async with asyncio.timeout(20):
             output, _ = await service.communicate()
-    finally:
-        if service.returncode is None:
-            service.kill()
-            await service.wait()
     assert late.status_code == 200
     assert ready.status_code == 503  # readiness failed at once
     assert finished.status_code == 200

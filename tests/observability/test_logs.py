@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from fleetwatch.observability.logs import ConsoleFormatter, JsonFormatter, configure_logging
+from fleetwatch.sandbox import spawned
 
 
 def _record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -44,14 +45,14 @@ def test_an_unknown_format_is_refused() -> None:
 
 async def test_the_cli_writes_json_lines() -> None:
     """``fleetwatch --log-format json agent ...``: every log line is a JSON object."""
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "--log-format", "json", "agent",
         "--registry", "http://127.0.0.1:9", "--service", "s", "--upstream", "http://127.0.0.1:9",
         "--", "/bin/sleep", "5",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    async with asyncio.timeout(30):
-        _, err = await process.communicate()
+    ) as process:  # fmt: skip
+        async with asyncio.timeout(30):
+            _, err = await process.communicate()
     logs = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
     assert process.returncode == 69
     assert any(entry["event"] == "agent.child_started" for entry in logs)

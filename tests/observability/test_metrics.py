@@ -16,7 +16,7 @@ from fleetwatch.health import CheckSettings, HealthProbes, HealthScheduler
 from fleetwatch.health.checks import TcpCheck
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm.prometheus import parse_metrics
-from fleetwatch.sandbox import HttpBackend
+from fleetwatch.sandbox import HttpBackend, spawned
 from fleetwatch.sandbox.llama import LlamaServer
 from tests.agent.conftest import agent_settings
 from tests.conftest import RunningRegistry, poll_until
@@ -29,12 +29,12 @@ async def promtool_accepts(text: str) -> str:
     """Run ``promtool check metrics`` on a page; its complaints (empty when clean)."""
     if PROMTOOL is None:  # pragma: no cover - make setup installs Debian's prometheus
         pytest.fail("promtool is missing: run `make setup` (Debian package prometheus)")
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         PROMTOOL, "check", "metrics",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await process.communicate(text.encode())
+    ) as process, asyncio.timeout(30):  # fmt: skip
+        out, _ = await process.communicate(text.encode())
     assert process.returncode == 0, out.decode()
     return out.decode()
 

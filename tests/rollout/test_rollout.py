@@ -14,6 +14,7 @@ from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.rollout import Rollout
 from fleetwatch.rollout.launcher import alive
+from fleetwatch.sandbox import spawned
 from tests.conftest import TOKEN, RunningRegistry
 from tests.rollout.conftest import FAST_SERVER, SERVICE, settings, start_fleet
 
@@ -107,15 +108,15 @@ async def test_undo_rolls_back_to_the_recorded_version(
     forward = await Rollout(settings(registry, tmp_path), say=lambda _: None).run()
     reaper.extend(forward.pids.values())
     assert forward.ok, forward.reason
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "rollout", "--service", SERVICE, "--undo", "--json",
         "--registry", registry.url, "--token", TOKEN, "--log-dir", str(tmp_path / "logs"),
         "--ready-timeout", "30s",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ},
-    )  # fmt: skip
-    async with asyncio.timeout(90):
-        out, err = await process.communicate()
+    ) as process:  # fmt: skip
+        async with asyncio.timeout(90):
+            out, err = await process.communicate()
     report = json.loads(out)
     reaper.extend(report["pids"].values())
     assert process.returncode == 0, err.decode()[-2000:]

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.lifecycle.http_limits import HttpLimits
-from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox import free_port, spawned
 from tests.conftest import serve_process
 
 TIGHT = HttpLimits(header_timeout=0.5, read_timeout=1.5, max_header_bytes=4096, max_body_bytes=1000)
@@ -202,12 +202,12 @@ async def test_serve_takes_its_limits_from_the_config(tmp_path: Path) -> None:
         writer.close()
     bad = tmp_path / "bad.toml"
     bad.write_text("[registry]\nmax_connections = 3\n")
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "serve", "--config", str(bad),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    async with asyncio.timeout(30):
-        out, _ = await process.communicate()
+    ) as process:  # fmt: skip
+        async with asyncio.timeout(30):
+            out, _ = await process.communicate()
     assert data.startswith(b"HTTP/1.1 408 ")
     assert 0.8 <= elapsed < 3.0
     assert process.returncode == 64

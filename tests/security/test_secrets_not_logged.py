@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox import free_port, spawned
 from tests.conftest import poll_until
 
 SECRET = "registry-secret-7f3a9c"
@@ -20,13 +20,12 @@ async def test_serve_logs_no_token_at_debug_level() -> None:
     refused writes with a wrong one; neither secret appears in anything it printed."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "--log-level", "debug", "--log-format", "json",
         "serve", "--port", str(port),
         env={**os.environ, "FLEETWATCH_TOKEN": SECRET},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    ) as proc:  # fmt: skip
         async with httpx.AsyncClient(base_url=url, timeout=5) as client:
 
             async def ready() -> int:
@@ -42,7 +41,6 @@ async def test_serve_logs_no_token_at_debug_level() -> None:
             registered = await client.put("/v1/services/llm/instances/a", json=body, headers=good)
             refused = await client.put("/v1/services/llm/instances/b", json=body, headers=bad)
             listed = await client.get("/v1/services/llm/instances", headers=bad)
-    finally:
         proc.terminate()
         async with asyncio.timeout(20):
             out, _ = await proc.communicate()

@@ -10,7 +10,7 @@ import pytest
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import Forbidden
 from fleetwatch.registry.prober import Prober
-from fleetwatch.sandbox import HttpBackend, free_port
+from fleetwatch.sandbox import HttpBackend, free_port, spawned
 from fleetwatch.security import NetworkPolicy
 from fleetwatch.security.networks import AddressNotAllowed
 from tests.conftest import TOKEN, RunningRegistry, poll_until
@@ -86,26 +86,21 @@ async def test_the_monitor_checks_again_at_connect_time(backend: HttpBackend) ->
 async def test_serve_allow_network_option() -> None:
     """``fleetwatch serve --allow-network 10.0.0.0/8``: loopback registrations are refused."""
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "serve", "--port", str(port),
         "--allow-network", "10.0.0.0/8",
         env={"FLEETWATCH_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        async with RegistryClient(f"http://127.0.0.1:{port}", token=TOKEN) as client:
+    ), RegistryClient(f"http://127.0.0.1:{port}", token=TOKEN) as client:  # fmt: skip
 
-            async def up() -> bool:
-                try:
-                    await client.services()
-                except Exception:  # not listening yet
-                    return False
-                return True
+        async def up() -> bool:
+            try:
+                await client.services()
+            except Exception:  # not listening yet
+                return False
+            return True
 
-            await poll_until(up, True, within=20)
-            with pytest.raises(Forbidden, match=r"127\.0\.0\.1"):
-                await client.register("svc", "a", {"host": "127.0.0.1", "port": 80})
-            await client.register("svc", "b", {"host": "10.0.0.5", "port": 80})
-    finally:
-        process.terminate()
-        await process.wait()
+        await poll_until(up, True, within=20)
+        with pytest.raises(Forbidden, match=r"127\.0\.0\.1"):
+            await client.register("svc", "a", {"host": "127.0.0.1", "port": 80})
+        await client.register("svc", "b", {"host": "10.0.0.5", "port": 80})

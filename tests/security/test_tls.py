@@ -4,6 +4,7 @@ clients verify them by default and refuse what they cannot verify."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import sys
@@ -22,7 +23,7 @@ from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.registry.prober import Prober
 from fleetwatch.registry.registry import Scope
-from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox import free_port, spawned
 from fleetwatch.sandbox.openai_backend import OpenAIBackend
 from fleetwatch.security.tls import client_context, shared_client_context
 from fleetwatch.server.auth import Token, TokenAuth
@@ -89,12 +90,11 @@ async def test_serve_and_status_commands_with_tls(pki: tuple[str, tuple[str, str
     port = free_port()
     url = f"https://127.0.0.1:{port}"
     env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN, "FLEETWATCH_CA_BUNDLE": bundle}
-    serve = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "serve", "--port", str(port),
         "--tls-cert", cert, "--tls-key", key,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    ):  # fmt: skip
         async with RegistryClient(url, token=TOKEN, ca_bundle=bundle) as client:
 
             async def up() -> bool:
@@ -105,26 +105,21 @@ async def test_serve_and_status_commands_with_tls(pki: tuple[str, tuple[str, str
                 return True
 
             await poll_until(up, True, within=20)
-        status = await asyncio.create_subprocess_exec(
+        async with spawned(
             sys.executable, "-m", "fleetwatch", "status", "--registry", url, "--json",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        async with asyncio.timeout(30):
+        ) as status, asyncio.timeout(30):  # fmt: skip
             out, err = await status.communicate()
-    finally:
-        serve.terminate()
-        await serve.wait()
     assert status.returncode == 0, err.decode()
-    assert b'"registry"' in out
+    assert json.loads(out)["registry"] == url
 
 
 async def test_half_a_tls_configuration_is_refused() -> None:
     """--tls-cert without --tls-key exits 64 saying both are needed."""
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable, "-m", "fleetwatch", "serve", "--tls-cert", "/etc/hostname",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    async with asyncio.timeout(30):
+    ) as process, asyncio.timeout(30):  # fmt: skip
         out, _ = await process.communicate()
     assert process.returncode == 64
     assert b"both --tls-cert and --tls-key" in out

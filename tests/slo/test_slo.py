@@ -17,7 +17,7 @@ from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import Instance, InstanceStatus
 from fleetwatch.registry.registry import Scope
 from fleetwatch.registry.stores.memory import MemoryStore
-from fleetwatch.sandbox import HttpBackend, RedisServer, free_port
+from fleetwatch.sandbox import HttpBackend, RedisServer, free_port, spawned
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch.slo import SloTracker
@@ -132,13 +132,13 @@ async def test_history_survives_a_registry_restart_on_redis_and_is_exposed(
             (slo,) = await api.slos()
             async with httpx.AsyncClient() as http:
                 metrics = (await http.get(f"{url}/metrics")).text
-            process = await asyncio.create_subprocess_exec(
+            async with spawned(
                 sys.executable, "-m", "fleetwatch", "status", "--registry", url, "--slo", "--json",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 env={"FLEETWATCH_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
-            )  # fmt: skip
-            async with asyncio.timeout(30):
-                out, _ = await process.communicate()
+            ) as process:  # fmt: skip
+                async with asyncio.timeout(30):
+                    out, _ = await process.communicate()
     finally:
         with contextlib.suppress(Exception):
             await server.aclose()

@@ -7,6 +7,7 @@ services. ``stop()``/``start()`` keep the port and data, so tests can take a dep
 bring it back.
 """
 
+from fleetwatch.sandbox.children import reap, spawned
 from fleetwatch.sandbox.http_backend import BackendProcess, HttpBackend
 from fleetwatch.sandbox.ports import free_port
 from fleetwatch.sandbox.postgres import PostgresServer
@@ -19,4 +20,6 @@ __all__ = [
     "RedisServer",
     "SentinelServer",
     "free_port",
+    "reap",
+    "spawned",
 ]
