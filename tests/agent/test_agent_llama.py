@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from fleetwatch.discovery import RegistryClient
+from fleetwatch.llm.check import GENERATE_CHECK
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.sandbox import free_port
 from fleetwatch.sandbox.llama import LlamaServer, llama_server_argv
@@ -37,7 +38,7 @@ async def test_loading_is_starting_then_ready_is_available(
     instance = await instance_of(api, iid)
     assert instance is not None
     assert instance.metadata["kind"] == "llamacpp"
-    assert took < 20
+    assert took < 10  # ready within a few readiness intervals of the model loading
 
 
 async def test_sigstop_is_unavailable_within_3s_and_sigcont_brings_it_back(
@@ -129,7 +130,10 @@ async def test_the_hourly_token_budget_holds(
     assert governor.probes_run >= 2
     assert governor.spent_last_hour() <= 150
     assert governor.tokens_spent_total == governor.spent_last_hour()
-    assert "budget" in agent.agent.current_verdict()[1] or governor.probes_skipped >= 10
+    generation = agent.agent.scheduler.state(GENERATE_CHECK)
+    assert generation is not None
+    assert generation.result is not None
+    assert "not probed: hourly token budget reached" in generation.result.output
     async with httpx.AsyncClient() as client:
         exported = (await client.get(f"http://127.0.0.1:{agent.agent.http.port}/v1/agent")).json()
     assert exported["probe_tokens_total"] == governor.tokens_spent_total
@@ -156,15 +160,12 @@ async def test_a_draining_agent_finishes_in_flight_requests_before_deregistering
         await asyncio.sleep(0.3)
         await api.set_status("smol", iid, "draining")
         reply = await request
-        finished_at = time.monotonic()
         assert await status_of(api, iid) is not None  # still registered when it finished
     assert reply.status_code == 200
     assert reply.json()["usage"]["completion_tokens"] == 200
     async with asyncio.timeout(10):
         code = await agent.task
-    left_at = time.monotonic()
     assert code == 0
     assert await status_of(api, iid) is None
-    assert left_at >= finished_at
     assert agent.agent.state.drained_in_flight == 0
     assert not agent.agent.state.drain_timed_out

@@ -172,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     started = time.monotonic()
     try:
-        model = ensure_model()
+        # The server first: a missing compiler fails before 93 MB of model are fetched.
         server = ensure_llama_server()
+        model = ensure_model()
     except ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

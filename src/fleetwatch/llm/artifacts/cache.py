@@ -93,6 +93,7 @@ def install_entry(
         shutil.rmtree(entry)
     work = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=_PARTIAL, dir=parent))
     try:
+        work.chmod(0o755)  # mkdtemp makes it private; a shared cache is read by others
         record = populate(work)
         record.setdefault("completed_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         (work / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
