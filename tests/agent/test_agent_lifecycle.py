@@ -35,21 +35,29 @@ async def test_signals_are_forwarded_to_the_child(
 ) -> None:
     """SIGUSR1 to the agent reaches the server it launched."""
     marker = tmp_path / "got-usr1"
+    # The handler writes the receiving process' pid, renaming it into place so that the marker
+    # appears complete.
     script = (
-        "import signal, time, pathlib\n"
-        f"signal.signal(signal.SIGUSR1, lambda *a: pathlib.Path({str(marker)!r}).touch())\n"
+        "import os, signal, time, pathlib\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "def got(*_):\n"
+        "    part = marker.with_suffix('.part')\n"
+        "    part.write_text(str(os.getpid()))\n"
+        "    part.rename(marker)\n"
+        "signal.signal(signal.SIGUSR1, got)\n"
         "time.sleep(30)\n"
     )
     settings = agent_settings(
         registry, f"http://127.0.0.1:{free_port()}", command=(sys.executable, "-c", script)
     )
-    await agents(settings)
+    agent = await agents(settings)
     await asyncio.sleep(0.5)  # the child installs its handler
     os.kill(os.getpid(), signal.SIGUSR1)  # the agent runs in this process
     async with asyncio.timeout(5):
         while not marker.exists():  # noqa: ASYNC110 - another process writes the file
             await asyncio.sleep(0.05)
-    assert marker.exists()
+    assert agent.agent.child is not None
+    assert int(marker.read_text()) == agent.agent.child.pid  # the very child the agent launched
 
 
 async def test_an_operator_removing_the_instance_stops_the_agent(

@@ -198,11 +198,21 @@ async def test_monitor_cut_off_from_half_the_fleet_evicts_no_one() -> None:
 
         for proxy in proxies:
             proxy.heal()
+        healed_at = time.time()  # the monitor stamps last_check_at on this (wall) clock
         await poll_until(lambda: _engaged(node), False, within=10)
         await poll_until(lambda: _all_available(api, ids), True, within=10)
+        # A passing check is recorded at least every write_every (5 s): each instance, behind a
+        # proxy or not, gets a check recorded after the heal.
+        await poll_until(lambda: _all_checked_since(api, healed_at), True, within=15)
         checked = {i.instance_id: i.last_check_at for i in (await api.instances(SERVICE))[1]}
     assert worst == {InstanceStatus.AVAILABLE}  # held, not marked down
-    assert all(checked.values())
+    assert set(checked) == set(ids)
+    assert all(at is not None and at > healed_at for at in checked.values()), (healed_at, checked)
+
+
+async def _all_checked_since(api: RegistryClient, since: float) -> bool:
+    _, instances = await api.instances(SERVICE)
+    return all(i.last_check_at is not None and i.last_check_at > since for i in instances)
 
 
 async def _engaged(node: RegistryNode) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 
 from fleetwatch.discovery import RegistryClient
@@ -32,9 +33,11 @@ async def test_table_and_json(
     await api.register("llm", "b", {"host": "127.0.0.1", "port": free_port()})
     code, out, _ = await _status("--registry", registry.url)
     assert code == 0
-    assert "llm" in out
-    assert "a" in out
-    assert "starting" in out or "available" in out
+    # Each instance's own row: service, id, address and status side by side in the table.
+    row_a = rf"^│ llm +│ a +│ http://127\.0\.0\.1:{backend.port} +│ (starting|available) +│"
+    row_b = r"^│ llm +│ b +│ http://127\.0\.0\.1:\d+ +│ (starting|unavailable) +│"
+    assert re.search(row_a, out, re.MULTILINE), out
+    assert re.search(row_b, out, re.MULTILINE), out
     code, out, _ = await _status("--registry", registry.url, "--json")
     document = json.loads(out)
     assert code == 0

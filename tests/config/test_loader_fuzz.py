@@ -40,20 +40,20 @@ DOCUMENT = st.fixed_dictionaries(
 def test_any_document_is_a_config_or_a_config_error(
     document: dict[str, Any], environ: dict[str, str]
 ) -> None:
-    """Random tables and environment overrides: a HealthConfig or a ConfigError with a message."""
+    """Random tables and env overrides: a HealthConfig or a ConfigError naming its source."""
     env = {f"FLEETWATCH_CHECKS__{k}": v for k, v in environ.items()}
-    assert _outcome(lambda: parse_config(document, environ=env)) != ""
+    _assert_ok_or_names(_outcome(lambda: parse_config(document, environ=env)), "<config>")
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=400))
 def test_any_file_text_is_a_config_or_a_config_error(text: str) -> None:
-    """Arbitrary bytes in a checks file or a serve file: only ConfigError escapes."""
+    """Arbitrary text in a checks or serve file: only a ConfigError naming the file escapes."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "f.toml"
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         for load in (lambda p: load_config(p, environ={}), load_serve_config):
-            assert _outcome(lambda load=load: load(path)) != ""
+            _assert_ok_or_names(_outcome(lambda load=load: load(path)), str(path))
 
 
 def _outcome(call: Any) -> str:
@@ -63,6 +63,13 @@ def _outcome(call: Any) -> str:
     except ConfigError as exc:
         return str(exc)
     return "ok"
+
+
+def _assert_ok_or_names(out: str, source: str) -> None:
+    """A valid configuration, or a ConfigError naming ``source`` and then what was wrong."""
+    if out != "ok":
+        assert out.startswith(f"{source}: "), out
+        assert out.removeprefix(f"{source}: ").strip(), out
 
 
 def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -19,8 +20,7 @@ async def _register(api: RegistryClient, name: str, port: int, **body: object) -
     await api.register("llm", name, {"host": "127.0.0.1", "port": port, "check": check, **body})
 
 
-async def _wait_for(predicate: object, within: float) -> None:
-    assert callable(predicate)
+async def _wait_for(predicate: Callable[[], Awaitable[bool]], within: float) -> None:
     async with asyncio.timeout(within):
         while not await predicate():  # noqa: ASYNC110 - the client updates on its own
             await asyncio.sleep(0.01)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,7 +35,7 @@ class QueueDepth:
 
 
 async def test_custom_check_in_a_fastapi_app() -> None:
-    """A FastAPI app owns the scheduler in its lifespan and serves probes beside its own routes."""
+    """A FastAPI lifespan runs the scheduler (stopping it at shutdown); probes beside app routes."""
     queue = QueueDepth()
     scheduler = HealthScheduler()
     scheduler.add(queue, CheckSettings("jobs", groups=frozenset({Group.READINESS}), interval=0.05))
@@ -64,4 +65,7 @@ async def test_custom_check_in_a_fastapi_app() -> None:
         assert (warn.status_code, warn.json()["status"]) == (200, "warn")
         probes.start_draining()
         assert (await client.get("/readyz")).status_code == 503
-    assert scheduler.revision > 0
+        assert any(t.get_name() == "fleetwatch.check.jobs" for t in asyncio.all_tasks())
+    # The app's lifespan shutdown left the scheduler's context: no check loop runs on.
+    leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith("fleetwatch.check")]
+    assert leftover == []

@@ -203,9 +203,23 @@ async def test_healthz_alias_and_head(setup: Any) -> None:
     assert head.status_code == 200
 
 
+class Gated(Fixed):
+    """A check whose run lasts until the test opens its gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def check(self) -> Observation:
+        self.calls += 1
+        await self.gate.wait()
+        return Observation(self.status, f"fixed {self.status.value}")
+
+
 async def test_probe_flood_causes_no_extra_check_executions() -> None:
-    """1,000 concurrent /health requests over real sockets run no check beyond the schedule."""
-    checks = [Fixed(delay=0.2), Fixed(), Fixed()]
+    """1,000 concurrent /health requests run no check beyond the schedule; 503 until all report."""
+    slow = Gated()
+    checks = [slow, Fixed(), Fixed()]
     scheduler = HealthScheduler(
         (check, CheckSettings(f"c{i}", interval=3600)) for i, check in enumerate(checks)
     )
@@ -217,11 +231,13 @@ async def test_probe_flood_causes_no_extra_check_executions() -> None:
         return status
 
     async with scheduler, AppServer(probes.asgi_app(), backlog=2048) as server:
-        # The first wave lands while the slow check's one scheduled run is still going on.
+        # The first wave lands while the slow check's one scheduled run is still going on
+        # (held by its gate: 1,000 connections take longer than any fixed delay would).
         during = await asyncio.gather(*(one(server.port, "/health") for _ in range(1000)))
+        slow.gate.set()
         await asyncio.sleep(0.3)
         after = await asyncio.gather(*(one(server.port, "/health?verbose") for _ in range(1000)))
-    assert len(during) == len(after) == 1000
+    assert set(during) == {503}  # waiting for the first result of c0: /health fails
     assert set(after) == {200}
     assert [c.calls for c in checks] == [1, 1, 1]
     assert scheduler.executions == 3

@@ -8,7 +8,8 @@ import pytest
 
 from fleetwatch.health import (
     CheckSettings,
-    HealthCheck,
+    HealthProbes,
+    HealthScheduler,
     HealthStatus,
     Observation,
     run_check,
@@ -80,9 +81,8 @@ async def test_duration_is_the_default_observed_value() -> None:
 
 
 async def test_custom_check_keeps_its_measurement() -> None:
-    """A user's check satisfies the protocol and keeps its value, unit and metadata."""
+    """A user's check keeps its value, unit, metadata; its attributes name its health+json entry."""
     check = QueueDepth()
-    assert isinstance(check, HealthCheck)
     result = await run_check(check, CheckSettings("jobs"))
     assert (result.status, result.observed_value, result.observed_unit) == (
         HealthStatus.DEGRADED,
@@ -90,6 +90,14 @@ async def test_custom_check_keeps_its_measurement() -> None:
         "items",
     )
     assert result.metadata == {"queue": "jobs"}
+    scheduler = HealthScheduler([(check, CheckSettings("jobs"))])
+    await scheduler.run_all()
+    document = HealthProbes(scheduler).document(None, verbose=True)[1]
+    assert list(document["checks"]) == ["jobs:depth"]
+    entry = document["checks"]["jobs:depth"][0]
+    assert (entry["componentId"], entry["componentType"]) == ("jobs", "queue")
+    assert (entry["observedValue"], entry["observedUnit"]) == (42, "items")
+    assert entry["metadata"] == {"queue": "jobs"}
 
 
 @pytest.mark.parametrize(

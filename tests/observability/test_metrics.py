@@ -15,6 +15,7 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.health import CheckSettings, HealthProbes, HealthScheduler
 from fleetwatch.health.checks import TcpCheck
 from fleetwatch.lifecycle import AppServer
+from fleetwatch.llm.economy import ProbeGovernor
 from fleetwatch.llm.prometheus import parse_metrics
 from fleetwatch.sandbox import HttpBackend, spawned
 from fleetwatch.sandbox.llama import LlamaServer
@@ -93,12 +94,22 @@ async def test_agent_metrics_expose_llm_load_probe_tokens_and_checks(
         return agent.agent.state.reported.value if agent.agent.state.reported else None
 
     await poll_until(reported, "available", within=15)
+    governor: ProbeGovernor = agent.agent.server.governor
+
+    async def probed() -> bool:  # the generation probe runs once readiness has been read
+        return governor.tokens_spent_total > 0
+
+    await poll_until(probed, True, within=15)
+    spent_before = governor.tokens_spent_total
     text = await scrape(url)
+    spent_after = governor.tokens_spent_total
     page = parse_metrics(text)
     await promtool_accepts(text)
     figures = {s.labels["figure"] for s in page.samples["fleetwatch_llm_load"]}
     assert {"running", "waiting", "generated_tokens_total"} <= figures
-    assert page.total("fleetwatch_llm_probe_tokens_total") is not None
+    probe_tokens = page.total("fleetwatch_llm_probe_tokens_total")
+    assert probe_tokens is not None
+    assert 0 < spent_before <= probe_tokens <= spent_after  # the governor's own account
     assert page.total("fleetwatch_check_duration_seconds_count") >= 1
     statuses = {
         s.labels["status"]: s.value for s in page.samples["fleetwatch_instance_reported_status"]

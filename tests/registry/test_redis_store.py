@@ -31,6 +31,12 @@ async def _keys(url: str, namespace: str) -> dict[str, int]:
     return sizes
 
 
+async def _all_keys(url: str) -> set[str]:
+    """Every key of the db, by SCAN."""
+    async with aioredis.Redis.from_url(url, decode_responses=True) as client:
+        return {key async for key in client.scan_iter()}
+
+
 async def test_two_nodes_share_one_registry(redis_server: RedisServer) -> None:
     """What one node writes, another reads, and its blocking wait wakes for it."""
     namespace = f"t-{uuid.uuid4().hex[:8]}"
@@ -49,8 +55,9 @@ async def test_two_nodes_share_one_registry(redis_server: RedisServer) -> None:
 
 
 async def test_eviction_leaves_no_orphaned_keys(redis_server: RedisServer) -> None:
-    """After every instance is evicted, no index set, lease or load entry points at it."""
+    """After eviction no index, lease or load entry points at it; every key left is namespaced."""
     namespace = f"t-{uuid.uuid4().hex[:8]}"
+    existing = await _all_keys(redis_server.url)  # other tests' keys, in the shared server
     store = RedisStore(redis_server.url, namespace=namespace)
     try:
         for name in ("a", "b", "c"):
@@ -60,10 +67,14 @@ async def test_eviction_leaves_no_orphaned_keys(redis_server: RedisServer) -> No
         for service, instance_id in await store.lapsed():
             await store.evict_if_lapsed(service, instance_id, "lease lapsed")
         keys = await _keys(redis_server.url, namespace)
+        # Wider than _keys' match: every key of the db this test left behind, whatever its name.
+        created = await _all_keys(redis_server.url) - existing
     finally:
         await store.aclose()
     tag = "{" + namespace + "}"
-    assert all(key.startswith(tag) for key in keys)
+    assert created
+    assert all(key.startswith(f"{tag}:") for key in created), created
+    assert created == set(keys)
     leftovers = {key: size for key, size in keys.items() if not key.endswith((":index", ":events"))}
     assert leftovers == {}
     assert keys[f"{tag}:events"] == 6  # 3 registered + 3 evicted, the history clients catch up on
