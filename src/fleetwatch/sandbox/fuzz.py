@@ -23,6 +23,7 @@ from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.registry.registry import Registry, Scope
 from fleetwatch.registry.stores.memory import MemoryStore
+from fleetwatch.sandbox.children import spawned
 from fleetwatch.sandbox.openai_backend import OpenAIBackend
 from fleetwatch.security import NetworkPolicy
 from fleetwatch.server.app import create_app
@@ -128,19 +129,16 @@ async def run_schemathesis(
         args += ["--exclude-checks", ",".join(exclude_checks)]
     for path in exclude_paths:
         args += ["--exclude-path", path]
-    process = await asyncio.create_subprocess_exec(
-        str(_SCHEMATHESIS),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            out, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with (
+        spawned(
+            str(_SCHEMATHESIS),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        ) as process,
+        asyncio.timeout(timeout),
+    ):
+        out, _ = await process.communicate()
     text = out.decode(errors="replace")
     generated = re.search(r"(\d+) generated", text)
     return FuzzReport(process.returncode or 0, int(generated.group(1)) if generated else 0, text)
