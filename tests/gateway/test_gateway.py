@@ -48,8 +48,8 @@ async def test_requests_go_only_to_instances_serving_the_model(
 async def test_busy_and_draining_backends_send_requests_elsewhere(
     api: RegistryClient, gateways: Any, backends: Any
 ) -> None:
-    """A 429 (Retry-After 30) and a 503 are retried on the healthy instance; the busy one is
-    left alone until its Retry-After ends."""
+    """A 429 (Retry-After 30) and a 503 are retried on the healthy instance, one retry per
+    refusal; the busy one is left alone until its Retry-After ends."""
     busy, draining, good = (
         await backends(model="m1", mode="busy", retry_after=30),
         await backends(model="m1"),
@@ -65,7 +65,10 @@ async def test_busy_and_draining_backends_send_requests_elsewhere(
     assert [r.status_code for r in replies] == [200] * 12
     assert busy.state.requests == 1  # then its Retry-After keeps the gateway away
     assert good.state.completed == 12
-    assert gateway.gateway.stats.retries >= 2
+    # Every attempt at the busy or the draining one was retried (the draining one may already
+    # be out of discovery, its health failing, before any request reaches it).
+    assert draining.state.requests <= 1
+    assert gateway.gateway.stats.retries == busy.state.requests + draining.state.requests
 
 
 async def test_every_instance_saturated_is_429_with_retry_after(

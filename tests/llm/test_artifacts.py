@@ -223,6 +223,18 @@ def test_an_entry_without_its_marker_is_made_again(cache: Path) -> None:
     assert any("incomplete" in line for line in said)
 
 
+def test_an_entry_whose_file_was_deleted_is_made_again(cache: Path) -> None:
+    """A finished entry whose llama-server was deleted by hand is not usable, and is removed
+    so the setup makes it again."""
+    target = llama_server_path()
+    _lay_entry(target.parent, {})
+    said: list[str] = []
+    assert not artifacts._usable(target)
+    artifacts._discard_broken(target, said.append)
+    assert not target.parent.exists()
+    assert any("missing from its cache entry" in line for line in said)
+
+
 def test_a_setup_killed_mid_write_is_detected_and_redone(cache: Path) -> None:
     """A real process SIGKILLed while filling an entry leaves no entry, only its temporary
     folder; the next setup removes that and completes the entry."""

