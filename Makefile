@@ -1,13 +1,27 @@
 # fleetwatch: every target installs what it needs first, and is quick the second time.
 PY := .venv/bin/python
 DEMO_SECONDS ?= 0
+# Two pytest workers (pytest-xdist), a file each at a time: most tests wait on servers, so two
+# keep 2 cores busy. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test lint typecheck pytest bench lock clean
+.PHONY: setup venv-base venv-packages llm-artifacts demo test lint typecheck pytest bench lock clean
 
+# The llama-server build is the long pole of a first setup, and fetching and building it needs
+# only the standard library and pip: it starts as soon as the venv exists, beside the install
+# of the locked packages.
 setup:
 	@scripts/ensure-system-packages.sh
+	@$(MAKE) --no-print-directory -j2 venv-packages llm-artifacts
+
+venv-base:
+	@scripts/ensure-venv.sh --create-only
+
+venv-packages: venv-base
 	@scripts/ensure-venv.sh
-	@$(PY) -m fleetwatch.llm.artifacts --quiet
+
+llm-artifacts: venv-base
+	@PYTHONPATH=src $(PY) -m fleetwatch.llm.artifacts --quiet
 
 demo: setup
 	$(PY) -m fleetwatch demo --duration $(DEMO_SECONDS)
@@ -22,7 +36,7 @@ typecheck: setup
 	.venv/bin/mypy
 
 pytest: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run_all.py $(BENCH_ARGS)
