@@ -59,11 +59,6 @@ def is_complete(entry: Path) -> bool:
     return (entry / MARKER).is_file()
 
 
-def entry_record(entry: Path) -> dict[str, Any]:
-    """What the entry's marker recorded about how it was made (empty if unreadable)."""
-    return read_json(entry / MARKER)
-
-
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; empty if the file is missing, unreadable or not an object."""
     try:

