@@ -1,10 +1,10 @@
 # fleetwatch: every target installs what it needs first, and is quick the second time.
 PY := .venv/bin/python
 DEMO_SECONDS ?= 0
-# pytest in one process by default. PYTEST_WORKERS=2 runs two pytest-xdist workers, a file each
-# at a time (8.5 min instead of 13.8 on 2 cores), but on 2 cores the llama.cpp rollout under
-# load can then fail requests: the machine, not the rollout, runs out of CPU.
-PYTEST_WORKERS ?= 0
+# pytest in two phases (scripts/run-pytest.sh): the tests that share the machine well on
+# PYTEST_WORKERS pytest-xdist workers, then the `serial` ones (llama.cpp under load, the demo,
+# chaos) one at a time. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup venv-base venv-packages llm-artifacts demo test lint typecheck pytest bench lock clean
 
@@ -37,7 +37,7 @@ typecheck: setup
 	.venv/bin/mypy
 
 pytest: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	@PYTEST_WORKERS=$(PYTEST_WORKERS) scripts/run-pytest.sh $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/run_all.py $(BENCH_ARGS)

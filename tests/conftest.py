@@ -22,6 +22,19 @@ from fleetwatch.sandbox.llama import LlamaServer
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 
+#: Tests that start llama.cpp servers of their own (to kill, pause or load them) need the
+#: machine to themselves: they run in make test's second, one-at-a-time phase
+#: (scripts/run-pytest.sh). Whole modules that do the same mark themselves ``serial``.
+SERIAL = pytest.mark.serial
+SERIAL_FIXTURES = frozenset({"llama_servers", "own_llama"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a fixture of SERIAL_FIXTURES ``serial``."""
+    for item in items:
+        if SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(SERIAL)
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

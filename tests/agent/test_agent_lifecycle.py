@@ -1,4 +1,5 @@
-"""The agent's own life: startup grace, signal forwarding, removal by an operator."""
+"""The agent's own life: startup grace, the first generation probe, signal forwarding,
+removal by an operator."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.sandbox import free_port
 from fleetwatch.sandbox.llama import LlamaServer
+from fleetwatch.sandbox.openai_backend import OpenAIBackend
 from tests.agent.conftest import agent_settings, status_of, wait_status
 from tests.conftest import OPS_TOKEN, RunningRegistry
 
@@ -28,6 +30,39 @@ async def test_a_server_that_never_loads_is_unavailable_after_the_startup_grace(
     took = await wait_status(api, iid, InstanceStatus.UNAVAILABLE, within=10)
     assert took >= 1.0
     assert "not ready after" in agent.agent.current_verdict()[1]
+
+
+async def test_a_loaded_server_is_probed_at_once_and_available_within_two_readings(
+    registry: RunningRegistry, api: RegistryClient, agents: Any
+) -> None:
+    """The generation probe does not wait its 5 s interval for the model to load: available
+    once readiness has passed twice (1 s apart), with the probe's tokens spent."""
+    async with OpenAIBackend() as backend:
+        settings = agent_settings(
+            registry, backend.url, llm={"kind": "openai", "probe_check_interval": 5.0}
+        )
+        agent = await agents(settings)
+        took = await wait_status(api, agent.iid, InstanceStatus.AVAILABLE, within=10)
+        assert took < 3.0
+        assert backend.state.by_path.get("/v1/chat/completions", 0) >= 1
+
+
+async def test_a_server_whose_every_generation_fails_never_becomes_available(
+    registry: RunningRegistry, api: RegistryClient, agents: Any
+) -> None:
+    """Ready by its own endpoints but answering every generation with 500: the first probe
+    runs as soon as it is loaded, so it is never routable, not even briefly."""
+    async with OpenAIBackend(mode="fail") as backend:
+        agent = await agents(agent_settings(registry, backend.url, llm={"kind": "openai"}))
+        seen = set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 4.0
+        while loop.time() < deadline:
+            seen.add(await status_of(api, agent.iid))
+            await asyncio.sleep(0.05)
+        assert InstanceStatus.AVAILABLE not in seen
+        assert InstanceStatus.UNAVAILABLE in seen
+        assert backend.state.by_path.get("/v1/chat/completions", 0) >= 1
 
 
 async def test_signals_are_forwarded_to_the_child(

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm.check import GENERATE_CHECK
@@ -17,6 +18,10 @@ from fleetwatch.sandbox.llama import LlamaServer, llama_server_argv
 from tests.agent.conftest import agent_settings, instance_of, status_of, wait_status
 from tests.conftest import RunningRegistry
 from tests.llm.conftest import Throttle
+
+# Needs the machine to itself: agents' llama.cpp servers paused and killed against timing bounds.
+# make test runs it in its one-at-a-time phase.
+pytestmark = pytest.mark.serial
 
 
 async def test_loading_is_starting_then_ready_is_available(

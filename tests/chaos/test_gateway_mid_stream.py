@@ -11,10 +11,15 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.sandbox.llama import LlamaServer
 from tests.gateway.conftest import register, routed
+
+# Needs the machine to itself: a llama.cpp server killed or paused mid-stream, timed.
+# make test runs it in its one-at-a-time phase.
+pytestmark = pytest.mark.serial
 
 MODEL = "SmolLM2-135M-Instruct"
 BODY = {

@@ -27,6 +27,10 @@ from fleetwatch.server.node import RegistryNode
 from tests.chaos.conftest import RoutedLoad
 from tests.conftest import TOKEN, poll_until, serve_process
 
+# Needs the machine to itself: failures injected under load, against timing bounds.
+# make test runs it in its one-at-a-time phase.
+pytestmark = pytest.mark.serial
+
 SERVICE = "llm"
 FLEET = 10
 QUICK_CHECK = {"interval": 0.2, "timeout": 0.3}

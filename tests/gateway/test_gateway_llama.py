@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm.prometheus import parse_metrics
@@ -16,6 +17,10 @@ from fleetwatch.sandbox import free_port, spawned
 from fleetwatch.sandbox.llama import LlamaServer
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 from tests.gateway.conftest import register, routed
+
+# Needs the machine to itself: llama.cpp servers paused and killed behind the gateway.
+# make test runs it in its one-at-a-time phase.
+pytestmark = pytest.mark.serial
 
 MODEL = "SmolLM2-135M-Instruct"
 

@@ -73,7 +73,8 @@ async def test_a_version_that_never_gets_ready_stops_the_rollout_safely(
 async def test_a_canary_that_fails_more_stops_the_rollout(
     registry: RunningRegistry, api: RegistryClient, tmp_path: Path, reaper: Any, traffic: Any
 ) -> None:
-    """The canary answers 500s: its error rate beats the old version's, the rollout stops."""
+    """The canary answers 500 to unary requests (its streamed health probe passes): its error
+    rate beats the old version's, the rollout stops."""
     old = settings(registry, tmp_path, version="1")
     fleet = await start_fleet(api, old, 2, reaper)
     gw_settings = GatewaySettings(
@@ -84,7 +85,7 @@ async def test_a_canary_that_fails_more_stops_the_rollout(
         bad = settings(
             registry,
             tmp_path,
-            launch=f"{FAST_SERVER} --mode fail",
+            launch=f"{FAST_SERVER} --mode fail-unary",
             canary=True,
             canary_soak=3,
             gateway_url=server.url,

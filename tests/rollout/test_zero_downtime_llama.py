@@ -9,6 +9,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
@@ -17,6 +19,10 @@ from fleetwatch.rollout.launcher import launch
 from fleetwatch.sandbox.llama import llama_server_template
 from tests.conftest import TOKEN, RunningRegistry
 from tests.rollout.conftest import SERVICE, settings, start_fleet
+
+# Needs the machine to itself: llama.cpp servers rolled under load; every failed request counts.
+# make test runs it in its one-at-a-time phase.
+pytestmark = pytest.mark.serial
 
 MODEL = "SmolLM2-135M-Instruct"
 

@@ -5,11 +5,16 @@ HTTP client, the latest readiness and load, and the :class:`ProbeGovernor` that 
 account. The readiness check is cheap (the family's own readiness endpoint and ``/metrics``) and
 runs often, so a hung server is noticed within a couple of seconds. The generation check runs a
 tiny streamed completion only when the governor allows it; otherwise it reports the latest
-verdict, saying why it did not probe.
+verdict, saying why it did not probe. While the server is still loading, the generation check
+waits (up to its own interval) for the readiness check to see it ready, and probes at once: a
+new instance becomes available about a second after its model is loaded, not up to one
+generation interval later.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -112,6 +117,8 @@ class LlmServer:
             **governor_clock,
         )
         self.readiness: Readiness | None = None
+        #: Set while the latest readiness reading says ready (the generation check waits on it).
+        self.ready = asyncio.Event()
         self.load = LoadSignals()
         self.load_error = ""
         self.last_probe: Observation | None = None
@@ -196,6 +203,10 @@ class ReadinessCheck:
             server.client, server.base_url, server.settings.model, server.settings.timeout
         )
         server.readiness = readiness
+        if readiness.phase is Phase.READY:
+            server.ready.set()
+        else:
+            server.ready.clear()
         metadata: dict[str, Any] = {"phase": readiness.phase.value, "kind": server.adapter.kind}
         if readiness.models:
             metadata["models"] = list(readiness.models[:20])
@@ -226,6 +237,11 @@ class GenerationCheck:
     async def check(self) -> Observation:
         server, s = self.server, self.server.settings
         governor = server.governor
+        if not server.ready.is_set():
+            # Loading: probe as soon as readiness sees the model loaded, within this interval.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(s.probe_check_interval):
+                    await server.ready.wait()
         readiness = server.readiness
         if readiness is None or readiness.phase is not Phase.READY:
             detail = readiness.detail if readiness else "no readiness reading yet"

@@ -124,7 +124,8 @@ class HttpBackend(AppServer):
     """The backend served inside the running event loop on a free loopback port."""
 
     def __init__(self, *, delay: float = 0.0, body: str = "ok", port: int = 0) -> None:
-        super().__init__(backend_app(delay, body), port=port)
+        # A test server owes a sleeping request nothing at shutdown: cancel it after a second.
+        super().__init__(backend_app(delay, body), port=port, timeout_graceful_shutdown=1)
 
 
 def main() -> None:

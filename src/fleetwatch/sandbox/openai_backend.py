@@ -4,7 +4,9 @@ It speaks ``/v1/chat/completions`` (streamed or not), ``/v1/completions``, ``/v1
 ``/v1/models``, ``/health`` and ``/metrics`` like a real server, in microseconds, and can be
 told to misbehave in the ways real servers do: answer 429 with ``Retry-After`` (busy), 503
 (draining), stall before the first byte (hung), or drop the connection after the first chunk
-(crashed mid-stream), or fail with 500. It counts requests, and requests whose client went away.
+(crashed mid-stream), or fail with 500: every request, or only the non-streamed ones (a
+regression that a streamed health probe cannot see, for canary tests). It counts requests,
+and requests whose client went away.
 
 In-process: :class:`OpenAIBackend` (an async context manager). As its own process:
 ``python -m fleetwatch.sandbox.openai_backend --port P [--model M] [--token-delay S]``.
@@ -28,7 +30,7 @@ from starlette.routing import Route
 
 from fleetwatch.lifecycle.serving import AppServer
 
-MODES = ("ok", "busy", "draining", "fail", "hang", "die-mid-stream")
+MODES = ("ok", "busy", "draining", "fail", "fail-unary", "hang", "die-mid-stream")
 
 
 @dataclass
@@ -54,6 +56,13 @@ class _Handlers:
     def __init__(self, state: BackendState) -> None:
         self.state = state
 
+    @staticmethod
+    def failed() -> Response:
+        return JSONResponse(
+            {"error": {"message": "internal error (on purpose)", "type": "server_error"}},
+            status_code=500,
+        )
+
     def misbehaving(self) -> Response | None:
         if self.state.mode == "busy":
             return JSONResponse(
@@ -62,10 +71,7 @@ class _Handlers:
                 headers={"retry-after": f"{self.state.retry_after:g}"},
             )
         if self.state.mode == "fail":
-            return JSONResponse(
-                {"error": {"message": "internal error (on purpose)", "type": "server_error"}},
-                status_code=500,
-            )
+            return self.failed()
         if self.state.mode == "draining":
             return JSONResponse(
                 {"error": {"message": "draining", "type": "unavailable"}},
@@ -85,6 +91,8 @@ class _Handlers:
             self.state.cancelled += 1
             return Response(status_code=499)
         refused = self.misbehaving()
+        if refused is None and self.state.mode == "fail-unary" and body.get("stream") is not True:
+            refused = self.failed()
         if refused is not None:
             return refused
         if self.state.mode == "hang":
@@ -220,7 +228,9 @@ class OpenAIBackend(AppServer):
 
     def __init__(self, *, model: str = "test-model", port: int = 0, **state: Any) -> None:
         self.state = BackendState(model=model, **state)
-        super().__init__(openai_app(self.state), port=port)
+        # A test server owes a hung request nothing at shutdown: cancel it after a second
+        # instead of AppServer's ten (a "hang" test otherwise spends 10 s in teardown).
+        super().__init__(openai_app(self.state), port=port, timeout_graceful_shutdown=1)
 
 
 def main() -> None:
