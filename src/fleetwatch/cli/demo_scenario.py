@@ -13,17 +13,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from fleetwatch.discovery import DiscoveryClient, RegistryClient
 from fleetwatch.discovery.client import Change
-from fleetwatch.gateway.loadgen import SdkTraffic
 from fleetwatch.llm.artifacts import MODEL_NAME
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.rollout import Rollout, RolloutSettings
 from fleetwatch.rollout.launcher import Launched, alive, launch
 from fleetwatch.sandbox.llama import llama_server_template
+
+if TYPE_CHECKING:
+    from fleetwatch.gateway.loadgen import SdkTraffic
 
 SERVICE = "llm"
 INSTANCES = 3
@@ -56,6 +59,10 @@ class Scenario:
         )
 
     def traffic(self, *, streaming: int) -> SdkTraffic:
+        # The openai SDK takes a second to import: every fleetwatch command would pay for it
+        # (the CLI imports this module to build its options), so only the demo's run does.
+        from fleetwatch.gateway.loadgen import SdkTraffic  # noqa: PLC0415
+
         load = SdkTraffic(
             f"{self.gateway_url}/v1", MODEL_NAME, clients=6, streaming=streaming, max_tokens=8
         )

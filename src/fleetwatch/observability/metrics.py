@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,7 +29,9 @@ from fleetwatch.health.result import CheckResult
 from fleetwatch.health.scheduler import HealthScheduler
 from fleetwatch.health.status import HealthStatus
 from fleetwatch.registry.model import Event, EventType, InstanceStatus
-from fleetwatch.slo.tracker import SloReport
+
+if TYPE_CHECKING:  # the SLO tracker pulls in the registry's configuration and the stores
+    from fleetwatch.slo.tracker import SloReport
 
 #: Latency buckets from a fast health check (1 ms) to a slow generation (60 s).
 SECONDS_BUCKETS = (
