@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetwatch.discovery import RegistryClient
+from fleetwatch.health import HealthStatus
+from fleetwatch.llm.check import GENERATE_CHECK
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.sandbox import free_port
 from fleetwatch.sandbox.llama import LlamaServer
@@ -44,6 +46,21 @@ async def test_a_loaded_server_is_probed_at_once_and_available_within_two_readin
         agent = await agents(settings)
         took = await wait_status(api, agent.iid, InstanceStatus.AVAILABLE, within=10)
         assert took < 3.0
+        assert backend.state.by_path.get("/v1/chat/completions", 0) >= 1
+
+
+async def test_a_loaded_server_stays_starting_until_its_first_probe_has_answered(
+    registry: RunningRegistry, api: RegistryClient, agents: Any
+) -> None:
+    """Readiness passes twice within a second, but a probe streaming slowly (0.6 s a token)
+    has not answered yet: the instance is available only once the probe has its verdict."""
+    async with OpenAIBackend(token_delay=0.6) as backend:
+        agent = await agents(agent_settings(registry, backend.url, llm={"kind": "openai"}))
+        await wait_status(api, agent.iid, InstanceStatus.AVAILABLE, within=10)
+        probe = agent.agent.scheduler.state(GENERATE_CHECK)
+        assert probe is not None
+        assert probe.result is not None
+        assert probe.status is HealthStatus.HEALTHY
         assert backend.state.by_path.get("/v1/chat/completions", 0) >= 1
 
 

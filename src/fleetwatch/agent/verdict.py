@@ -14,8 +14,9 @@ from fleetwatch.registry.model import InstanceStatus
 def instance_status(
     states: Mapping[str, CheckState], *, ever_available: bool
 ) -> tuple[InstanceStatus, str]:
-    """``starting`` while the server loads (until it first serves), then ``available``,
-    ``degraded`` (slow or empty generation) or ``unavailable``, with the reason."""
+    """``starting`` while the server loads and until its first generation probe has an
+    answer, then ``available``, ``degraded`` (slow or empty generation) or ``unavailable``,
+    with the reason."""
     ready = states.get(READY_CHECK)
     if ready is None or ready.result is None:
         return InstanceStatus.STARTING, "no check result yet"
@@ -25,9 +26,13 @@ def instance_status(
             return InstanceStatus.STARTING, ready.result.output
         return InstanceStatus.UNAVAILABLE, ready.result.output
     generate = states.get(GENERATE_CHECK)
-    if generate is None or generate.result is None or generate.status is HealthStatus.UNKNOWN:
-        return InstanceStatus.AVAILABLE, ready.result.output
-    return _BY_GENERATION[generate.status], generate.result.output
+    probe = generate.result if generate is not None else None
+    if generate is not None and probe is not None and generate.status is not HealthStatus.UNKNOWN:
+        return _BY_GENERATION[generate.status], probe.output
+    if generate is not None and not ever_available:
+        # Loaded is not serving: the first generation probe has the last word.
+        return InstanceStatus.STARTING, f"{ready.result.output}; first generation probe"
+    return InstanceStatus.AVAILABLE, ready.result.output
 
 
 _BY_GENERATION = {

@@ -199,9 +199,15 @@ class ReadinessCheck:
 
     async def check(self) -> Observation:
         server = self.server
-        readiness = await server.adapter.readiness(
-            server.client, server.base_url, server.settings.model, server.settings.timeout
-        )
+        try:
+            readiness = await server.adapter.readiness(
+                server.client, server.base_url, server.settings.model, server.settings.timeout
+            )
+        except BaseException:
+            # No answer (refused, timed out, cancelled at the check's deadline): not known to
+            # be ready, so the generation check does not probe a server that may be hung.
+            server.ready.clear()
+            raise
         server.readiness = readiness
         if readiness.phase is Phase.READY:
             server.ready.set()
