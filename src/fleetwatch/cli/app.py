@@ -10,9 +10,10 @@ and imports them all).
 from __future__ import annotations
 
 import importlib
+from difflib import get_close_matches
 
 import typer
-from typer import _click as click  # Typer 0.29 vendors click: its classes are the ones it builds
+from typer import _click as click  # vendored since Typer 0.29: the classes Typer builds
 from typer.core import TyperGroup
 
 from fleetwatch.cli.logsetup import global_options
@@ -56,6 +57,19 @@ class LazyCommands(TyperGroup):
         if cmd_name not in self.commands:
             self.commands[cmd_name] = command(cmd_name)
         return self.commands[cmd_name]
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """As Typer's, with its "Did you mean" hint drawn from every command, loaded or not."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.UsageError as error:
+            matches = get_close_matches(args[0], COMMANDS) if args else []
+            if matches and "Did you mean" not in error.message:
+                hint = ", ".join(repr(match) for match in matches)
+                error.message = f"{error.message.rstrip('.')}. Did you mean {hint}?"
+            raise
 
 
 app = typer.Typer(

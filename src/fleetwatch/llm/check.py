@@ -147,7 +147,8 @@ class LlmServer:
                 CheckSettings(
                     GENERATE_CHECK,
                     interval=s.probe_check_interval,
-                    timeout=s.cold_first_token_timeout + 5.0,
+                    # It may first wait an interval for readiness, then probe a cold model.
+                    timeout=s.probe_check_interval + s.cold_first_token_timeout + 5.0,
                     critical=True,
                     rise=1,
                     fall=1,
@@ -198,16 +199,19 @@ class ReadinessCheck:
         self.server = server
 
     async def check(self) -> Observation:
-        server = self.server
         try:
-            readiness = await server.adapter.readiness(
-                server.client, server.base_url, server.settings.model, server.settings.timeout
-            )
+            return await self._read()
         except BaseException:
             # No answer (refused, timed out, cancelled at the check's deadline): not known to
             # be ready, so the generation check does not probe a server that may be hung.
-            server.ready.clear()
+            self.server.ready.clear()
             raise
+
+    async def _read(self) -> Observation:
+        server = self.server
+        readiness = await server.adapter.readiness(
+            server.client, server.base_url, server.settings.model, server.settings.timeout
+        )
         server.readiness = readiness
         if readiness.phase is Phase.READY:
             server.ready.set()
@@ -249,8 +253,13 @@ class GenerationCheck:
                 async with asyncio.timeout(s.probe_check_interval):
                     await server.ready.wait()
         readiness = server.readiness
-        if readiness is None or readiness.phase is not Phase.READY:
-            detail = readiness.detail if readiness else "no readiness reading yet"
+        if not server.ready.is_set() or readiness is None or readiness.phase is not Phase.READY:
+            if readiness is None:
+                detail = "no readiness reading yet"
+            elif readiness.phase is Phase.READY:  # the last reading; the latest got no answer
+                detail = "the readiness check got no answer"
+            else:
+                detail = readiness.detail
             return Observation(
                 HealthStatus.UNKNOWN, f"not probed: {detail}", metadata=governor.account()
             )

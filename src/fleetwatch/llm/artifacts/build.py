@@ -167,7 +167,7 @@ def build_llama_server(
         progress(f"configuring llama.cpp {version}: {shlex.join(options)}")
         _step(configure, "cmake configure", progress)
         _refuse_native(build)
-        _require_optimized_ggml(build)
+        _require_optimized_ggml(build, options)
         cores = jobs or os.cpu_count() or 2
         progress(f"building llama-server with {cores} jobs (several minutes, once)")
         _step(
@@ -200,12 +200,18 @@ def _refuse_native(build: Path) -> None:
             )
 
 
-def _require_optimized_ggml(build: Path) -> None:
+def _require_optimized_ggml(build: Path, options: tuple[str, ...]) -> None:
     """Check that ggml's kernels compile at -O3: a cmake that ignored the project include
-    would build them at -O1, and the server would run markedly slower."""
+    would build them at -O1, and the server would run markedly slower.
+
+    Checked where it can be: a Release build (the default; a user's other build type is
+    theirs) with the Makefile generator (another one, such as Ninja, writes no flags.make).
+    """
+    build_types = [o for o in options if o.startswith("-DCMAKE_BUILD_TYPE=")]
     flags = build / "ggml/src/CMakeFiles/ggml-cpu.dir/flags.make"
-    text = flags.read_text(errors="replace") if flags.is_file() else ""
-    if "-O3" not in text:
+    if build_types[-1:] != ["-DCMAKE_BUILD_TYPE=Release"] or not flags.is_file():
+        return
+    if "-O3" not in flags.read_text(errors="replace"):
         raise ArtifactError(
             f"{flags} does not compile ggml's CPU kernels with -O3 (the project include "
             f"{GGML_FLAGS_FILE} was not applied); refusing to build a slow llama-server"
