@@ -64,6 +64,20 @@ async def test_a_loaded_server_stays_starting_until_its_first_probe_has_answered
         assert backend.state.by_path.get("/v1/chat/completions", 0) >= 1
 
 
+async def test_the_first_probe_is_a_warm_up_and_later_ones_judge_speed(
+    registry: RunningRegistry, api: RegistryClient, agents: Any
+) -> None:
+    """A first token after 2.5 s (slow is 2 s, the timeout 5 s): the first probe after the
+    load makes the instance available; the next one, as slow, makes it degraded."""
+    async with OpenAIBackend(token_delay=2.5, tokens=1) as backend:
+        llm = {"kind": "openai", "probe_every": 0.5, "probe_check_interval": 1.0}
+        agent = await agents(agent_settings(registry, backend.url, llm=llm))
+        await wait_status(api, agent.iid, InstanceStatus.AVAILABLE, within=10)
+        await wait_status(api, agent.iid, InstanceStatus.DEGRADED, within=10)
+        assert "slow first token" in agent.agent.current_verdict()[1]
+        assert backend.state.by_path.get("/v1/chat/completions", 0) >= 2
+
+
 async def test_a_server_whose_every_generation_fails_never_becomes_available(
     registry: RunningRegistry, api: RegistryClient, agents: Any
 ) -> None:

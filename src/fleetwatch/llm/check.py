@@ -119,6 +119,8 @@ class LlmServer:
         self.readiness: Readiness | None = None
         #: Set while the latest readiness reading says ready (the generation check waits on it).
         self.ready = asyncio.Event()
+        #: A first probe has generated (the first one is a warm-up, not judged for speed).
+        self.warmed = False
         self.load = LoadSignals()
         self.load_error = ""
         self.last_probe: Observation | None = None
@@ -289,7 +291,15 @@ class GenerationCheck:
         return _with_account(observation, governor)
 
     def _judged(self, reply: ProbeReply) -> Observation:
-        return reply.judge(self.server.settings.slow_first_token)
+        server, s = self.server, self.server.settings
+        if server.warmed:
+            return reply.judge(s.slow_first_token)
+        # The first generation after a load pays one-time costs (buffers allocated, weights
+        # paged in, kernels or graphs compiled): it must generate, within the first-token
+        # timeout, but its latency is not held against the server.
+        observation = reply.judge(s.first_token_timeout)
+        server.warmed = observation.status is HealthStatus.HEALTHY
+        return observation
 
     def _skipped(self, reason: str) -> Observation:
         last = self.server.last_probe
