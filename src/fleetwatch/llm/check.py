@@ -255,7 +255,8 @@ class GenerationCheck:
                 async with asyncio.timeout(s.probe_check_interval):
                     await server.ready.wait()
         readiness = server.readiness
-        if not server.ready.is_set() or readiness is None or readiness.phase is not Phase.READY:
+        # ``ready`` is set only right after a READY reading, and cleared by any other outcome.
+        if readiness is None or not server.ready.is_set():
             if readiness is None:
                 detail = "no readiness reading yet"
             elif readiness.phase is Phase.READY:  # the last reading; the latest got no answer

@@ -46,6 +46,11 @@ _HOSTNAME = re.compile(
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")
 
 
+#: A URL path without whitespace. ``\s`` alone means two sets: the server's regex engine counts
+#: U+0085 as whitespace, a JSON Schema (ECMA) client counts U+FEFF; both are named, so that the
+#: published schema and the server accept exactly the same paths.
+CHECK_PATH_PATTERN = r"^/[^\s\x85\uFEFF]{0,255}$"
+
 class CheckBody(BaseModel):
     """How the registry should check the instance (all optional)."""
 
@@ -59,7 +64,7 @@ class CheckBody(BaseModel):
     )
 
     type: CheckType = CheckType.HTTP
-    path: Annotated[str, Field(pattern=r"^/[^\s]{0,255}$")] = "/health"
+    path: Annotated[str, Field(pattern=CHECK_PATH_PATTERN)] = "/health"
     interval: Annotated[Seconds, Field(ge=0.1, le=3600), _bounds(0.1, 3600)] = 1.0
     timeout: Annotated[Seconds, Field(ge=0.05, le=300), _bounds(0.05, 300)] = 0.75
     rise: Annotated[int, Field(ge=1, le=20)] = 2
@@ -70,7 +75,7 @@ class CheckBody(BaseModel):
         _bounds(0, 3600),
     ] = 120.0
     agent_port: Annotated[int | None, Field(ge=1, le=65535)] = None
-    agent_path: Annotated[str, Field(pattern=r"^/[^\s]{0,255}$")] = "/livez"
+    agent_path: Annotated[str, Field(pattern=CHECK_PATH_PATTERN)] = "/livez"
     agent_scheme: Literal["http", "https"] = "http"
 
     @model_validator(mode="after")
