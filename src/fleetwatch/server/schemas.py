@@ -51,6 +51,7 @@ _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")
 #: published schema and the server accept exactly the same paths.
 CHECK_PATH_PATTERN = r"^/[^\s\x85\uFEFF]{0,255}$"
 
+
 class CheckBody(BaseModel):
     """How the registry should check the instance (all optional)."""
 
