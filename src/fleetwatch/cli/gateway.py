@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,11 +14,13 @@ from rich.console import Console
 from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.cli.options import CaBundle, RegistryToken, RegistryUrl, TlsCert, TlsKey
 from fleetwatch.config.durations import parse_duration
-from fleetwatch.discovery.balancer import Strategy
+from fleetwatch.config.router import load_router
 from fleetwatch.errors import ConfigError
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.gateway import settings as defaults
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
+from fleetwatch.routing import SCORER_NAMES, RouterSettings, Strategy, strategy_named
+from fleetwatch.routing.strategies import scorer_weights
 from fleetwatch.security.tls import server_files
 
 DEFAULT_PORT = 8780
@@ -42,12 +46,50 @@ async def run_gateway(
         console.print(
             f"[bold]fleetwatch gateway[/] for [cyan]{settings.service}[/] on [cyan]{server.url}[/] "
             f"(OpenAI base URL {server.url}/v1; {routable} routable instance(s); "
-            f"strategy {settings.strategy.value})"
+            f"strategy {settings.router.strategy}, scorers "
+            f"{', '.join(f'{s.name}={s.weight:g}' for s in gateway.router.scorers) or 'none'})"
         )
         if not settings.client_tokens:
             console.print(f"[yellow]no client tokens ({CLIENT_TOKENS_ENV} unset): open to all[/]")
         signal = await wait_for_stop_signal()
         console.print(f"{signal.name}: stopping")
+
+
+def parse_weights(items: list[str]) -> dict[str, float]:
+    """``["prefix=2", "load=1"]`` as weights by scorer name."""
+    weights: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--scorer {item!r}: write NAME=WEIGHT, such as prefix=2")
+    return weights
+
+
+def router_settings(
+    config: Path | None,
+    strategy: str | None,
+    session_header: str | None,
+    scorers: list[str] | None,
+    cache_tokens: int | None,
+) -> RouterSettings:
+    """The ``[router]`` settings: the file's (or the defaults), then the options given."""
+    router = load_router(config) if config is not None else RouterSettings()
+    changes: dict[str, object] = {}
+    if strategy is not None:
+        changes["strategy"] = strategy_named(strategy).value
+    if session_header is not None:
+        changes["session_header"] = session_header
+    if cache_tokens is not None:
+        changes["cache_tokens"] = cache_tokens
+    if scorers:
+        changes["weights"] = {**router.weights, **parse_weights(scorers)}
+    router = replace(router, **changes)  # type: ignore[arg-type]
+    scorer_weights(strategy_named(router.strategy), router.weights)
+    return router
 
 
 def gateway_command(
@@ -56,8 +98,28 @@ def gateway_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = DEFAULT_PORT,
     strategy: Annotated[
-        str, typer.Option(help=f"Balancing: {', '.join(s.value for s in Strategy)}.")
-    ] = Strategy.LEAST_LOAD.value,
+        str | None,
+        typer.Option(
+            help=f"Routing: {', '.join(s.value for s in Strategy)} "
+            "(default: the config file's, else prefix)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A TOML file with a [router] section.", dir_okay=False)
+    ] = None,
+    session_header: Annotated[
+        str | None, typer.Option(help="Pin conversations by this request header.")
+    ] = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"NAME=WEIGHT over the strategy's scorers ({', '.join(SCORER_NAMES)}); "
+            "repeatable; 0 drops one."
+        ),
+    ] = None,
+    prefix_cache_tokens: Annotated[
+        int | None, typer.Option(help="Each instance's prompt cache, estimated in tokens.", min=1)
+    ] = None,
     token: RegistryToken = None,
     upstream_api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable with the upstream API key.")
@@ -94,11 +156,12 @@ def gateway_command(
                 f"--upstream-api-key-env: environment variable {upstream_api_key_env} is not set"
             )
     try:
+        router = router_settings(config, strategy, session_header, scorer, prefix_cache_tokens)
         settings = GatewaySettings(
             service=service,
             registry_url=registry,
             registry_token=token,
-            strategy=Strategy(strategy),
+            router=router,
             client_tokens=tokens,
             upstream_api_key=api_key,
             per_instance_limit=max_per_instance,
@@ -108,6 +171,5 @@ def gateway_command(
             ca_bundle=ca_bundle,
         )
     except ValueError as exc:
-        known = ", ".join(s.value for s in Strategy)
-        raise ConfigError(f"{exc} (strategies: {known})") from None
+        raise ConfigError(str(exc)) from None
     asyncio.run(run_gateway(settings, host, port, console, server_files(tls_cert, tls_key)))

@@ -1,101 +1,67 @@
 """The gateway: OpenAI-compatible routes proxied to healthy instances of one service.
 
-For each request: authenticate the client, read the body (bounded), pick the instances that
-serve its ``model``, take a slot on one (least loaded by default; a bounded queue when all are
-full), and send it. Failures before anything reached the client (connection refused or reset,
-429/503 such as a draining instance's) go to another instance, once by default; a 429/503's
-``Retry-After`` keeps new requests off that instance until then. The reply streams through
-unbuffered; a backend failure after the first byte ends an SSE stream with an error event. A
-client that goes away cancels the upstream request, so the server frees its slot.
+This module wires the parts: discovery and the registry, the router (filters, scorers, a
+picker: :mod:`fleetwatch.routing`), admission, the upstream HTTP client, the listeners of
+request reports (statistics, metrics, SLIs) and the background tasks (servers' load, SLO
+reports). :mod:`fleetwatch.gateway.proxy` serves the proxied requests, each in one
+:class:`~fleetwatch.gateway.exchange.Exchange`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
+import logging
 import math
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleetwatch import __version__
 from fleetwatch.async_resource import AsyncResource
 from fleetwatch.discovery import DiscoveryClient, RegistryClient
-from fleetwatch.discovery.balancer import balancer_for
-from fleetwatch.discovery.client import RequestOutcome
+from fleetwatch.discovery.client import Change
 from fleetwatch.errors import Forbidden, InstanceNotFound, RegistryError, Unauthorized
-from fleetwatch.gateway.admission import Admission, Saturated, parse_retry_after
-from fleetwatch.gateway.errors import error_body, error_response, sse_error
-from fleetwatch.gateway.openapi import openapi_document, request_problem
+from fleetwatch.gateway.admission import Admission
+from fleetwatch.gateway.auth import client_token
+from fleetwatch.gateway.errors import error_body, error_response
+from fleetwatch.gateway.exchange import ExchangeContext
+from fleetwatch.gateway.load import LoadFeed
+from fleetwatch.gateway.openapi import openapi_document
+from fleetwatch.gateway.proxy import Proxy
 from fleetwatch.gateway.settings import CONNECT_TIMEOUT_S, GatewaySettings
-from fleetwatch.gateway.stats import GatewayStats
+from fleetwatch.gateway.stats import GatewayStats, SliCounter
+from fleetwatch.gateway.telemetry import MetricsListener
 from fleetwatch.lifecycle.http_limits import BodySizeLimit, HttpLimits
 from fleetwatch.observability.metrics import GatewayMetrics, metrics_route
 from fleetwatch.registry.model import Instance
+from fleetwatch.routing import (
+    CircuitsAllow,
+    PrefixScorer,
+    Routable,
+    RouteRequest,
+    ServesModel,
+    Signals,
+    TenantAllowed,
+    build_pipeline,
+)
 from fleetwatch.security.tls import client_context
 
-PROXIED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-#: Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
-#: Not sent upstream: the client's length (recomputed) and its gateway token.
-REQUEST_SKIP = HOP_BY_HOP | {"content-length", "authorization"}
+log = logging.getLogger(__name__)
+
+PROXIED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 #: Between two chunks of a reply, longer than this is a stalled backend.
 IDLE_TIMEOUT_S = 60.0
 MODELS_CACHE_S = 2.0
 UPSTREAM_KEEPALIVE_S = 3.0
-
-
-@dataclass
-class _Retry:
-    """An attempt that failed before anything reached the client: try another instance."""
-
-    response: Response
-
-
-def _advertised(instance: Instance) -> set[str]:
-    return {
-        name.strip()
-        for key in ("model", "models")
-        for name in instance.metadata.get(key, "").split(",")
-        if name.strip()
-    }
-
-
-def model_label(instance: Instance, model: str | None) -> str:
-    """A metric label for ``model``: only names the instance advertises (bounded), else other."""
-    return model if model is not None and model in _advertised(instance) else "other"
-
-
-def serves(instance: Instance, model: str | None) -> bool:
-    """Whether ``instance`` advertises ``model`` (in metadata ``model`` or ``models``,
-    comma-separated); an instance that advertises none is taken to serve any."""
-    if model is None:
-        return True
-    advertised = _advertised(instance)
-    return not advertised or model in advertised
 
 
 class Gateway(AsyncResource):
@@ -110,9 +76,7 @@ class Gateway(AsyncResource):
             settings.registry_url, token=settings.registry_token, ca_bundle=settings.ca_bundle
         )
         self.discovery = discovery or DiscoveryClient(
-            client=self._discovery_registry,
-            strategy=settings.strategy,
-            outliers=settings.outliers,
+            client=self._discovery_registry, outliers=settings.outliers
         )
         self._own_discovery = discovery is None
         self._registry = RegistryClient(
@@ -126,18 +90,42 @@ class Gateway(AsyncResource):
             queue_limit=settings.queue_limit,
             queue_timeout=settings.queue_timeout,
         )
-        self.balancer = balancer_for(settings.strategy, self.discovery.stats)
+        self.load = LoadFeed(self._registry, self.service, settings.load_every)
+        outliers = self.discovery.outliers
+        self.router = build_pipeline(
+            settings.router,
+            Signals(stats=self.discovery.stats, reported=self.load.figures),
+            filters=(
+                ServesModel(),
+                Routable(),
+                TenantAllowed(),
+                CircuitsAllow(lambda found: outliers.routable(found, _key)),
+            ),
+        )
         self.metrics_registry = CollectorRegistry()
         self.metrics = GatewayMetrics(self.metrics_registry)
-        self.metrics.watch_circuits(self.discovery.outliers.snapshot)
-        self.stats = GatewayStats(service=self.service, metrics=self.metrics)
-        self._load_task: asyncio.Task[None] | None = None
-        self._slo_task: asyncio.Task[None] | None = None
+        self.metrics.watch_circuits(outliers.snapshot)
+        prefix = self.router.scorer("prefix")
+        self._metrics_listener = MetricsListener(
+            self.metrics,
+            self.service,
+            prefix.index if isinstance(prefix, PrefixScorer) else None,
+        )
+        self.stats = GatewayStats()
+        self.sli = SliCounter()
+        self.exchanges = ExchangeContext(
+            self.service,
+            self.admission,
+            self.discovery,
+            listeners=(self.stats, self.sli, self._metrics_listener),
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop_watching: Callable[[], None] = _nothing
         self._models: tuple[float, list[dict[str, Any]]] = (-math.inf, [])
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        """The upstream client (made in :meth:`start`, inside the running loop)."""
+        """The upstream client (made on first use, inside the running loop)."""
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 # Idle upstream connections are dropped before the servers' own keep-alive
@@ -160,14 +148,25 @@ class Gateway(AsyncResource):
         """Follow the service (waiting briefly for the first answer) and its load."""
         with contextlib.suppress(RegistryError):
             await self.discovery.instances(self.service)
-        self._load_task = asyncio.create_task(self._poll_load(), name="fleetwatch.gateway.load")
-        self._slo_task = asyncio.create_task(self._report_slo(), name="fleetwatch.gateway.slo")
+        prefix = self.router.scorer("prefix")
+        if isinstance(prefix, PrefixScorer):
+            index = prefix.index
+
+            def forget_gone(change: Change) -> None:
+                if change.kind == "deregistered":
+                    index.forget(change.instance.key)
+
+            self._stop_watching = self.discovery.watch(self.service, forget_gone)
+        for name, job in (("load", self.load.run()), ("slo", self._report_slo())):
+            task = asyncio.create_task(job, name=f"fleetwatch.gateway.{name}")
+            task.add_done_callback(_seen)
+            self._tasks.append(task)
 
     async def aclose(self) -> None:
-        tasks = [t for t in (self._load_task, self._slo_task) if t is not None]
-        for task in tasks:
+        self._stop_watching()
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(RegistryError):
             await self._send_sli()  # what was counted since the last report
         if self._http is not None:
@@ -179,8 +178,8 @@ class Gateway(AsyncResource):
 
     def app(self) -> ASGIApp:
         """The ASGI app: the OpenAI routes, ``/v1/models``, probes and the gateway's figures."""
-        routes = [Route(path, self._proxy, methods=["POST"]) for path in PROXIED_PATHS]
-        routes += [
+        proxy = Proxy(self)
+        routes = [
             Route("/v1/models", self._list_models, methods=["GET"]),
             Route("/v1/gateway/stats", self._stats, methods=["GET"]),
             Route("/livez", self._livez, methods=["GET"]),
@@ -188,8 +187,17 @@ class Gateway(AsyncResource):
             Route("/openapi.json", self._openapi, methods=["GET"]),
             metrics_route(self.metrics_registry, refresh=self._refresh_metrics),
         ]
+        rest = Starlette(routes=routes)
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            # The proxied paths skip Starlette's router: they are the hot path.
+            if scope["type"] == "http" and scope["path"] in PROXIED_PATHS:
+                await proxy(scope, receive, send)
+            else:
+                await rest(scope, receive, send)
+
         return BodySizeLimit(
-            Starlette(routes=routes),
+            dispatch,
             self.settings.max_body_bytes,
             lambda message: error_body(message, "invalid_request_error"),
         )
@@ -201,30 +209,15 @@ class Gateway(AsyncResource):
 
     async def _refresh_metrics(self) -> None:
         self.metrics.count_ejections()
+        self._metrics_listener.refresh()
 
-    # -- helpers ---------------------------------------------------------------------------
+    def candidates(self, model: str | None) -> list[Instance]:
+        """The instances a request for ``model`` may go to now (the router's filters)."""
+        return self.router.candidates(
+            RouteRequest(model=model), self.discovery.cached(self.service)
+        )
 
-    def _authorized(self, request: Request) -> bool:
-        tokens = self.settings.client_tokens
-        if not tokens:
-            return True
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return False
-        # Compare against every token, always, in constant time per token.
-        return any([hmac.compare_digest(presented.encode(), token.encode()) for token in tokens])
-
-    def candidates(self, model: str | None, exclude: set[tuple[str, str]]) -> list[Instance]:
-        """Routable instances serving ``model``, their circuits allowing (panic: all)."""
-        serving = [i for i in self.discovery.cached(self.service) if serves(i, model)]
-        allowed, _panic = self.discovery.outliers.routable(serving, lambda i: i.key)
-        return [i for i in allowed if i.key not in exclude]
-
-    def _upstream_headers(self, request: Request) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in REQUEST_SKIP}
-        if self.settings.upstream_api_key:
-            headers["authorization"] = f"Bearer {self.settings.upstream_api_key}"
-        return headers
+    # -- SLO reports ------------------------------------------------------------------------
 
     async def _report_slo(self) -> None:
         """Send the request counts for the service's SLO to the registry, every report
@@ -234,34 +227,22 @@ class Gateway(AsyncResource):
             with contextlib.suppress(RegistryError):
                 for slo in await self._registry.slos():
                     if slo["service"] == self.service and slo.get("latency_threshold_s"):
-                        self.stats.latency_threshold_s = float(slo["latency_threshold_s"])
+                        self.sli.latency_threshold_s = float(slo["latency_threshold_s"])
                 await self._send_sli()
 
     async def _send_sli(self) -> None:
-        total, ok, fast = self.stats.take_sli()
-        if not total:
+        counts = self.sli.take()
+        if not counts[0]:
             return
         try:
-            await self._registry.report_requests(self.service, total, ok, fast)
+            await self._registry.report_requests(self.service, *counts)
         except (InstanceNotFound, Forbidden, Unauthorized):
             pass  # no objective for this service, or no right to report: nothing to keep
         except RegistryError:
-            self.stats.sli = [a + b for a, b in zip(self.stats.sli, (total, ok, fast), strict=True)]
+            self.sli.put_back(counts)
             raise
 
-    async def _poll_load(self) -> None:
-        """Copy the registry's load channel into the balancer's view, every ``load_every``."""
-        stats = self.discovery.stats
-        while True:
-            try:
-                figures = await self._registry.load(self.service)
-                for instance_id, load in figures.items():
-                    stats.reported[(self.service, instance_id)] = dict(load)
-            except RegistryError:
-                pass  # keep the last figures; the balancer also counts its own requests
-            await asyncio.sleep(self.settings.load_every)
-
-    # -- routes ----------------------------------------------------------------------------
+    # -- the other routes -------------------------------------------------------------------
 
     async def _livez(self, request: Request) -> Response:
         del request
@@ -288,12 +269,19 @@ class Gateway(AsyncResource):
                 "in_flight": {f"{s}/{i}": n for (s, i), n in self.admission.in_flight.items()},
                 "queued": self.admission.waiting,
                 "circuits": self.discovery.outliers.snapshot(),
+                "router": {
+                    "strategy": self.settings.router.strategy,
+                    "scorers": {s.name: s.weight for s in self.router.scorers},
+                },
             }
         )
 
     async def _list_models(self, request: Request) -> Response:
         """The union of ``/v1/models`` across the healthy instances (cached for 2 s)."""
-        if not self._authorized(request):
+        if (
+            client_token(request.headers.get("authorization", ""), self.settings.client_tokens)
+            is None
+        ):
             return error_response(401, "missing or invalid gateway token", "authentication_error")
         now = time.monotonic()
         fetched_at, models = self._models
@@ -312,9 +300,10 @@ class Gateway(AsyncResource):
         return JSONResponse({"object": "list", "data": models})
 
     async def _models_of(self, instance: Instance) -> list[dict[str, Any]]:
+        key = self.settings.upstream_api_key
         async with self.http.get(
             f"{instance.base_url}/v1/models",
-            headers=self._upstream_headers_plain(),
+            headers={"authorization": f"Bearer {key}"} if key else {},
             timeout=aiohttp.ClientTimeout(total=2.0),
         ) as response:
             data = (await response.json(content_type=None)).get("data", [])
@@ -324,330 +313,16 @@ class Gateway(AsyncResource):
             if isinstance(m, dict) and "id" in m
         ]
 
-    def _upstream_headers_plain(self) -> dict[str, str]:
-        key = self.settings.upstream_api_key
-        return {"authorization": f"Bearer {key}"} if key else {}
 
-    async def _parse(self, request: Request) -> tuple[bytes, dict[str, Any]] | Response:
-        """The body and its JSON object, or the error reply."""
-        if not self._authorized(request):
-            self.stats.outcome("unauthorized")
-            return error_response(401, "missing or invalid gateway token", "authentication_error")
-        body = await request.body()  # its size is bounded by app()'s BodySizeLimit
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return error_response(400, "the request body is not JSON", "invalid_request_error")
-        if not isinstance(payload, dict):
-            return error_response(
-                400, "the request body must be a JSON object", "invalid_request_error"
-            )
-        return body, payload
-
-    async def _proxy(self, request: Request) -> Response:
-        parsed = await self._parse(request)
-        if isinstance(parsed, Response):
-            return parsed
-        body, payload = parsed
-        problem = request_problem(request.url.path, payload)
-        if problem is not None:
-            self.stats.outcome("invalid_request")
-            return error_response(400, problem, "invalid_request_error", "invalid_field")
-        model = payload.get("model") if isinstance(payload.get("model"), str) else None
-        streaming = payload.get("stream") is True
-        if not self.candidates(model, set()):
-            return self._nothing_to_route(model)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.request_timeout
-        tried: set[tuple[str, str]] = set()
-        last: Response | None = None
-        for attempt in range(self.settings.attempts):
-            if attempt and not self.candidates(model, tried):
-                break
-            try:
-                instance = await self.admission.acquire(
-                    lambda: self.candidates(model, tried), self.balancer.pick
-                )
-            except Saturated as exc:
-                if last is not None:
-                    break
-                return self._give_up(
-                    "saturated",
-                    error_response(
-                        429,
-                        f"{self.service}: {exc}",
-                        "rate_limit_error",
-                        "saturated",
-                        **{"retry-after": str(max(1, math.ceil(exc.retry_after)))},
-                    ),
-                )
-            tried.add(instance.key)
-            result = await self._attempt(
-                request, instance, body, model=model, streaming=streaming, deadline=deadline
-            )
-            if isinstance(result, _Retry):
-                last = result.response
-                if attempt + 1 < self.settings.attempts:
-                    self.stats.retried()
-                continue
-            return result
-        assert last is not None
-        return self._give_up("failed_before_first_byte", last)
-
-    def _give_up(self, outcome: str, response: Response) -> Response:
-        """Answer a client request that was not served, counting it as failed."""
-        self.stats.outcome(outcome)
-        self.stats.request_done(ok=False, first_byte_s=None)
-        return response
-
-    def _nothing_to_route(self, model: str | None) -> Response:
-        everything = self.discovery.cached(self.service)
-        if model is not None and everything and not any(serves(i, model) for i in everything):
-            self.stats.outcome("model_not_found")
-            served = sorted({m for i in everything for m in _advertised(i)})
-            return error_response(
-                404,
-                f"no instance of {self.service!r} serves model {model!r} "
-                f"(served: {', '.join(served) or 'none advertised'})",
-                "invalid_request_error",
-                "model_not_found",
-            )
-        return self._give_up(
-            "no_instance",
-            error_response(
-                503,
-                f"no available instance of {self.service!r}",
-                "service_unavailable",
-                "no_instance",
-                **{"retry-after": "1"},
-            ),
-        )
-
-    async def _attempt(
-        self,
-        request: Request,
-        instance: Instance,
-        body: bytes,
-        *,
-        model: str | None,
-        streaming: bool,
-        deadline: float,
-    ) -> Response | _Retry:
-        """Send to one instance. Returns the client's response, or a retry before any byte."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        stack = contextlib.AsyncExitStack()
-        outcome = await stack.enter_async_context(self.discovery.request(instance))
-        sending = asyncio.ensure_future(
-            self.http.post(
-                f"{instance.base_url}{request.url.path}",
-                data=body,
-                headers=self._upstream_headers(request),
-                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            )
-        )
-        gone = asyncio.ensure_future(_client_gone(request))
-        try:
-            done, _ = await asyncio.wait(
-                {sending, gone}, timeout=max(0.0, deadline - loop.time()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
-        finally:
-            gone.cancel()
-        if sending not in done:
-            sending.cancel()
-            with contextlib.suppress(BaseException):
-                await sending
-            outcome.cancelled = gone in done
-            await self._finish(instance, stack)
-            if gone in done:  # nobody to answer; the upstream request was cancelled
-                self.stats.outcome("client_gone")
-                return Response(status_code=499)
-            self.stats.record(instance.version, ok=False)
-            return self._give_up(
-                "timeout",
-                error_response(
-                    504,
-                    f"no answer within {self.settings.request_timeout:g}s",
-                    "timeout",
-                    "timeout",
-                ),
-            )
-        try:
-            response = sending.result()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            outcome.failed(connect_error=isinstance(exc, aiohttp.ClientConnectorError))
-            return await self._failed(
-                instance, stack, f"failed: {type(exc).__name__}", "upstream_unreachable"
-            )
-        if response.status in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            self.admission.back_off(instance.key, retry_after)
-            content = await _read_small(response)
-            outcome.cancelled = True  # busy or draining: not a fault of the instance
-            await self._finish(instance, stack)
-            return _Retry(
-                Response(
-                    content,
-                    status_code=response.status,
-                    headers={"retry-after": str(max(1, math.ceil(retry_after)))},
-                    media_type=response.headers.get("content-type"),
-                )
-            )
-        if response.status >= 500:
-            outcome.failed()
-        headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
-        if not streaming:
-            return await self._whole(
-                response,
-                instance,
-                stack=stack,
-                outcome=outcome,
-                headers=headers,
-                started=started,
-                deadline=deadline,
-            )
-        headers["x-fleetwatch-instance"] = instance.instance_id
-        return StreamingResponse(
-            self._relay(
-                response,
-                instance,
-                stack=stack,
-                outcome=outcome,
-                streaming=streaming,
-                started=started,
-                deadline=deadline,
-                model=model_label(instance, model),
-            ),
-            status_code=response.status,
-            headers=headers,
-        )
-
-    async def _whole(
-        self,
-        response: aiohttp.ClientResponse,
-        instance: Instance,
-        *,
-        stack: contextlib.AsyncExitStack,
-        outcome: RequestOutcome,
-        headers: dict[str, str],
-        started: float,
-        deadline: float,
-    ) -> Response | _Retry:
-        """A non-streamed reply, read whole before anything is sent: a failure while reading
-        can still go to another instance."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(deadline):
-                content = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            response.close()
-            outcome.failed()
-            return await self._failed(
-                instance,
-                stack,
-                f"failed while answering: {type(exc).__name__}",
-                "upstream_failed",
-            )
-        finally:
-            response.release()
-        elapsed = loop.time() - started
-        ok = response.status < 500
-        self.stats.record(instance.version, ok=ok, latency_s=elapsed, first_byte_s=elapsed)
-        self.stats.outcome("ok" if ok else "upstream_5xx")
-        self.stats.request_done(ok=ok, first_byte_s=elapsed)
-        await self._finish(instance, stack)
-        return Response(content, status_code=response.status, headers=headers)
-
-    async def _relay(
-        self,
-        response: aiohttp.ClientResponse,
-        instance: Instance,
-        *,
-        stack: contextlib.AsyncExitStack,
-        outcome: RequestOutcome,
-        streaming: bool,
-        started: float,
-        deadline: float,
-        model: str,
-    ) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        first_byte: float | None = None
-        events = 0
-        ok = response.status < 500
-        complete = False
-        try:
-            async with asyncio.timeout_at(deadline):
-                async for chunk in response.content.iter_any():
-                    if first_byte is None:
-                        first_byte = loop.time() - started
-                    events += chunk.count(b"data: ")
-                    yield chunk
-            complete = True
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            ok = False
-            outcome.failed()
-            self.stats.outcome("failed_after_first_byte")
-            if streaming:
-                what = (
-                    "timed out"
-                    if isinstance(exc, TimeoutError)
-                    else f"failed ({type(exc).__name__})"
-                )
-                yield sse_error(
-                    f"instance {instance.instance_id} {what} mid-stream; the reply is incomplete",
-                    "upstream_failed_mid_stream",
-                )
-        except (asyncio.CancelledError, GeneratorExit):
-            outcome.cancelled = True  # the client went away: the upstream request is dropped
-            self.stats.outcome("client_gone")
-            raise
-        else:
-            self.stats.outcome("ok" if ok else "upstream_5xx")
-        finally:
-            if complete:
-                response.release()  # the connection goes back to the pool
-            else:
-                response.close()  # drops the connection: the server stops generating
-            total = loop.time() - started
-            self.stats.record(instance.version, ok=ok, latency_s=total, first_byte_s=first_byte)
-            if not outcome.cancelled:
-                self.stats.request_done(ok=ok, first_byte_s=first_byte)
-            if streaming and ok:
-                chunks = max(0, events - 1)  # the last event is [DONE]
-                self.metrics.streamed(
-                    self.service, model, first=first_byte, chunks=chunks, total=total
-                )
-            await self._finish(instance, stack)
-
-    async def _failed(
-        self, instance: Instance, stack: contextlib.AsyncExitStack, what: str, code: str
-    ) -> _Retry:
-        """An attempt that failed before any byte reached the client."""
-        await self._finish(instance, stack)
-        self.stats.record(instance.version, ok=False)
-        return _Retry(
-            error_response(502, f"instance {instance.instance_id} {what}", "upstream_error", code)
-        )
-
-    async def _finish(self, instance: Instance, stack: contextlib.AsyncExitStack) -> None:
-        await self.admission.release(instance.key)
-        await stack.aclose()
+def _nothing() -> None:
+    pass
 
 
-async def _client_gone(request: Request) -> None:
-    """Returns when the client disconnects (the body has been read already)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+def _key(instance: Instance) -> tuple[str, str]:
+    return instance.key
 
 
-async def _read_small(response: aiohttp.ClientResponse, limit: int = 64 * 1024) -> bytes:
-    """At most ``limit`` bytes of a reply, then close it."""
-    try:
-        return await response.content.read(limit)
-    except (aiohttp.ClientError, TimeoutError):
-        return b""
-    finally:
-        response.close()
+def _seen(task: asyncio.Task[None]) -> None:
+    """A background task that ended other than by cancellation is logged, never silent."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("gateway task %s crashed", task.get_name(), exc_info=task.exception())

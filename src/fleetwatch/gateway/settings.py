@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
-from fleetwatch.discovery.balancer import Strategy
 from fleetwatch.discovery.outlier import OutlierPolicy
+from fleetwatch.routing import RouterSettings, Strategy, strategy_named
 
 #: A generation can legitimately take minutes; a request taking longer is stuck.
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
@@ -26,9 +27,18 @@ class GatewaySettings:
     service: str
     registry_url: str | None = None
     registry_token: str | None = None
-    strategy: Strategy = Strategy.LEAST_LOAD
+    #: How requests are routed (the ``[router]`` section).
+    router: RouterSettings = field(default_factory=RouterSettings)
+    #: A shortcut for ``router.strategy``: when given, it replaces it.
+    strategy: Strategy | str | None = None
     #: Bearer tokens clients must present; empty: no client authentication.
     client_tokens: frozenset[str] = frozenset()
+    #: The tenant each token belongs to (for instances whose metadata ``tenants`` limits
+    #: whom they serve); a token not listed has no tenant.
+    tenants: Mapping[str, str] = field(default_factory=dict)
+    #: Ask streamed requests upstream for their token counts (``stream_options``); removed
+    #: from the client's stream unless it asked too.
+    request_usage: bool = True
     #: Sent upstream as ``Authorization: Bearer ...`` (hosted OpenAI-compatible providers).
     upstream_api_key: str | None = None
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
@@ -49,6 +59,11 @@ class GatewaySettings:
     outliers: OutlierPolicy = field(default_factory=OutlierPolicy)
 
     def __post_init__(self) -> None:
+        if self.strategy is not None:
+            chosen = strategy_named(self.strategy)
+            object.__setattr__(self, "strategy", chosen)
+            object.__setattr__(self, "router", replace(self.router, strategy=chosen.value))
+        strategy_named(self.router.strategy)
         if self.per_instance_limit < 1:
             raise ValueError(f"per_instance_limit must be >= 1, got {self.per_instance_limit}")
         if self.queue_limit < 0:

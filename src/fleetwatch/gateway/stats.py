@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from fleetwatch.observability.metrics import GatewayMetrics
+from fleetwatch.gateway.report import RequestReport
 
 #: Latency samples kept per version (a sliding window for percentiles).
 WINDOW = 2000
@@ -48,59 +47,27 @@ class VersionFigures:
 
 @dataclass
 class GatewayStats:
-    """Figures by version, and totals by outcome (mirrored to Prometheus when ``metrics``)."""
+    """Figures by version (every attempt counts for its instance's version), totals by
+    outcome (one per client request) and retries: a listener of request reports."""
 
-    service: str = ""
-    metrics: GatewayMetrics | None = None
     by_version: dict[str, VersionFigures] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     retries: int = 0
 
-    #: Client requests since the last SLO report: all, succeeded, first byte within threshold.
-    sli: list[int] = field(default_factory=lambda: [0, 0, 0])
-    latency_threshold_s: float = 2.0
-
-    def request_done(self, *, ok: bool, first_byte_s: float | None) -> None:
-        """One client request ended (whatever the attempts behind it)."""
-        self.sli[0] += 1
-        if ok:
-            self.sli[1] += 1
-            if first_byte_s is not None and first_byte_s <= self.latency_threshold_s:
-                self.sli[2] += 1
-
-    def take_sli(self) -> tuple[int, int, int]:
-        """The counts since the last call, and start again."""
-        counts, self.sli = self.sli, [0, 0, 0]
-        return counts[0], counts[1], counts[2]
-
-    def retried(self) -> None:
-        self.retries += 1
-        if self.metrics is not None:
-            self.metrics.retries.labels(self.service).inc()
-
-    def record(
-        self,
-        version: str,
-        *,
-        ok: bool,
-        latency_s: float | None = None,
-        first_byte_s: float | None = None,
-    ) -> None:
-        figures = self.by_version.setdefault(version, VersionFigures())
-        figures.requests += 1
-        if not ok:
-            figures.failures += 1
-        if latency_s is not None:
-            figures.latency_s.append(latency_s)
-            if self.metrics is not None:
-                self.metrics.duration.labels(self.service).observe(latency_s)
-        if first_byte_s is not None:
-            figures.first_byte_s.append(first_byte_s)
-
-    def outcome(self, name: str) -> None:
-        self.outcomes[name] = self.outcomes.get(name, 0) + 1
-        if self.metrics is not None:
-            self.metrics.requests.labels(self.service, name).inc()
+    def __call__(self, report: RequestReport) -> None:
+        self.outcomes[report.outcome] = self.outcomes.get(report.outcome, 0) + 1
+        self.retries += report.retries
+        for attempt in report.attempts:
+            if attempt.outcome in ("busy", "cancelled"):
+                continue  # a refusal or a client gone says nothing of the version
+            figures = self.by_version.setdefault(attempt.version, VersionFigures())
+            figures.requests += 1
+            if not attempt.ok:
+                figures.failures += 1
+            if attempt.latency_s is not None:
+                figures.latency_s.append(attempt.latency_s)
+            if attempt.first_byte_s is not None:
+                figures.first_byte_s.append(attempt.first_byte_s)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -108,3 +75,31 @@ class GatewayStats:
             "outcomes": dict(sorted(self.outcomes.items())),
             "retries": self.retries,
         }
+
+
+@dataclass
+class SliCounter:
+    """Client requests since the last SLO report: all, succeeded, first byte within the
+    service's latency threshold (a listener of request reports)."""
+
+    latency_threshold_s: float = 2.0
+    _counts: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+    def __call__(self, report: RequestReport) -> None:
+        if not report.counts_for_slo:
+            return
+        self._counts[0] += 1
+        if report.ok:
+            self._counts[1] += 1
+            first = report.first_byte_s
+            if first is not None and first <= self.latency_threshold_s:
+                self._counts[2] += 1
+
+    def take(self) -> tuple[int, int, int]:
+        """The counts since the last call, and start again."""
+        counts, self._counts = self._counts, [0, 0, 0]
+        return counts[0], counts[1], counts[2]
+
+    def put_back(self, counts: tuple[int, int, int]) -> None:
+        """Counts :meth:`take` returned that could not be reported: sent with the next."""
+        self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]

@@ -303,6 +303,20 @@ class GatewayMetrics:
             ["service"],
             registry=registry,
         )
+        self.tokens = Counter(
+            "fleetwatch_gateway_tokens",
+            "Tokens of the replies, as the servers counted them: prompt, of which cached "
+            "(served from the server's prompt cache), and completion.",
+            ["service", "model", "kind"],
+            registry=registry,
+        )
+        self.prefix_blocks = Counter(
+            "fleetwatch_gateway_prefix_blocks",
+            "Prompt blocks the prefix scorer looked up at the instance it chose, by whether "
+            "it expected them cached there (hit) or not (miss).",
+            ["service", "result"],
+            registry=registry,
+        )
         self.ejections = Counter(
             "fleetwatch_outlier_ejections",
             "Instances ejected by passive outlier detection.",

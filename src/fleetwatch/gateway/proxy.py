@@ -1,0 +1,439 @@
+"""The proxied OpenAI routes, as one ASGI app: every request runs inside one
+:class:`Exchange`, from its body in to its last byte out.
+
+For each request: authenticate the client, read the body, find the instances that may serve
+it (the router's filters), take a slot on the one the router picks (a bounded queue when all
+are full), and send it. Failures before anything reached the client (connection refused or
+reset, 429/503 such as a draining instance's) go to another instance; a 429/503's
+``Retry-After`` keeps new requests off that instance until then. A streamed reply is relayed
+as it comes; a backend failure after the first byte ends the SSE stream with an error event.
+A client that goes away cancels the upstream request, so the server frees its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from fleetwatch.gateway.admission import Saturated, parse_retry_after
+from fleetwatch.gateway.auth import client_token
+from fleetwatch.gateway.errors import error_response, sse_error
+from fleetwatch.gateway.exchange import Exchange, client_sender
+from fleetwatch.gateway.openapi import request_problem
+from fleetwatch.gateway.usage import StreamUsage, merge, whole_usage
+from fleetwatch.registry.model import Instance
+from fleetwatch.routing import RouteRequest, advertised_models, prompt_blocks, render_prompt
+from fleetwatch.routing.filters import serves
+
+if TYPE_CHECKING:
+    from fleetwatch.gateway.app import Gateway
+
+#: Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+    }
+)
+#: Not sent upstream: the client's length (recomputed) and its gateway token.
+REQUEST_SKIP = HOP_BY_HOP | {b"content-length", b"authorization"}
+_NO_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
+
+
+def model_label(instance: Instance, model: str | None) -> str:
+    """A metric label for ``model``: only names the instance advertises (bounded), else other."""
+    return model if model is not None and model in advertised_models(instance) else "other"
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """What goes upstream, the same for every attempt."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    #: The client did not ask for usage in its stream: remove what the gateway asked for.
+    strip_usage: bool
+
+
+class _Retry(Exception):
+    """An attempt that failed before anything reached the client: try another instance."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self.response = response
+
+
+class Proxy:
+    """POST /v1/chat/completions, /v1/completions and /v1/embeddings for one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.settings = gateway.settings
+        self.router = gateway.router
+        self._session_header = (
+            self.settings.router.session_header.lower().encode()
+            if self.settings.router.session_header
+            else None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        send = client_sender(send)
+        async with Exchange(self.gateway.exchanges, scope["path"]) as exchange:
+            response = await self._serve(scope, receive, send, exchange)
+            if response is not None:
+                await response(scope, receive, send)
+
+    # -- the request ------------------------------------------------------------------------
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, exchange: Exchange
+    ) -> Response | None:
+        if scope["method"] != "POST":
+            return error_response(405, "use POST", "invalid_request_error")
+        headers = dict(scope["headers"])
+        token = client_token(
+            headers.get(b"authorization", b"").decode("latin-1"), self.settings.client_tokens
+        )
+        if token is None:
+            exchange.outcome = "unauthorized"
+            return error_response(401, "missing or invalid gateway token", "authentication_error")
+        body = await _read_body(receive)
+        if body is None:
+            exchange.outcome = "client_gone"
+            return None
+        payload = _payload(scope["path"], body)
+        if isinstance(payload, Response):
+            exchange.outcome = "invalid_request"
+            return payload
+        route = self._route_request(payload, headers, token if isinstance(token, str) else None)
+        exchange.streaming = payload.get("stream") is True
+        if exchange.streaming and self.settings.request_usage:
+            body = _with_usage(payload, body)
+        if not self._candidates(route, ()):
+            return self._nothing_to_route(exchange, route.model)
+        exchange.watch_client(receive)
+        outgoing = _Outgoing(
+            scope["path"], body, self._upstream_headers(scope), _strip_usage(payload)
+        )
+        return await self._attempts(send, exchange, route, outgoing)
+
+    def _route_request(
+        self, payload: dict[str, Any], headers: dict[bytes, bytes], token: str | None
+    ) -> RouteRequest:
+        model = payload.get("model") if isinstance(payload.get("model"), str) else None
+        session = None
+        if self._session_header is not None and self._session_header in headers:
+            session = headers[self._session_header].decode("latin-1")
+        elif token is not None and self.settings.router.session_by_token:
+            session = hashlib.blake2b(token.encode(), digest_size=8).hexdigest()
+        blocks: tuple[int, ...] = ()
+        if self.router.scorer("prefix") is not None:
+            blocks = prompt_blocks(render_prompt(payload), self.settings.router.block_chars)
+        tenant = self.settings.tenants.get(token) if token is not None else None
+        return RouteRequest(model=model, tenant=tenant, session=session, blocks=blocks)
+
+    def _candidates(self, route: RouteRequest, tried: Sequence[tuple[str, str]]) -> list[Instance]:
+        found = self.router.candidates(route, self.gateway.discovery.cached(self.settings.service))
+        return [i for i in found if i.key not in tried] if tried else found
+
+    def _nothing_to_route(self, exchange: Exchange, model: str | None) -> Response:
+        service = self.settings.service
+        everything = self.gateway.discovery.cached(service)
+        if model is not None and everything and not any(serves(i, model) for i in everything):
+            exchange.outcome = "model_not_found"
+            served = sorted({m for i in everything for m in advertised_models(i)})
+            return error_response(
+                404,
+                f"no instance of {service!r} serves model {model!r} "
+                f"(served: {', '.join(served) or 'none advertised'})",
+                "invalid_request_error",
+                "model_not_found",
+            )
+        exchange.outcome = "no_instance"
+        return error_response(
+            503,
+            f"no available instance of {service!r}",
+            "service_unavailable",
+            "no_instance",
+            **{"retry-after": "1"},
+        )
+
+    # -- attempts ---------------------------------------------------------------------------
+
+    async def _attempts(
+        self, send: Send, exchange: Exchange, route: RouteRequest, outgoing: _Outgoing
+    ) -> Response | None:
+        deadline = exchange.loop.time() + self.settings.request_timeout
+        tried: list[tuple[str, str]] = []
+        last: Response | None = None
+        for attempt in range(self.settings.attempts):
+            if attempt and not self._candidates(route, tried):
+                break
+            try:
+                instance = await exchange.admit(
+                    lambda: self._candidates(route, tried),
+                    lambda usable: self.router.choose(route, usable),
+                )
+            except Saturated as exc:
+                if last is not None:
+                    break
+                exchange.outcome = "saturated"
+                return error_response(
+                    429,
+                    f"{self.settings.service}: {exc}",
+                    "rate_limit_error",
+                    "saturated",
+                    **{"retry-after": str(max(1, math.ceil(exc.retry_after)))},
+                )
+            tried.append(instance.key)
+            exchange.model = model_label(instance, route.model)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._attempt(send, exchange, instance, outgoing)
+            except _Retry as retry:
+                last = retry.response
+            except TimeoutError:
+                return await self._timed_out(send, exchange)
+        assert last is not None
+        exchange.outcome = "failed_before_first_byte"
+        return last
+
+    async def _timed_out(self, send: Send, exchange: Exchange) -> Response | None:
+        """The request's deadline passed: a 504, or an error event ending a started stream."""
+        timeout = self.settings.request_timeout
+        if exchange.attempting:
+            await exchange.end_attempt("timeout", fault=True, first_byte_s=exchange.first_byte_s)
+        if not exchange.replying:
+            exchange.outcome = "timeout"
+            return error_response(504, f"no answer within {timeout:g}s", "timeout", "timeout")
+        exchange.outcome = "failed_after_first_byte"
+        message = (
+            f"instance {exchange.instance_id} timed out after {timeout:g}s; the reply is incomplete"
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": sse_error(message, "upstream_failed_mid_stream"),
+                "more_body": False,
+            }
+        )
+        return None
+
+    async def _attempt(
+        self, send: Send, exchange: Exchange, instance: Instance, outgoing: _Outgoing
+    ) -> Response | None:
+        """Send to one instance; relay its reply, or raise :class:`_Retry` before any byte."""
+        try:
+            response = exchange.hold(
+                await self.gateway.http.post(
+                    f"{instance.base_url}{outgoing.path}",
+                    data=outgoing.body,
+                    headers=outgoing.headers,
+                    skip_auto_headers=_NO_AUTO_HEADERS,
+                )
+            )
+        except aiohttp.ClientError as exc:
+            connect = isinstance(exc, aiohttp.ClientConnectorError)
+            await exchange.end_attempt("unreachable", fault=True, connect_error=connect)
+            raise _Retry(
+                _bad_gateway(instance, f"failed: {type(exc).__name__}", "upstream_unreachable")
+            ) from None
+        if response.status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            self.gateway.admission.back_off(instance.key, retry_after)
+            content = await _read_small(response)
+            await exchange.end_attempt("busy")  # busy or draining: not a fault of the instance
+            raise _Retry(
+                Response(
+                    content,
+                    status_code=response.status,
+                    headers={"retry-after": str(max(1, math.ceil(retry_after)))},
+                    media_type=response.headers.get("content-type"),
+                )
+            )
+        if not exchange.streaming:
+            await self._whole(send, exchange, response)
+            return None
+        await self._stream(send, exchange, response, outgoing.strip_usage)
+        return None
+
+    async def _whole(
+        self, send: Send, exchange: Exchange, response: aiohttp.ClientResponse
+    ) -> None:
+        """A non-streamed reply, read whole before anything is sent: a failure while reading
+        can still go to another instance."""
+        instance = exchange.instance
+        try:
+            content = await response.read()
+        except aiohttp.ClientError as exc:
+            await exchange.end_attempt("failed", fault=True)
+            raise _Retry(
+                _bad_gateway(
+                    instance, f"failed while answering: {type(exc).__name__}", "upstream_failed"
+                )
+            ) from None
+        exchange.read_to_end()
+        exchange.first_byte_s = exchange.elapsed
+        exchange.usage = merge(
+            exchange.usage, whole_usage(content, response.headers.get("content-type"))
+        )
+        ok = response.status < 500
+        exchange.replying = True
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": _reply_headers(response),
+            }
+        )
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+        exchange.outcome = "ok" if ok else "upstream_5xx"
+        await exchange.end_attempt(
+            exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s
+        )
+
+    async def _stream(
+        self,
+        send: Send,
+        exchange: Exchange,
+        response: aiohttp.ClientResponse,
+        strip_usage: bool,
+    ) -> None:
+        instance = exchange.instance
+        headers = [
+            *_reply_headers(response),
+            (b"x-fleetwatch-instance", instance.instance_id.encode()),
+        ]
+        exchange.replying = True
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        ok = response.status < 500
+        scanner = StreamUsage(strip=strip_usage)
+        try:
+            async for chunk in response.content.iter_any():
+                if exchange.first_byte_s is None:
+                    exchange.first_byte_s = exchange.elapsed
+                out = scanner.feed(chunk)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # After the first byte there is no retrying: end the stream with an error event.
+            what = (
+                "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
+            )
+            exchange.usage, exchange.events = scanner.usage, scanner.events
+            exchange.outcome = "failed_after_first_byte"
+            await exchange.end_attempt(
+                "failed_mid_stream", fault=True, first_byte_s=exchange.first_byte_s
+            )
+            message = f"instance {instance.instance_id} {what} mid-stream; the reply is incomplete"
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": sse_error(message, "upstream_failed_mid_stream"),
+                    "more_body": False,
+                }
+            )
+            return
+        exchange.read_to_end()
+        exchange.usage, exchange.events = scanner.usage, scanner.events
+        await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
+        exchange.outcome = "ok" if ok else "upstream_5xx"
+        await exchange.end_attempt(
+            exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s
+        )
+
+    def _upstream_headers(self, scope: Scope) -> dict[str, str]:
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k.lower() not in REQUEST_SKIP
+        }
+        if self.settings.upstream_api_key:
+            headers["authorization"] = f"Bearer {self.settings.upstream_api_key}"
+        return headers
+
+
+def _payload(path: str, body: bytes) -> dict[str, Any] | Response:
+    """The request's JSON object, or the 400 that says what is wrong with it."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return error_response(400, "the request body is not JSON", "invalid_request_error")
+    if not isinstance(payload, dict):
+        return error_response(
+            400, "the request body must be a JSON object", "invalid_request_error"
+        )
+    problem = request_problem(path, payload)
+    if problem is not None:
+        return error_response(400, problem, "invalid_request_error", "invalid_field")
+    return payload
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request body (its size is bounded by the gateway's BodySizeLimit); None: the
+    client went away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _with_usage(payload: dict[str, Any], body: bytes) -> bytes:
+    """The body with ``stream_options.include_usage`` on, so token counts always come back."""
+    options = payload.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return body
+    merged = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return json.dumps({**payload, "stream_options": merged}).encode()
+
+
+def _strip_usage(payload: dict[str, Any]) -> bool:
+    """Whether the client's stream must not show usage (it did not ask for it)."""
+    options = payload.get("stream_options")
+    return not (isinstance(options, dict) and options.get("include_usage") is True)
+
+
+def _reply_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    return [
+        (k, v)
+        for k, v in response.raw_headers
+        if k.lower() not in HOP_BY_HOP
+        and (not _streamed(response) or k.lower() != b"content-length")
+    ]
+
+
+def _streamed(response: aiohttp.ClientResponse) -> bool:
+    return "text/event-stream" in response.headers.get("content-type", "")
+
+
+def _bad_gateway(instance: Instance, what: str, code: str) -> Response:
+    return error_response(502, f"instance {instance.instance_id} {what}", "upstream_error", code)
+
+
+async def _read_small(response: aiohttp.ClientResponse, limit: int = 64 * 1024) -> bytes:
+    """At most ``limit`` bytes of a reply."""
+    try:
+        return await response.content.read(limit)
+    except (aiohttp.ClientError, TimeoutError):
+        return b""

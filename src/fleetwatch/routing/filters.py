@@ -1,0 +1,94 @@
+"""Filters: which instances may take a request at all. Each keeps a subset, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from fleetwatch.registry.model import Instance
+from fleetwatch.routing.request import RouteRequest
+
+Key = tuple[str, str]
+
+
+class Filter(Protocol):
+    """Keeps the instances that may serve ``request``."""
+
+    name: str
+
+    def apply(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
+        """The instances kept."""
+        ...
+
+
+def _listed(instance: Instance, *keys: str) -> set[str]:
+    """The comma-separated names in the instance's metadata ``keys``."""
+    return {
+        name.strip()
+        for key in keys
+        for name in instance.metadata.get(key, "").split(",")
+        if name.strip()
+    }
+
+
+def advertised_models(instance: Instance) -> set[str]:
+    """The models an instance advertises (metadata ``model`` or ``models``)."""
+    return _listed(instance, "model", "models")
+
+
+def serves(instance: Instance, model: str | None) -> bool:
+    """Whether ``instance`` advertises ``model`` (in metadata ``model`` or ``models``,
+    comma-separated); an instance that advertises none is taken to serve any."""
+    if model is None:
+        return True
+    advertised = advertised_models(instance)
+    return not advertised or model in advertised
+
+
+class ServesModel:
+    """The request's model is one the instance advertises."""
+
+    name = "model"
+
+    def apply(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
+        return [i for i in instances if serves(i, request.model)]
+
+
+class Routable:
+    """Available or degraded: never starting, draining, in maintenance or unavailable."""
+
+    name = "routable"
+
+    def apply(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
+        del request
+        return [i for i in instances if i.status.routable]
+
+
+class TenantAllowed:
+    """An instance whose metadata ``tenants`` lists names serves only those tenants; one
+    without that key serves every tenant (and requests without a tenant)."""
+
+    name = "tenant"
+
+    def apply(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
+        return [
+            i
+            for i in instances
+            if not (allowed := _listed(i, "tenants")) or request.tenant in allowed
+        ]
+
+
+class CircuitsAllow:
+    """Instances whose circuit is closed (outlier ejection); all of them in panic mode."""
+
+    name = "circuit"
+
+    def __init__(
+        self, routable: Callable[[Sequence[Instance]], tuple[list[Instance], bool]]
+    ) -> None:
+        self._routable = routable
+
+    def apply(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
+        del request
+        allowed, _panic = self._routable(instances)
+        return allowed

@@ -1,0 +1,59 @@
+"""A routing pipeline: filters keep the instances that may serve a request, scorers rate
+them, a picker chooses one by the weighted totals, and the scorers hear what was chosen."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fleetwatch.registry.model import Instance
+from fleetwatch.routing.filters import Filter
+from fleetwatch.routing.pickers import Picker
+from fleetwatch.routing.request import RouteRequest
+from fleetwatch.routing.scorers import Scorer
+
+NO_REQUEST = RouteRequest()
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """``filters`` then ``scorers`` then ``picker``."""
+
+    filters: tuple[Filter, ...]
+    scorers: tuple[Scorer, ...]
+    picker: Picker
+
+    def candidates(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
+        """The instances every filter keeps."""
+        kept = list(instances)
+        for step in self.filters:
+            if not kept:
+                break
+            kept = step.apply(request, kept)
+        return kept
+
+    def totals(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
+        """Each instance's weighted score."""
+        totals = [0.0] * len(instances)
+        for scorer in self.scorers:
+            for n, value in enumerate(scorer.score(request, instances)):
+                totals[n] += scorer.weight * value
+        return totals
+
+    def choose(self, request: RouteRequest, instances: Sequence[Instance]) -> Instance:
+        """One of ``instances`` (already filtered; never empty) for ``request``."""
+        if len(instances) == 1:
+            chosen = instances[0]
+        else:
+            chosen = self.picker.pick(instances, self.totals(request, instances))
+        for scorer in self.scorers:
+            scorer.chosen(request, chosen)
+        return chosen
+
+    def pick(self, instances: Sequence[Instance]) -> Instance:
+        """:class:`Balancer`'s interface: a choice for a request nothing is known about."""
+        return self.choose(NO_REQUEST, instances)
+
+    def scorer(self, name: str) -> Scorer | None:
+        """This pipeline's scorer called ``name``, if it has one."""
+        return next((s for s in self.scorers if s.name == name), None)

@@ -1,0 +1,163 @@
+"""Scorers: how good each candidate is for a request, from 0 (worst) to 1 (best).
+
+A pipeline adds the scores up, each times its scorer's weight, and a picker chooses by the
+totals. Load-like scorers are relative to the least loaded candidate, so that a weight says
+how many requests of extra load one unit of another score is worth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from fleetwatch.registry.model import Instance
+from fleetwatch.routing.affinity import Ring, bounded_choice
+from fleetwatch.routing.prefix import PrefixIndex
+from fleetwatch.routing.request import RouteRequest
+from fleetwatch.routing.signals import Signals
+
+
+class Scorer(Protocol):
+    """Scores candidates for one request."""
+
+    name: str
+    weight: float
+
+    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
+        """One score in [0, 1] per instance, in order."""
+        ...
+
+    def chosen(self, request: RouteRequest, instance: Instance) -> None:
+        """``instance`` was picked for ``request`` (scorers with memory learn from it)."""
+        ...
+
+
+def relative(values: Sequence[float]) -> list[float]:
+    """1 for the lowest value, 1/2 one unit above it, 1/3 two units above..."""
+    lowest = min(values)
+    return [1.0 / (1.0 + value - lowest) for value in values]
+
+
+class LoadScorer:
+    """Less loaded is better: the servers' reported queue and work plus this client's
+    requests in flight (see :meth:`Signals.load`)."""
+
+    name = "load"
+
+    def __init__(self, signals: Signals, weight: float = 1.0) -> None:
+        self.signals = signals
+        self.weight = weight
+
+    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
+        del request
+        return relative([self.signals.load(i.key) for i in instances])
+
+    def chosen(self, request: RouteRequest, instance: Instance) -> None:
+        del request, instance
+
+
+class OutstandingScorer:
+    """Fewer of this client's requests in flight is better (nothing reported is used)."""
+
+    name = "outstanding"
+
+    def __init__(self, signals: Signals, weight: float = 1.0) -> None:
+        self.signals = signals
+        self.weight = weight
+
+    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
+        del request
+        outstanding = self.signals.stats.outstanding
+        return relative([float(outstanding.get(i.key, 0)) for i in instances])
+
+    def chosen(self, request: RouteRequest, instance: Instance) -> None:
+        del request, instance
+
+
+class LatencyScorer:
+    """Lower expected latency is better: the latency EWMA times (requests in flight + 1), as
+    a share of the best candidate's. Unmeasured instances score 1, so new ones get tried."""
+
+    name = "latency"
+
+    def __init__(self, signals: Signals, weight: float = 1.0) -> None:
+        self.signals = signals
+        self.weight = weight
+
+    def _cost(self, instance: Instance) -> float:
+        stats = self.signals.stats
+        ewma = stats.latency_ewma.get(instance.key, 0.0)
+        return ewma * (stats.outstanding.get(instance.key, 0) + 1)
+
+    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
+        del request
+        costs = [self._cost(i) for i in instances]
+        best = min(costs)
+        return [1.0 if cost <= 0 else best / cost for cost in costs]
+
+    def chosen(self, request: RouteRequest, instance: Instance) -> None:
+        del request, instance
+
+
+class PrefixScorer:
+    """The share of the prompt's blocks the instance probably still has in its KV cache
+    (what this router last sent it). An instance more than ``max_imbalance`` requests busier
+    than the least loaded scores 0: prefix-only routing would pile a popular prompt's
+    traffic onto one instance."""
+
+    name = "prefix"
+
+    def __init__(
+        self, index: PrefixIndex, signals: Signals, weight: float = 1.0, max_imbalance: float = 4
+    ) -> None:
+        self.index = index
+        self.signals = signals
+        self.weight = weight
+        self.max_imbalance = max_imbalance
+
+    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
+        if not request.blocks:
+            return [0.0] * len(instances)
+        loads = [self.signals.load(i.key) for i in instances]
+        ceiling = min(loads) + self.max_imbalance
+        total = len(request.blocks)
+        return [
+            self.index.matched(i, request.blocks) / total if load <= ceiling else 0.0
+            for i, load in zip(instances, loads, strict=True)
+        ]
+
+    def chosen(self, request: RouteRequest, instance: Instance) -> None:
+        self.index.sent(instance, request.blocks)
+
+
+class SessionScorer:
+    """1 for the instance the request's session is pinned to (consistent hashing with
+    bounded loads: it moves when its instance leaves, drains or is ``load_factor`` times
+    busier than the average), 0 for the others, and 0 for all without a session."""
+
+    name = "session"
+
+    def __init__(self, signals: Signals, weight: float = 1.0, load_factor: float = 1.25) -> None:
+        self.signals = signals
+        self.weight = weight
+        self.load_factor = load_factor
+        self._ring = Ring()
+
+    def pinned(self, request: RouteRequest, instances: Sequence[Instance]) -> Instance | None:
+        """The instance ``request``'s session goes to among ``instances``."""
+        if request.session is None or not instances:
+            return None
+        return bounded_choice(
+            self._ring,
+            request.session,
+            instances,
+            lambda i: self.signals.load(i.key),
+            self.load_factor,
+        )
+
+    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
+        pinned = self.pinned(request, instances)
+        return [1.0 if i is pinned else 0.0 for i in instances]
+
+    def chosen(self, request: RouteRequest, instance: Instance) -> None:
+        del request, instance
