@@ -75,8 +75,9 @@ class OutstandingScorer:
 
 
 class LatencyScorer:
-    """Lower expected latency is better: the latency EWMA times (requests in flight + 1), as
-    a share of the best candidate's. Unmeasured instances score 1, so new ones get tried."""
+    """Lower expected latency is better: the latency EWMA times (requests in flight + 1); the
+    best measured candidate scores 1, the others the best's share of their cost. Unmeasured
+    instances score 1 too, so new ones get tried."""
 
     name = "latency"
 
@@ -92,7 +93,7 @@ class LatencyScorer:
     def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
         del request
         costs = [self._cost(i) for i in instances]
-        best = min(costs)
+        best = min((cost for cost in costs if cost > 0), default=0.0)
         return [1.0 if cost <= 0 else best / cost for cost in costs]
 
     def chosen(self, request: RouteRequest, instance: Instance) -> None:
@@ -106,6 +107,9 @@ class PrefixScorer:
     traffic onto one instance."""
 
     name = "prefix"
+    #: Where no candidate holds any of the prompt, the one holding the least scores this much
+    #: more: new conversations spread over instances, as sglang-router's smallest-tree rule.
+    SPREAD = 0.05
 
     def __init__(
         self, index: PrefixIndex, signals: Signals, weight: float = 1.0, max_imbalance: float = 4
@@ -121,10 +125,15 @@ class PrefixScorer:
         loads = [self.signals.load(i.key) for i in instances]
         ceiling = min(loads) + self.max_imbalance
         total = len(request.blocks)
-        return [
+        shares = [
             self.index.matched(i, request.blocks) / total if load <= ceiling else 0.0
             for i, load in zip(instances, loads, strict=True)
         ]
+        if any(shares):
+            return shares
+        sizes = [self.index.size(i.key) for i in instances]
+        largest = max(sizes) or 1
+        return [self.SPREAD * (1 - size / largest) for size in sizes]
 
     def chosen(self, request: RouteRequest, instance: Instance) -> None:
         self.index.sent(instance, request.blocks)

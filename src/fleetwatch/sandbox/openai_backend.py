@@ -48,6 +48,7 @@ class BackendState:
     in_flight: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
     last_headers: dict[str, str] = field(default_factory=dict)
+    last_body: dict[str, Any] = field(default_factory=dict)
 
 
 class _Handlers:
@@ -106,8 +107,11 @@ class _Handlers:
                     "data": [{"index": 0, "embedding": [0.1] * 8}],
                 }
             )
+        self.state.last_body = body
         if body.get("stream") is True:
-            return StreamingResponse(self.stream(path), media_type="text/event-stream")
+            options = body.get("stream_options")
+            usage = isinstance(options, dict) and options.get("include_usage") is True
+            return StreamingResponse(self.stream(path, usage), media_type="text/event-stream")
         self.state.in_flight += 1
         try:
             # Like llama.cpp, notice a client that went away while generating.
@@ -146,7 +150,7 @@ class _Handlers:
             }
         )
 
-    async def stream(self, path: str) -> AsyncIterator[bytes]:
+    async def stream(self, path: str, usage: bool = False) -> AsyncIterator[bytes]:
         self.state.in_flight += 1
         finished = False
         try:
@@ -174,6 +178,10 @@ class _Handlers:
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 if n == 0 and self.state.mode == "die-mid-stream":
                     raise ConnectionAbortedError("the backend died mid-stream (on purpose)")
+            if usage:  # as OpenAI sends it: one last event, no choices
+                counts = {"prompt_tokens": 5, "completion_tokens": self.state.tokens}
+                final = {"id": "chunk", "model": self.state.model, "choices": [], "usage": counts}
+                yield f"data: {json.dumps(final)}\n\n".encode()
             yield b"data: [DONE]\n\n"
             finished = True
         finally:
