@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,14 @@ def backend(
     return child([*argv, "--tokens", str(tokens), "--token-delay", str(token_delay)], port)
 
 
-def gateway(port: int, registry_url: str) -> contextlib.AbstractContextManager[Any]:
-    """``fleetwatch gateway`` for SERVICE."""
+def gateway(
+    port: int, registry_url: str, *, extra: Sequence[str] = ()
+) -> contextlib.AbstractContextManager[Any]:
+    """``fleetwatch gateway`` for SERVICE (``extra``: more options, e.g. ``--strategy``)."""
     argv = [
         sys.executable, "-m", "fleetwatch", "gateway", "--service", SERVICE,
         "--registry", registry_url, "--port", str(port), "--token", BENCH_TOKEN,
-        "--max-per-instance", "64",
+        "--max-per-instance", "64", *extra,
     ]  # fmt: skip
     return child(argv, port)
 
@@ -84,13 +86,13 @@ def haproxy(port: int, backends: list[int]) -> Iterator[Any]:
             yield process
 
 
-async def register_all(registry_url: str, ports: list[int]) -> None:
+async def register_all(registry_url: str, ports: list[int], model: str = MODEL) -> None:
     """Register the backends (checked every second on /health) and wait until available."""
     async with RegistryClient(registry_url, token=BENCH_TOKEN) as api:
         for n, port in enumerate(ports):
             await api.register(
                 SERVICE, f"b{n}", {"host": "127.0.0.1", "port": port, "version": "1",
-                                   "metadata": {"model": MODEL}},
+                                   "metadata": {"model": model}},
             )  # fmt: skip
         async with asyncio.timeout(30):
             while True:

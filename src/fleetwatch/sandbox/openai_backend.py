@@ -110,8 +110,8 @@ class _Handlers:
         self.state.last_body = body
         if body.get("stream") is True:
             options = body.get("stream_options")
-            usage = isinstance(options, dict) and options.get("include_usage") is True
-            return StreamingResponse(self.stream(path, usage), media_type="text/event-stream")
+            counted = isinstance(options, dict) and options.get("include_usage") is True
+            return StreamingResponse(self.stream(path, counted), media_type="text/event-stream")
         self.state.in_flight += 1
         try:
             # Like llama.cpp, notice a client that went away while generating.
