@@ -7,6 +7,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -213,3 +214,35 @@ async def test_serve_takes_its_limits_from_the_config(tmp_path: Path) -> None:
     assert process.returncode == 64
     assert b"max_connections" in out
     assert b"16" in out
+
+
+async def test_the_httptools_parser_keeps_every_limit() -> None:
+    """With httptools (the gateway's parser): slowloris gets 408, headers in pieces past the
+    cap get 431 (httptools has no cap of its own), a slow body is cut, a fine one served."""
+    limits = replace(TIGHT, parser="httptools")
+    async with _server(limits) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        slow, took = await _read_all(reader, within=5)
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(5):
+                writer.write(b"z" * 1000)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        pieces, _ = await _read_all(reader, within=5)
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        cut, cut_after = await _read_all(reader, within=5)
+        writer.close()
+        async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
+            fine = await client.post("/echo", content=b"x" * 30)
+    assert slow.startswith(b"HTTP/1.1 408 ")
+    assert 0.4 < took < 2.0
+    assert pieces.startswith(b"HTTP/1.1 431 ")
+    assert cut == b""  # closed at the read deadline, nothing answered
+    assert 1.0 < cut_after < 3.0
+    assert fine.json() == {"size": 30}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -172,4 +174,14 @@ def gateway_command(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    asyncio.run(run_gateway(settings, host, port, console, server_files(tls_cert, tls_key)))
+    with asyncio.Runner(loop_factory=fastest_loop()) as runner:
+        runner.run(run_gateway(settings, host, port, console, server_files(tls_cert, tls_key)))
+
+
+def fastest_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the ``fast`` extra), else asyncio's."""
+    if importlib.util.find_spec("uvloop") is None:
+        return None
+    import uvloop  # noqa: PLC0415 - optional
+
+    return uvloop.new_event_loop

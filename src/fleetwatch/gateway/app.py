@@ -40,7 +40,7 @@ from fleetwatch.gateway.proxy import Proxy
 from fleetwatch.gateway.settings import CONNECT_TIMEOUT_S, GatewaySettings
 from fleetwatch.gateway.stats import GatewayStats, SliCounter
 from fleetwatch.gateway.telemetry import MetricsListener
-from fleetwatch.lifecycle.http_limits import BodySizeLimit, HttpLimits
+from fleetwatch.lifecycle.http_limits import BodySizeLimit, HttpLimits, fastest_parser
 from fleetwatch.observability.metrics import GatewayMetrics, metrics_route
 from fleetwatch.registry.model import Instance
 from fleetwatch.routing import (
@@ -204,8 +204,9 @@ class Gateway(AsyncResource):
 
     def http_limits(self) -> HttpLimits:
         """The server limits to serve :meth:`app` with: the defaults, less the body limit,
-        which :meth:`app` enforces itself (at the gateway's size, with OpenAI-style errors)."""
-        return HttpLimits(max_body_bytes=None)
+        which :meth:`app` enforces itself (at the gateway's size, with OpenAI-style errors),
+        parsed by httptools when it is installed (the hot path: about twice h11's speed)."""
+        return HttpLimits(max_body_bytes=None, parser=fastest_parser())
 
     async def _refresh_metrics(self) -> None:
         self.metrics.count_ejections()

@@ -225,7 +225,8 @@ class Proxy:
             return error_response(504, f"no answer within {timeout:g}s", "timeout", "timeout")
         exchange.outcome = "failed_after_first_byte"
         message = (
-            f"instance {exchange.instance_id} timed out after {timeout:g}s; the reply is incomplete"
+            f"instance {exchange.instance_id} timed out mid-stream after {timeout:g}s; "
+            "the reply is incomplete"
         )
         await send(
             {

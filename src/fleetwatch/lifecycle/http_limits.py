@@ -21,11 +21,12 @@ take all memory.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -37,6 +38,14 @@ _REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
 )
+_TOO_LARGE_BODY = b'{"error": "the request headers are larger than the limit"}'
+_HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+)
+#: uvicorn's HTTP/1.1 parsers: h11 (pure Python, everywhere) or httptools (llhttp, in C: the
+#: gateway's hot path, when installed).
+Parser = Literal["h11", "httptools"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,7 @@ class HttpLimits:
     max_connections: int = 4096
     #: Seconds an idle kept-alive connection stays open.
     keep_alive: float = 5.0
+    parser: Parser = "h11"
 
     def uvicorn_options(self) -> dict[str, Any]:
         """The part of these limits uvicorn enforces itself, as ``uvicorn.Config`` options."""
@@ -66,46 +76,72 @@ class HttpLimits:
         }
 
 
-def guarded_protocol(limits: HttpLimits) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with the header and read deadlines of ``limits``."""
+def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
+    """uvicorn's protocol for ``limits.parser``, with the header and read deadlines of
+    ``limits`` (and, for httptools, which has no cap of its own, the header size)."""
+    base = _guarded_httptools() if limits.parser == "httptools" else _GuardedH11Protocol
 
-    class Guarded(_GuardedH11Protocol):
+    class Guarded(base):  # type: ignore[valid-type,misc]
         header_timeout = limits.header_timeout
         read_timeout = limits.read_timeout
+        max_header_bytes = limits.max_header_bytes
 
     return Guarded
 
 
-class _GuardedH11Protocol(H11Protocol):
+class _Deadlines:
+    """The deadlines, over either of uvicorn's HTTP/1.1 protocols (``cycle``, ``loop``,
+    ``transport`` and ``client`` are theirs)."""
+
     header_timeout: float
     read_timeout: float
+    max_header_bytes: int
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: tuple[str, int] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._header_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._started_at = 0.0
-        self._reading: object | None = None  # the cycle whose headers we have seen
+        self._reading: Any = None  # the cycle whose headers we have seen
         self._phase = "idle"  # idle → headers → body → idle
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._begin_request()
 
     def data_received(self, data: bytes) -> None:
         if self._phase == "idle" and (self.cycle is None or self.cycle.response_complete):
             self._begin_request()
-        super().data_received(data)
+        if self._phase == "headers":
+            self._header_bytes += len(data)
+        super().data_received(data)  # type: ignore[misc]
         self._follow_request()
+        if self._phase == "headers" and self._header_bytes > self.max_header_bytes:
+            self._refuse_headers()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         self._follow_request()  # a pipelined request may have been parsed just now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _refuse_headers(self) -> None:
+        """Headers past the cap that are still not complete: 431, and the connection closes
+        (h11 caps them itself with a 400; this is the same cap for parsers that have none)."""
+        if not self.transport.is_closing():
+            self.transport.write(_HEADERS_TOO_LARGE)
+            self.transport.close()
+        self._phase = "idle"
+        self._disarm()
 
     def _begin_request(self) -> None:
+        self._header_bytes = 0
         self._phase = "headers"
         self._started_at = self.loop.time()
         self._arm(self.header_timeout)
@@ -146,6 +182,25 @@ class _GuardedH11Protocol(H11Protocol):
             logger.info("closing %s: request body not received within %gs", peer, self.read_timeout)
         self._phase = "idle"
         self.transport.close()
+
+
+class _GuardedH11Protocol(_Deadlines, H11Protocol):  # type: ignore[misc]
+    pass
+
+
+def _guarded_httptools() -> type[_Deadlines]:
+    # Imported only when asked for: httptools is an optional speed-up.
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+
+    class _GuardedHttpToolsProtocol(_Deadlines, HttpToolsProtocol):  # type: ignore[misc]
+        pass
+
+    return _GuardedHttpToolsProtocol
+
+
+def fastest_parser() -> Parser:
+    """httptools when it is installed (the ``fast`` extra), else h11."""
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
 def plain_error(message: str) -> dict[str, Any]:
