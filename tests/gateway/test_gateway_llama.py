@@ -55,6 +55,43 @@ async def test_openai_sdk_through_the_gateway_streaming_and_not(
     assert [m.id for m in models.data] == [MODEL]
 
 
+async def test_llama_cpp_cached_tokens_reach_the_metrics(
+    api: RegistryClient, gateways: Any, llama_server: LlamaServer
+) -> None:
+    """A conversation's second turn is served mostly from llama.cpp's prompt cache, and the
+    gateway counts those cached tokens from the stream's usage (which the client never asked
+    for, and does not see)."""
+    await register(api, "smol", llama_server.port, model=MODEL)
+    gateway = await gateways()
+    await routed(gateway, 1)
+    history: list[dict[str, str]] = [
+        {"role": "system", "content": "You answer in one short sentence. " * 12},
+        {"role": "user", "content": "Name a colour."},
+    ]
+    client = openai.AsyncOpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+    async with client:
+        for _ in range(2):
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=history, max_tokens=4, stream=True, temperature=0
+            )
+            chunks = [chunk async for chunk in stream]
+            assert all(chunk.usage is None for chunk in chunks)
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            history += [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": "Another."},
+            ]
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+        families = parse_metrics((await http.get("/metrics")).text)
+    tokens = {
+        sample.labels["kind"]: sample.value
+        for sample in families.samples["fleetwatch_gateway_tokens_total"]
+    }
+    assert tokens["prompt"] > 200
+    assert tokens["cached"] > 100  # the second turn's shared history
+    assert tokens["completion"] >= 2
+
+
 async def test_a_disconnecting_client_frees_the_llama_server_slot(
     api: RegistryClient, gateways: Any, own_llama: LlamaServer
 ) -> None:
