@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fleetwatch.gateway.report import RequestReport
 from fleetwatch.observability.metrics import GatewayMetrics
@@ -19,12 +20,22 @@ class MetricsListener:
     prefix: PrefixIndex | None = None
     _prefix_seen: tuple[int, int] = (0, 0)
 
+    def __post_init__(self) -> None:
+        # Labelled children looked up once: labels() costs a lock and a dict per call.
+        self._duration = self.metrics.duration.labels(self.service)
+        self._outcomes: dict[str, Any] = {}
+
     def __call__(self, report: RequestReport) -> None:
         metrics, service = self.metrics, self.service
-        metrics.requests.labels(service, report.outcome).inc()
+        counter = self._outcomes.get(report.outcome)
+        if counter is None:
+            counter = self._outcomes[report.outcome] = metrics.requests.labels(
+                service, report.outcome
+            )
+        counter.inc()
         for attempt in report.attempts:
             if attempt.latency_s is not None:
-                metrics.duration.labels(service).observe(attempt.latency_s)
+                self._duration.observe(attempt.latency_s)
         if report.retries:
             metrics.retries.labels(service).inc(report.retries)
         if report.streaming and report.ok:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -21,17 +22,18 @@ class Filter(Protocol):
         ...
 
 
-def _listed(instance: Instance, *keys: str) -> set[str]:
+@functools.lru_cache(maxsize=1024)
+def _names(*values: str) -> frozenset[str]:
+    # Cached: every request asks this of every candidate, and metadata rarely changes.
+    return frozenset(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def _listed(instance: Instance, *keys: str) -> frozenset[str]:
     """The comma-separated names in the instance's metadata ``keys``."""
-    return {
-        name.strip()
-        for key in keys
-        for name in instance.metadata.get(key, "").split(",")
-        if name.strip()
-    }
+    return _names(*(instance.metadata.get(key, "") for key in keys))
 
 
-def advertised_models(instance: Instance) -> set[str]:
+def advertised_models(instance: Instance) -> frozenset[str]:
     """The models an instance advertises (metadata ``model`` or ``models``)."""
     return _listed(instance, "model", "models")
 
