@@ -106,7 +106,7 @@ class Proxy:
         self, scope: Scope, receive: Receive, send: Send, exchange: Exchange
     ) -> Response | None:
         if scope["method"] != "POST":
-            return error_response(405, "use POST", "invalid_request_error")
+            return error_response(405, "use POST", "invalid_request_error", allow="POST")
         headers = dict(scope["headers"])
         token = client_token(
             headers.get(b"authorization", b"").decode("latin-1"), self.settings.client_tokens
