@@ -110,3 +110,22 @@ async def test_prefix_router_keeps_growing_conversations_together(
     ]
     by_result = {line.split('result="')[1].split('"')[0]: float(line.split()[-1]) for line in hits}
     assert by_result["hit"] > by_result["miss"] > 0
+
+
+async def test_prefix_memory_is_dropped_when_an_instance_goes_out_of_service(
+    api: RegistryClient, gateways: Any, backends: Any
+) -> None:
+    """An instance that drains (or restarts) loses what the prefix scorer remembered of it."""
+    server = await backends(model="m1")
+    await register(api, "one", server.port, model="m1")
+    gateway = await gateways()
+    await routed(gateway, 1)
+    prompt = {**STREAM, "stream": False, "messages": [{"role": "user", "content": "x" * 2000}]}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        assert (await client.post("/v1/chat/completions", json=prompt)).status_code == 200
+    scorer = gateway.gateway.router.scorer("prefix")
+    assert scorer is not None
+    assert scorer.index.size(("llm", "one")) > 0  # type: ignore[attr-defined]
+    await api.set_status("llm", "one", "draining")
+    await routed(gateway, 0)
+    assert scorer.index.size(("llm", "one")) == 0  # type: ignore[attr-defined]

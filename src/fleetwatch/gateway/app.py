@@ -153,7 +153,9 @@ class Gateway(AsyncResource):
             index = prefix.index
 
             def forget_gone(change: Change) -> None:
-                if change.kind == "deregistered":
+                # Gone, or out of service (a server restarting under the same registration
+                # passes through starting or unavailable): its cache went with it.
+                if change.kind == "deregistered" or not change.instance.status.routable:
                     index.forget(change.instance.key)
 
             self._stop_watching = self.discovery.watch(self.service, forget_gone)

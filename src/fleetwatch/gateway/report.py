@@ -73,6 +73,11 @@ class RequestReport:
         return self.outcome not in NOT_SERVICE_OUTCOMES
 
     @property
+    def instance_id(self) -> str | None:
+        """The instance that answered (the last attempt's), if any was tried."""
+        return self.attempts[-1].instance_id if self.attempts else None
+
+    @property
     def retries(self) -> int:
         """Attempts after the first."""
         return max(0, len(self.attempts) - 1)
