@@ -73,15 +73,17 @@ def test_prefix_scorer_rewards_the_holder_until_it_is_too_busy() -> None:
     request = RouteRequest(blocks=(1, 2, 3, 4))
     index.sent(a, (1, 2, 3))
     assert scorer.score(request, [a, b]) == [0.75, 0.0]
-    stats.outstanding[a.key] = 3  # too busy: no prefix share, and b spreads the prompt
-    assert scorer.score(request, [a, b]) == [0.0, PrefixScorer.SPREAD]
+    stats.outstanding[a.key] = 3  # too busy: no share, and b, holding least, takes the prompt
+    assert scorer.score(request, [a, b]) == [0.0, 1.0]
     assert scorer.score(RouteRequest(), [a, b]) == [0.0, 0.0]
-    # Nobody holds this prompt: the one holding less gets the small spreading bonus.
-    assert scorer.score(RouteRequest(blocks=(7, 8)), [a, b]) == [0.0, PrefixScorer.SPREAD]
+    # Nobody holds this prompt: the one holding least scores 1 (conversations spread evenly).
+    stats.outstanding[a.key] = 0
+    assert scorer.score(RouteRequest(blocks=(7, 8)), [a, b]) == [0.0, 1.0]
 
 
 def test_prefix_strategy_keeps_a_conversation_on_its_instance() -> None:
-    """Each conversation's later turns go where its first went, while loads stay even."""
+    """Each conversation's later turns go where its first went; new conversations spread
+    evenly (two each), even with nothing in flight to tell the instances apart."""
     instances = fleet(3)
     stats = LoadStats()
     pipeline = build_pipeline(RouterSettings(strategy="prefix"), Signals(stats=stats))
@@ -92,7 +94,7 @@ def test_prefix_strategy_keeps_a_conversation_on_its_instance() -> None:
             chosen = pipeline.choose(RouteRequest(blocks=blocks), instances)
             homes.setdefault(conversation, chosen.instance_id)
             assert chosen.instance_id == homes[conversation]
-    assert len(set(homes.values())) == 3  # first turns were spread by load
+    assert sorted(Counter(homes.values()).values()) == [2, 2, 2]
 
 
 def test_prefix_gives_way_to_load() -> None:

@@ -102,14 +102,17 @@ class LatencyScorer:
 
 class PrefixScorer:
     """The share of the prompt's blocks the instance probably still has in its KV cache
-    (what this router last sent it). An instance more than ``max_imbalance`` requests busier
-    than the least loaded scores 0: prefix-only routing would pile a popular prompt's
-    traffic onto one instance."""
+    (what this router last sent it).
+
+    When no candidate holds any of it (a new conversation, a one-off prompt), the candidate
+    that holds the least scores 1 and the others 0, so conversations spread evenly over the
+    instances' caches rather than by the load of the moment (sglang-router's smallest-tree
+    rule): a server given more conversations than its slots evicts them from each other.
+    Either way, an instance more than ``max_imbalance`` requests busier than the least loaded
+    scores 0: prefix-only routing would pile a popular prompt's traffic onto one instance.
+    """
 
     name = "prefix"
-    #: Where no candidate holds any of the prompt, the one holding the least scores this much
-    #: more: new conversations spread over instances, as sglang-router's smallest-tree rule.
-    SPREAD = 0.05
 
     def __init__(
         self, index: PrefixIndex, signals: Signals, weight: float = 1.0, max_imbalance: float = 4
@@ -124,16 +127,20 @@ class PrefixScorer:
             return [0.0] * len(instances)
         loads = [self.signals.load(i.key) for i in instances]
         ceiling = min(loads) + self.max_imbalance
+        within = [load <= ceiling for load in loads]
         total = len(request.blocks)
         shares = [
-            self.index.matched(i, request.blocks) / total if load <= ceiling else 0.0
-            for i, load in zip(instances, loads, strict=True)
+            self.index.matched(i, request.blocks) / total if ok else 0.0
+            for i, ok in zip(instances, within, strict=True)
         ]
         if any(shares):
             return shares
-        sizes = [self.index.size(i.key) for i in instances]
-        largest = max(sizes) or 1
-        return [self.SPREAD * (1 - size / largest) for size in sizes]
+        sizes = [self.index.size(i.key) for i, ok in zip(instances, within, strict=True) if ok]
+        smallest = min(sizes)
+        return [
+            1.0 if ok and self.index.size(i.key) == smallest else 0.0
+            for i, ok in zip(instances, within, strict=True)
+        ]
 
     def chosen(self, request: RouteRequest, instance: Instance) -> None:
         self.index.sent(instance, request.blocks)
