@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fleetwatch.sandbox.ports import port_open, wait_until
@@ -112,6 +112,7 @@ async def open_loop(
     method: str = "GET",
     path: str = "/health",
     body: bytes = b"",
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send requests at ``rate`` per second for ``duration`` seconds (open loop: latency is
     measured from each request's intended send time); latencies in ms."""
@@ -135,7 +136,7 @@ async def open_loop(
                 conn = RawHttpConnection("127.0.0.1", port, timeout=10)
                 opened += 1
             try:
-                status, _ = await conn.request(method, path, body)
+                status, _ = await conn.request(method, path, body, headers)
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 errors[type(exc).__name__] += 1
                 await conn.aclose()

@@ -37,11 +37,12 @@ def backend(
 
 
 def gateway(
-    port: int, registry_url: str, *, extra: Sequence[str] = ()
+    port: int, registry_url: str, *, extra: Sequence[str] = (), log_level: str | None = None
 ) -> contextlib.AbstractContextManager[Any]:
     """``fleetwatch gateway`` for SERVICE (``extra``: more options, e.g. ``--strategy``)."""
+    logging = ["--log-level", log_level] if log_level else []
     argv = [
-        sys.executable, "-m", "fleetwatch", "gateway", "--service", SERVICE,
+        sys.executable, "-m", "fleetwatch", *logging, "gateway", "--service", SERVICE,
         "--registry", registry_url, "--port", str(port), "--token", BENCH_TOKEN,
         "--max-per-instance", "64", *extra,
     ]  # fmt: skip
@@ -102,14 +103,19 @@ async def register_all(registry_url: str, ports: list[int], model: str = MODEL) 
                 await asyncio.sleep(0.1)
 
 
-def wrk(port: int, seconds: float, connections: int = 32) -> dict[str, float]:
-    """Closed-loop maximum: wrk POSTing the chat body; requests/s and its latency percentiles."""
+def wrk(
+    port: int, seconds: float, connections: int = 32, headers: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Closed-loop maximum: wrk POSTing the chat body (with ``headers`` too); requests/s and
+    its latency percentiles."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
             f"wrk.body = {json.dumps(CHAT.decode())}\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
+        for name, value in (headers or {}).items():
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
     out = subprocess.run(
         ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
          "-s", script.name, f"http://127.0.0.1:{port}/v1/chat/completions"],

@@ -1,0 +1,683 @@
+"""Multi-turn chat on real llama.cpp servers: how each router's choice of server shows in the
+time to first token, through the servers' prompt caches, for fleetwatch and its peers.
+
+Three ``llama-server`` processes serve SmolLM2-135M (2 slots of 2048 tokens each, one CPU
+thread each), restarted fresh (cold KV and prompt caches) before each router. The workload is
+seeded and the same for every router: conversations, each with its own 400-600-token system
+prompt of pseudo-text, of 5 turns (a short user message each, the assistant's reply appended
+to the history), run by 4 concurrent clients that take conversations from a shared queue; the
+turns of one conversation are sequential. Every request carries ``x-session-id: <conversation
+id>``, is streamed with ``stream_options.include_usage`` at temperature 0 and asks for 24
+tokens. TTFT is measured client-side, to the first chunk with content.
+
+A router that sends a conversation's later turns to the server that already holds its history
+lets llama.cpp reuse that prefix (reported as ``usage.prompt_tokens_details.cached_tokens``);
+one that does not makes the server evaluate the whole history again, which on one CPU thread
+takes seconds. Routers: ``fleetwatch gateway`` with every balancing strategy it has, sglang-router
+and vllm-router ``cache_aware``, vllm-router ``consistent_hash`` on the session header, the
+LiteLLM proxy ``least-busy`` and HAProxy round robin. Everything shares this machine's cores, so
+compare the routers with each other rather than with other machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from _common import emit, parser, percentile, progress, registry_process
+from _fleet import gateway, haproxy, register_all
+from _peers import (
+    PeerInstall,
+    PeerUnavailable,
+    ensure_peers,
+    installed_versions,
+    litellm_proxy,
+    sglang_router,
+    vllm_router,
+)
+from fleetwatch.discovery.balancer import Strategy
+from fleetwatch.errors import SandboxError
+from fleetwatch.llm.artifacts import MODEL_NAME
+from fleetwatch.sandbox import free_port
+from fleetwatch.sandbox.llama import llama_server_argv
+
+SEED = 20261201
+SERVERS = 3
+PARALLEL = 2
+#: Tokens per slot (llama_server_argv multiplies by the slots): the longest conversation
+#: (600-token system prompt, 5 turns of question and reply) stays well under it.
+CONTEXT = 2048
+CLIENTS = 4
+MAX_TOKENS = 24
+SESSION_HEADER = "x-session-id"
+SYSTEM_TOKENS = (400, 600)
+#: Longest one request may take (a cold 600-token prompt on a shared core takes ~10 s).
+REQUEST_TIMEOUT = 180.0
+#: Where the cached-token figure of a turn came from, best first.
+USAGE_SOURCE = "usage.prompt_tokens_details.cached_tokens"
+TIMINGS_SOURCE = "timings.cache_n"
+
+
+# --- the workload -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One seeded conversation: its id (the session header), system prompt and user turns."""
+
+    cid: str
+    system: str
+    system_tokens: int
+    user_turns: list[str]
+
+
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+_QUESTIONS = [
+    "What does {w} mean here?",
+    "Say more about {w}, briefly.",
+    "How is {w} related to {v}?",
+    "Give one example of {w}.",
+    "Is {w} better than {v}? One line.",
+    "Summarize the point about {w}.",
+]
+
+
+def _word(rng: random.Random) -> str:
+    """A pronounceable pseudo-word of one to three syllables."""
+    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3)))
+
+
+def _pseudo_text(rng: random.Random, words: int) -> list[str]:
+    """``words`` pseudo-words in sentences of 6-14 (capitalized, full stops)."""
+    out: list[str] = []
+    while len(out) < words:
+        sentence = [_word(rng) for _ in range(rng.randint(6, 14))]
+        sentence[0] = sentence[0].capitalize()
+        sentence[-1] += "."
+        out += sentence
+    return out[:words]
+
+
+def _fit_tokens(words: list[str], head: str, target: int, tokenize: Callable[[str], int]) -> str:
+    """The shortest ``head`` + first words of ``words`` with at least ``target`` tokens (by
+    bisection over the word count; the server's own tokenizer counts)."""
+    lo, hi = 1, len(words)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tokenize(head + " ".join(words[:mid])) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return head + " ".join(words[:lo])
+
+
+def make_conversations(
+    count: int, turns: int, tokenize: Callable[[str], int]
+) -> list[Conversation]:
+    """``count`` seeded conversations of ``turns`` user messages; system prompts sized with
+    ``tokenize`` (a llama-server's ``/tokenize``) to 400-600 tokens each."""
+    rng = random.Random(SEED)
+    conversations = []
+    for n in range(count):
+        name = _word(rng).capitalize()
+        words = _pseudo_text(rng, 900)
+        head = f"{name} handbook. You are the assistant of the {name} team; answer briefly. "
+        target = rng.randint(*SYSTEM_TOKENS)
+        system = _fit_tokens(words, head, target, tokenize)
+        questions = [
+            f"{rng.choice(_QUESTIONS).format(w=rng.choice(words), v=rng.choice(words))}"
+            for _ in range(turns)
+        ]
+        conversations.append(Conversation(f"conv-{n:02d}", system, tokenize(system), questions))
+    return conversations
+
+
+# --- llama.cpp servers --------------------------------------------------------------------
+
+
+def _http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
+    """GET (or POST ``body`` to) a loopback URL; the JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310
+        return json.load(reply)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return bool(_http_json(f"http://127.0.0.1:{port}/health", timeout=1.0)["status"] == "ok")
+    except (OSError, ValueError, KeyError, urllib.error.URLError):
+        return False
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def llama_fleet(count: int) -> Iterator[list[int]]:
+    """``count`` fresh llama-servers (ports), ready and warmed up; stopped on any exit."""
+    ports = [free_port() for _ in range(count)]
+    with (
+        tempfile.TemporaryDirectory(prefix="fleetwatch-prefix-llama-") as folder,
+        contextlib.ExitStack() as stack,
+    ):
+        processes = []
+        for port in ports:
+            log = stack.enter_context((Path(folder) / f"llama-{port}.log").open("wb"))
+            argv = llama_server_argv(port, threads=1, parallel=PARALLEL, context=CONTEXT)
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+            stack.callback(_terminate, process)
+            processes.append(process)
+        deadline = time.monotonic() + 120
+        for port, process in zip(ports, processes, strict=True):
+            while not _healthy(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log_text = (Path(folder) / f"llama-{port}.log").read_text(errors="replace")
+                    raise RuntimeError(f"llama-server on {port} did not start: {log_text[-500:]}")
+                time.sleep(0.2)
+        for port in ports:
+            # One-time costs of a first request (allocations, page-in) are no router's doing.
+            # A raw prompt, outside the chat template, leaves no prefix any turn could share.
+            _http_json(f"http://127.0.0.1:{port}/completion", {"prompt": "Hi", "n_predict": 1})
+        yield ports
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A llama-server's ``llamacpp:*`` counters from ``/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {m[1]: float(m[2]) for m in re.finditer(r"^llamacpp:(\w+) (\S+)$", text, re.M)}
+
+
+def tokenizer(port: int) -> Callable[[str], int]:
+    """Token count of a text by the server's own ``/tokenize``."""
+
+    def count(text: str) -> int:
+        return len(_http_json(f"http://127.0.0.1:{port}/tokenize", {"content": text})["tokens"])
+
+    return count
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A started router: its URL and the headers its clients send (LiteLLM's key)."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Turn:
+    """What one request saw."""
+
+    cid: str
+    turn: int
+    ttft_s: float | None = None
+    total_s: float | None = None
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_source: str | None = None
+    completion_tokens: int | None = None
+    reply: str = ""
+    error: str | None = None
+
+
+def _read_usage(turn: Turn, chunk: dict[str, Any]) -> None:
+    """Take the prompt and cached token counts from a chunk's ``usage`` or ``timings``."""
+    usage = chunk.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    if usage.get("prompt_tokens") is not None:
+        turn.prompt_tokens = usage["prompt_tokens"]
+        turn.completion_tokens = usage.get("completion_tokens")
+    if details.get("cached_tokens") is not None:
+        turn.cached_tokens, turn.cache_source = details["cached_tokens"], USAGE_SOURCE
+    timings = chunk.get("timings") or {}
+    if turn.cache_source is None and "cache_n" in timings:
+        # llama.cpp's own figures, if a router dropped the usage details but kept these.
+        turn.cached_tokens, turn.cache_source = timings["cache_n"], TIMINGS_SOURCE
+        turn.prompt_tokens = timings["cache_n"] + timings.get("prompt_n", 0)
+
+
+async def one_turn(
+    http: httpx.AsyncClient, target: Target, cid: str, n: int, messages: list
+) -> Turn:
+    """POST one streamed chat completion; TTFT to the first chunk with content."""
+    turn = Turn(cid, n)
+    body = {
+        "model": MODEL_NAME,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0,
+        "max_tokens": MAX_TOKENS,
+    }
+    parts: list[str] = []
+    started = time.perf_counter()
+    try:
+        async with http.stream(
+            "POST",
+            f"{target.url}/v1/chat/completions",
+            json=body,
+            headers={**target.headers, SESSION_HEADER: cid},
+        ) as reply:
+            if reply.status_code != 200:
+                text = (await reply.aread()).decode(errors="replace")
+                turn.error = f"HTTP {reply.status_code}: {text[:200]}"
+                return turn
+            async for line in reply.aiter_lines():
+                if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                    continue
+                chunk = json.loads(line[5:])
+                for choice in chunk.get("choices") or []:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        if turn.ttft_s is None:
+                            turn.ttft_s = time.perf_counter() - started
+                        parts.append(content)
+                _read_usage(turn, chunk)
+    except (httpx.HTTPError, ValueError) as exc:
+        turn.error = f"{type(exc).__name__}: {exc}"[:200]
+        return turn
+    turn.total_s = time.perf_counter() - started
+    turn.reply = "".join(parts)
+    if turn.ttft_s is None:
+        turn.error = "no content in the stream"
+    return turn
+
+
+async def run_workload(target: Target, conversations: list[Conversation], turns: int) -> list[Turn]:
+    """CLIENTS concurrent clients, each taking whole conversations from a shared queue."""
+    queue: asyncio.Queue[Conversation] = asyncio.Queue()
+    for conversation in conversations:
+        queue.put_nowait(conversation)
+    done: list[Turn] = []
+
+    async def client() -> None:
+        timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=10.0)
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            while not queue.empty():
+                conversation = queue.get_nowait()
+                messages: list[dict[str, str]] = [
+                    {"role": "system", "content": conversation.system}
+                ]
+                for n, text in enumerate(conversation.user_turns[:turns], start=1):
+                    messages.append({"role": "user", "content": text})
+                    turn = await one_turn(http, target, conversation.cid, n, messages)
+                    done.append(turn)
+                    # A failed turn still leaves a reply, so that later turns stay comparable.
+                    messages.append({"role": "assistant", "content": turn.reply or "(no reply)"})
+
+    # Bound the whole run: a router that hangs must not stall the benchmark.
+    bound = 60 + REQUEST_TIMEOUT * turns * len(conversations) / CLIENTS
+    try:
+        async with asyncio.timeout(bound):
+            await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    except TimeoutError:
+        progress(f"  workload stopped after {bound:.0f} s")
+    return done
+
+
+# --- the routers --------------------------------------------------------------------------
+
+
+def wait_routable(url: str, timeout: float = 30.0) -> Target:
+    """Until ``GET /v1/models`` answers 200 with models through the router; the router."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if _http_json(f"{url}/v1/models", timeout=2.0).get("data"):
+                return Target(url)
+        except (OSError, ValueError, AttributeError, urllib.error.URLError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}/v1/models did not list a model in {timeout:g} s")
+        time.sleep(0.2)
+
+
+def fleetwatch_strategies() -> list[str]:
+    """Every balancing strategy of this checkout's gateway, read at run time."""
+    return [s.value for s in Strategy]
+
+
+def gateway_has_option(option: str) -> bool:
+    """Whether ``fleetwatch gateway --help`` lists ``option`` (wide, so none is cut short)."""
+    argv = [sys.executable, "-m", "fleetwatch", "gateway", "--help"]
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+    return option in out.stdout
+
+
+@contextlib.contextmanager
+def fleetwatch_router(ports: list[int], strategy: str, session_header: bool) -> Iterator[Target]:
+    """A registry with the servers registered, and ``fleetwatch gateway --strategy``."""
+    registry_port, gateway_port = free_port(), free_port()
+    registry_url = f"http://127.0.0.1:{registry_port}"
+    extra = ["--strategy", strategy]
+    if session_header:
+        extra += ["--session-header", SESSION_HEADER]
+    with registry_process(registry_port, log_level="warning"):
+        asyncio.run(register_all(registry_url, ports, MODEL_NAME))
+        with gateway(gateway_port, registry_url, extra=extra, log_level="warning"):
+            yield wait_routable(f"http://127.0.0.1:{gateway_port}")
+
+
+@contextlib.contextmanager
+def haproxy_router(ports: list[int]) -> Iterator[Target]:
+    """HAProxy round robin (``bench/_fleet.haproxy``), once its checks let traffic through."""
+    port = free_port()
+    with haproxy(port, ports):
+        yield wait_routable(f"http://127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def peer_router(start: Callable[[list[str]], Any], ports: list[int]) -> Iterator[Target]:
+    """A peer from ``_peers`` in front of the servers' base URLs (ready when it yields)."""
+    with start([f"http://127.0.0.1:{p}" for p in ports]) as peer:
+        yield Target(peer.url, peer.headers)
+
+
+@dataclass(frozen=True)
+class RouterCase:
+    """A router to measure: its name, the peer it needs installed (if any), and how to start
+    it in front of the servers' ports (a context manager giving its :class:`Target`)."""
+
+    name: str
+    start: Callable[[list[int]], contextlib.AbstractContextManager[Target]]
+    peer: str | None = None
+
+
+def router_cases(quick: bool) -> list[RouterCase]:
+    """Every fleetwatch strategy, then the peers; with ``quick``, round-robin, one affinity
+    strategy of fleetwatch's (if it has one) and sglang-router ``cache_aware``."""
+    strategies = fleetwatch_strategies()
+    session = gateway_has_option("--session-header")
+    fleetwatch = {
+        s: RouterCase(
+            f"fleetwatch {s}", partial(fleetwatch_router, strategy=s, session_header=session)
+        )
+        for s in strategies
+    }
+    sglang = RouterCase(
+        "sglang-router cache_aware",
+        partial(peer_router, partial(sglang_router, policy="cache_aware")),
+        "sglang-router",
+    )
+    if quick:
+        affinity = [s for s in ("prefix", "session") if s in fleetwatch][:1]
+        return [fleetwatch[s] for s in ["round-robin", *affinity] if s in fleetwatch] + [sglang]
+    return [
+        *fleetwatch.values(),
+        sglang,
+        RouterCase(
+            "vllm-router cache_aware",
+            partial(peer_router, partial(vllm_router, policy="cache_aware")),
+            "vllm-router",
+        ),
+        RouterCase(
+            "vllm-router consistent_hash",
+            partial(peer_router, partial(vllm_router, policy="consistent_hash")),
+            "vllm-router",
+        ),
+        RouterCase(
+            "litellm least-busy",
+            partial(peer_router, partial(litellm_proxy, model=MODEL_NAME, strategy="least-busy")),
+            "litellm",
+        ),
+        RouterCase("haproxy roundrobin", haproxy_router),
+    ]
+
+
+# --- one router's run and its figures -----------------------------------------------------
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    return round(percentile(sorted(values), q) * 1000, 1) if values else None
+
+
+def _share(turns: list[Turn]) -> float | None:
+    """Cached prompt tokens over all prompt tokens of the turns that reported both."""
+    counted = [t for t in turns if t.prompt_tokens and t.cached_tokens is not None]
+    total = sum(t.prompt_tokens or 0 for t in counted)
+    return round(sum(t.cached_tokens or 0 for t in counted) / total, 3) if total else None
+
+
+@dataclass
+class Outcome:
+    """A router's figures, or why it has none."""
+
+    name: str
+    available: bool = True
+    reason: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def summarize(turns: list[Turn], expected: int, wall_s: float, servers: list[dict]) -> dict:
+    """TTFT by turn group, cache shares, per-server tokens and errors of one router's run."""
+    ok = [t for t in turns if t.error is None]
+    first = [t.ttft_s for t in ok if t.turn == 1 and t.ttft_s is not None]
+    later = [t.ttft_s for t in ok if t.turn > 1 and t.ttft_s is not None]
+    cached = sum(s["prompt_tokens_cached_total"] for s in servers)
+    evaluated = sum(s["prompt_tokens_total"] for s in servers)
+    errors = Counter((t.error or "")[:80] for t in turns if t.error)
+    return {
+        "requests": expected,
+        "completed": len(ok),
+        "errors": expected - len(ok),
+        "error_kinds": dict(errors),
+        "wall_s": round(wall_s, 1),
+        "ttft_turn1_ms": {"p50": _ms(first, 50), "p99": _ms(first, 99), "n": len(first)},
+        "ttft_turns2plus_ms": {"p50": _ms(later, 50), "p99": _ms(later, 99), "n": len(later)},
+        "cached_share_all": _share(ok),
+        "cached_share_turns2plus": _share([t for t in ok if t.turn > 1]),
+        "cache_source": dict(Counter(t.cache_source or "none" for t in ok)),
+        # The servers' own view, whatever the router passed on: cached / (cached + evaluated).
+        "server_cached_share": round(cached / (cached + evaluated), 3) if evaluated else None,
+        "tokens_generated_per_server": [int(s["tokens_predicted_total"]) for s in servers],
+        "prompt_tokens_evaluated_per_server": [int(s["prompt_tokens_total"]) for s in servers],
+    }
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    keys = ("tokens_predicted_total", "prompt_tokens_total", "prompt_tokens_cached_total")
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in keys}
+
+
+def _measure(case: RouterCase, conversations: list[Conversation], turns: int) -> Outcome:
+    """Fresh servers, the router in front of them, the workload, the servers' counters."""
+    progress(f"{case.name}: fresh llama-servers")
+    with llama_fleet(SERVERS) as ports:
+        before = [scrape(p) for p in ports]
+        with case.start(ports) as target:
+            progress(f"{case.name}: {len(conversations)} conversations x {turns} turns")
+            started = time.monotonic()
+            done = asyncio.run(run_workload(target, conversations, turns))
+            wall = time.monotonic() - started
+            servers = [_delta(scrape(p), b) for p, b in zip(ports, before, strict=True)]
+    figures = summarize(done, len(conversations) * turns, wall, servers)
+    progress(
+        f"  {case.name}: TTFT t1 p50 {figures['ttft_turn1_ms']['p50']} ms, t2+ p50 "
+        f"{figures['ttft_turns2plus_ms']['p50']} ms, cached t2+ "
+        f"{figures['cached_share_turns2plus']}, wall {figures['wall_s']} s, "
+        f"errors {figures['errors']}"
+    )
+    return Outcome(case.name, figures=figures)
+
+
+def run_router(case: RouterCase, conversations: list[Conversation], turns: int) -> Outcome:
+    """:func:`_measure`, or why it could not: one router's failure (it would not start, or
+    crashed) is recorded and the benchmark goes on with the next."""
+    try:
+        return _measure(case, conversations, turns)
+    except (
+        PeerUnavailable,
+        SandboxError,
+        RuntimeError,
+        OSError,
+        subprocess.SubprocessError,
+    ) as exc:
+        progress(f"{case.name}: unavailable: {exc}")
+        return Outcome(case.name, available=False, reason=f"{type(exc).__name__}: {exc}"[:500])
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f}%"
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """The routers side by side, as markdown."""
+    rows = [
+        "| router | TTFT turn 1 p50 / p99 ms | TTFT turns 2-5 p50 / p99 ms | cached, turns 2-5 "
+        "| cached, all turns (servers) | wall s | tokens generated per server | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        if not o.available:
+            rows.append(f"| {o.name} | unavailable: {o.reason[:120]} | | | | | | |")
+            continue
+        f = o.figures
+        t1, t2 = f["ttft_turn1_ms"], f["ttft_turns2plus_ms"]
+        rows.append(
+            f"| {o.name} | {t1['p50']} / {t1['p99']} | {t2['p50']} / {t2['p99']} "
+            f"| {_pct(f['cached_share_turns2plus'])} | {_pct(f['server_cached_share'])} "
+            f"| {f['wall_s']} | {' / '.join(map(str, f['tokens_generated_per_server']))} "
+            f"| {f['errors']} |"
+        )
+    return "\n".join(rows)
+
+
+def headline(outcomes: list[Outcome]) -> dict[str, str]:
+    """Per router: TTFT p50 of turns 2-5 and the share of their prompt served from cache."""
+    out = {}
+    for o in outcomes:
+        if o.available:
+            f = o.figures
+            out[f"{o.name}: TTFT turns 2-5 p50, cached"] = (
+                f"{f['ttft_turns2plus_ms']['p50']} ms, {_pct(f['cached_share_turns2plus'])}"
+            )
+        else:
+            out[f"{o.name}"] = "unavailable"
+    return out
+
+
+def comparison(outcomes: list[Outcome]) -> dict[str, Any]:
+    """The best fleetwatch strategy against the best peer, by TTFT p50 of turns 2-5."""
+
+    def best(prefix: bool) -> Outcome | None:
+        pool = [
+            o
+            for o in outcomes
+            if o.available
+            and o.name.startswith("fleetwatch") == prefix
+            and o.figures["ttft_turns2plus_ms"]["p50"] is not None
+        ]
+        return min(pool, key=lambda o: o.figures["ttft_turns2plus_ms"]["p50"], default=None)
+
+    ours, theirs = best(True), best(False)
+    if ours is None or theirs is None:
+        return {}
+    a, b = (o.figures["ttft_turns2plus_ms"]["p50"] for o in (ours, theirs))
+    return {
+        "best fleetwatch (TTFT turns 2-5 p50)": f"{ours.name}: {a} ms",
+        "best peer (TTFT turns 2-5 p50)": f"{theirs.name}: {b} ms",
+        "best fleetwatch / best peer": round(a / b, 2) if b else None,
+    }
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the routers (of the full list) whose name contains TEXT (repeatable)",
+    )
+    args = p.parse_args()
+    # SIGTERM (make, a CI timeout) unwinds like Ctrl-C, so every llama-server is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    count, turns = (4, 3) if args.quick else (12, 5)
+    if args.only:  # from every router, whatever the workload's size
+        cases = [c for c in router_cases(False) if any(t in c.name for t in args.only)]
+    else:
+        cases = router_cases(args.quick)
+    installs = ensure_peers(sorted({c.peer for c in cases if c.peer}))
+    progress("sizing the system prompts with llama-server's /tokenize")
+    with llama_fleet(1) as (port,):
+        conversations = make_conversations(count, turns, tokenizer(port))
+    outcomes = []
+    for case in cases:
+        install = installs.get(case.peer) if case.peer else None
+        if case.peer and not isinstance(install, PeerInstall):
+            outcomes.append(Outcome(case.name, available=False, reason=str(install)))
+            continue
+        outcomes.append(run_router(case, conversations, turns))
+    sources = Counter()
+    for o in outcomes:
+        sources.update(o.figures.get("cache_source", {}))
+    system_tokens = [c.system_tokens for c in conversations]
+    emit(
+        "prefix_routing",
+        {
+            "mode": "quick" if args.quick else "full",
+            "workload": {
+                "conversations": count,
+                "turns": turns,
+                "clients": CLIENTS,
+                "max_tokens": MAX_TOKENS,
+                "system_prompt_tokens": {"min": min(system_tokens), "max": max(system_tokens)},
+                "servers": SERVERS,
+                "slots_per_server": PARALLEL,
+                "context_per_slot": CONTEXT,
+                "session_header": SESSION_HEADER,
+                "seed": SEED,
+            },
+            "peer_versions": installed_versions(installs),
+            "cache_token_source": dict(sources),
+            "routers": {
+                o.name: o.figures if o.available else {"unavailable": o.reason} for o in outcomes
+            },
+            "table_md": table(outcomes),
+            "headline": headline(outcomes),
+            "comparison": comparison(outcomes),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
