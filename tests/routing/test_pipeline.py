@@ -129,9 +129,9 @@ def test_session_scorer_scores_the_pinned_one() -> None:
 
 def test_presets_and_weights() -> None:
     """Weights replace a preset's, 0 drops a scorer, unknown names and blind strategies refuse."""
-    assert scorer_weights(Strategy.PREFIX, {}) == {"prefix": 1.0, "load": 1.0}
+    assert scorer_weights(Strategy.PREFIX, {}) == {"prefix": 2.0, "load": 1.0}
     assert scorer_weights(Strategy.PREFIX, {"load": 0, "session": 2}) == {
-        "prefix": 1.0,
+        "prefix": 2.0,
         "session": 2.0,
     }
     with pytest.raises(ValueError, match="unknown scorer 'cache'; known: load"):

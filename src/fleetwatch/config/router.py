@@ -11,7 +11,7 @@ max_imbalance = 4               # requests above the least loaded before affinit
 load_factor = 1.25              # a session moves past this share of the average load
 
 [router.weights]                # over the strategy's preset; 0 drops a scorer
-prefix = 1.0
+prefix = 2.0
 load = 1.0
 session = 0.5
 ```

@@ -9,7 +9,7 @@ weighted           none                                      by effective weight
 least-outstanding  outstanding (1)                           highest score
 p2c-ewma           latency (1)                               best of two at random
 least-load         load (1)                                  best of two at random
-prefix             prefix (1), load (1)                      highest score
+prefix             prefix (2), load (1)                      highest score
 session            session (1), load (0.5)                   highest score
 =================  ========================================  ===========================
 
@@ -67,7 +67,7 @@ _PRESETS: dict[Strategy, tuple[dict[str, float], type[Picker]]] = {
     Strategy.LEAST_OUTSTANDING: ({"outstanding": 1.0}, HighestScore),
     Strategy.P2C_EWMA: ({"latency": 1.0}, TwoChoices),
     Strategy.LEAST_LOAD: ({"load": 1.0}, TwoChoices),
-    Strategy.PREFIX: ({"prefix": 1.0, "load": 1.0}, HighestScore),
+    Strategy.PREFIX: ({"prefix": 2.0, "load": 1.0}, HighestScore),
     Strategy.SESSION: ({"session": 1.0, "load": 0.5}, HighestScore),
 }
 _SCORE_BLIND = (Strategy.ROUND_ROBIN, Strategy.RANDOM, Strategy.WEIGHTED)
