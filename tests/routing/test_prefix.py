@@ -45,6 +45,18 @@ def test_index_matches_the_shared_prefix_and_forgets_oldest_beyond_capacity() ->
     assert index.size(instance.key) == 4
     assert index.matched(instance, (1,)) == 0  # the oldest block went first
     assert index.matched(instance, (2, 3)) == 2
+    assert index.conversations(instance.key) == 1  # root 1 was evicted with its block
+
+
+def test_conversations_are_counted_by_their_first_block() -> None:
+    """Turns of one conversation share a root; another conversation adds one."""
+    instance = fleet(1)[0]
+    index = PrefixIndex(capacity=100)
+    index.sent(instance, (1, 2))
+    index.sent(instance, (1, 2, 3))
+    assert index.conversations(instance.key) == 1
+    index.sent(instance, (7, 8))
+    assert index.conversations(instance.key) == 2
 
 
 def test_a_restarted_or_departed_instance_starts_empty() -> None:

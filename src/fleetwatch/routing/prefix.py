@@ -21,6 +21,8 @@ Key = tuple[str, str]
 class _Cache:
     identity: tuple[str, float]
     blocks: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    #: First blocks of the prompts held: one per conversation (or per shared system prompt).
+    roots: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -73,11 +75,13 @@ class PrefixIndex:
         cache = self._cache(instance)
         if cache is None:
             cache = self._caches[instance.key] = _Cache(self._identity(instance))
+        cache.roots.add(blocks[0])
         for block in blocks:
             cache.blocks[block] = None
             cache.blocks.move_to_end(block)
         while len(cache.blocks) > self.capacity:
-            cache.blocks.popitem(last=False)
+            gone, _ = cache.blocks.popitem(last=False)
+            cache.roots.discard(gone)
 
     def keep_only(self, instances: Iterable[Instance]) -> None:
         """Forget every instance not in ``instances`` (gone from discovery)."""
@@ -88,6 +92,11 @@ class PrefixIndex:
     def forget(self, key: Key) -> None:
         """Forget what was sent to ``key`` (it left)."""
         self._caches.pop(key, None)
+
+    def conversations(self, key: Key) -> int:
+        """Distinct prompts (by their first block) remembered for ``key``."""
+        cache = self._caches.get(key)
+        return len(cache.roots) if cache is not None else 0
 
     def size(self, key: Key) -> int:
         """Blocks remembered for ``key``."""
