@@ -47,7 +47,6 @@ from fleetwatch.routing import (
     CircuitsAllow,
     PrefixScorer,
     Routable,
-    RouteRequest,
     ServesModel,
     Signals,
     TenantAllowed,
@@ -213,12 +212,6 @@ class Gateway(AsyncResource):
     async def _refresh_metrics(self) -> None:
         self.metrics.count_ejections()
         self._metrics_listener.refresh()
-
-    def candidates(self, model: str | None) -> list[Instance]:
-        """The instances a request for ``model`` may go to now (the router's filters)."""
-        return self.router.candidates(
-            RouteRequest(model=model), self.discovery.cached(self.service)
-        )
 
     # -- SLO reports ------------------------------------------------------------------------
 

@@ -416,16 +416,11 @@ def _strip_usage(payload: dict[str, Any]) -> bool:
 
 
 def _reply_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
-    return [
-        (k, v)
-        for k, v in response.raw_headers
-        if k.lower() not in HOP_BY_HOP
-        and (not _streamed(response) or k.lower() != b"content-length")
-    ]
-
-
-def _streamed(response: aiohttp.ClientResponse) -> bool:
-    return "text/event-stream" in response.headers.get("content-type", "")
+    """The upstream reply's headers to relay: not hop-by-hop, and no length on a stream."""
+    skip = HOP_BY_HOP
+    if "text/event-stream" in response.headers.get("content-type", ""):
+        skip = HOP_BY_HOP | {b"content-length"}
+    return [(k, v) for k, v in response.raw_headers if k.lower() not in skip]
 
 
 def _bad_gateway(instance: Instance, what: str, code: str) -> Response:

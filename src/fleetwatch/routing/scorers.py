@@ -38,40 +38,43 @@ def relative(values: Sequence[float]) -> list[float]:
     return [1.0 / (1.0 + value - lowest) for value in values]
 
 
-class LoadScorer:
+class _LeastScorer:
+    """Lower :meth:`value` is better, scored by :func:`relative`."""
+
+    name = ""
+
+    def __init__(self, signals: Signals, weight: float = 1.0) -> None:
+        self.signals = signals
+        self.weight = weight
+
+    def value(self, instance: Instance) -> float:
+        raise NotImplementedError
+
+    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
+        del request
+        return relative([self.value(i) for i in instances])
+
+    def chosen(self, request: RouteRequest, instance: Instance) -> None:
+        del request, instance
+
+
+class LoadScorer(_LeastScorer):
     """Less loaded is better: the servers' reported queue and work plus this client's
     requests in flight (see :meth:`Signals.load`)."""
 
     name = "load"
 
-    def __init__(self, signals: Signals, weight: float = 1.0) -> None:
-        self.signals = signals
-        self.weight = weight
-
-    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
-        del request
-        return relative([self.signals.load(i.key) for i in instances])
-
-    def chosen(self, request: RouteRequest, instance: Instance) -> None:
-        del request, instance
+    def value(self, instance: Instance) -> float:
+        return self.signals.load(instance.key)
 
 
-class OutstandingScorer:
+class OutstandingScorer(_LeastScorer):
     """Fewer of this client's requests in flight is better (nothing reported is used)."""
 
     name = "outstanding"
 
-    def __init__(self, signals: Signals, weight: float = 1.0) -> None:
-        self.signals = signals
-        self.weight = weight
-
-    def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
-        del request
-        outstanding = self.signals.stats.outstanding
-        return relative([float(outstanding.get(i.key, 0)) for i in instances])
-
-    def chosen(self, request: RouteRequest, instance: Instance) -> None:
-        del request, instance
+    def value(self, instance: Instance) -> float:
+        return float(self.signals.stats.outstanding.get(instance.key, 0))
 
 
 class LatencyScorer:
