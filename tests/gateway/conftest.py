@@ -11,7 +11,7 @@ import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
-from fleetwatch.lifecycle import AppServer
+from fleetwatch.http1 import LeanServer
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.sandbox.openai_backend import OpenAIBackend
 from tests.agent.conftest import wait_status  # noqa: F401 - re-exported for gateway tests
@@ -23,7 +23,7 @@ SERVICE = "llm"
 class RunningGateway:
     """A gateway served on a free port."""
 
-    def __init__(self, gateway: Gateway, server: AppServer) -> None:
+    def __init__(self, gateway: Gateway, server: LeanServer) -> None:
         self.gateway = gateway
         self.server = server
         self.url = server.url
@@ -45,7 +45,7 @@ async def gateways(registry: RunningRegistry) -> AsyncIterator[Callable[..., Any
             **changes,
         )
         gateway = await stack.enter_async_context(Gateway(settings))
-        server = await stack.enter_async_context(AppServer(gateway.app()))
+        server = await stack.enter_async_context(gateway.server())
         return RunningGateway(gateway, server)
 
     async with stack:

@@ -32,7 +32,7 @@ async def test_gateway_requests_become_request_slis(backends: Any) -> None:
         settings = GatewaySettings(
             service=SERVICE, registry_url=registry.url, registry_token=TOKEN, slo_report_every=0.2
         )
-        async with Gateway(settings) as gateway, AppServer(gateway.app()) as server:
+        async with Gateway(settings) as gateway, gateway.server() as server:
 
             async def routable() -> int:
                 return len(gateway.discovery.cached(SERVICE))

@@ -11,7 +11,6 @@ from typing import Any
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
-from fleetwatch.lifecycle import AppServer
 from fleetwatch.rollout import Rollout
 from fleetwatch.rollout.launcher import alive
 from fleetwatch.sandbox import spawned
@@ -32,7 +31,7 @@ async def test_rollout_under_traffic_drops_no_request(
     old = settings(registry, tmp_path, version="1")
     fleet = await start_fleet(api, old, 3, reaper)
     gw_settings = GatewaySettings(service=SERVICE, registry_url=registry.url, registry_token=TOKEN)
-    async with Gateway(gw_settings) as gateway, AppServer(gateway.app()) as server:
+    async with Gateway(gw_settings) as gateway, gateway.server() as server:
         load = traffic(server.url)
         await asyncio.sleep(1.0)
         report = await Rollout(settings(registry, tmp_path), say=lambda _: None).run()
@@ -80,7 +79,7 @@ async def test_a_canary_that_fails_more_stops_the_rollout(
     gw_settings = GatewaySettings(
         service=SERVICE, registry_url=registry.url, registry_token=TOKEN, strategy="round-robin"
     )
-    async with Gateway(gw_settings) as gateway, AppServer(gateway.app()) as server:
+    async with Gateway(gw_settings) as gateway, gateway.server() as server:
         load = traffic(server.url, clients=4)
         bad = settings(
             registry,

@@ -13,7 +13,6 @@ import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
-from fleetwatch.lifecycle import AppServer
 from fleetwatch.rollout import Rollout
 from fleetwatch.rollout.launcher import launch
 from fleetwatch.sandbox.llama import llama_server_template
@@ -45,7 +44,7 @@ async def test_rollout_of_three_llama_servers_under_load_fails_no_request(
     """20 clients (10 streaming) through the gateway during a full rollout: 0 failures."""
     await start_fleet(api, _plan(registry, tmp_path, "1"), 3, reaper)
     gw = GatewaySettings(service=SERVICE, registry_url=registry.url, registry_token=TOKEN)
-    async with Gateway(gw) as gateway, AppServer(gateway.app()) as server:
+    async with Gateway(gw) as gateway, gateway.server() as server:
         load = traffic(server.url, clients=20, model=MODEL, max_tokens=8)
         await asyncio.sleep(2.0)
         report = await Rollout(_plan(registry, tmp_path, "2"), say=lambda _: None).run()
@@ -65,7 +64,7 @@ async def test_plain_restarts_without_a_drain_fail_requests(
     """The same replacement as kill-and-start (no drain): in-flight requests fail."""
     fleet = await start_fleet(api, _plan(registry, tmp_path, "1"), 3, reaper)
     gw = GatewaySettings(service=SERVICE, registry_url=registry.url, registry_token=TOKEN)
-    async with Gateway(gw) as gateway, AppServer(gateway.app()) as server:
+    async with Gateway(gw) as gateway, gateway.server() as server:
         load = traffic(server.url, clients=20, model=MODEL, max_tokens=32)
         await asyncio.sleep(2.0)
         new_plan = _plan(registry, tmp_path, "2")

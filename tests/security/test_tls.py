@@ -74,7 +74,7 @@ async def test_gateway_over_tls(pki: tuple[str, tuple[str, str]]) -> None:
         )
         async with (
             Gateway(settings) as gateway,
-            AppServer(gateway.app(), tls=files) as server,
+            gateway.server(tls=files) as server,
             httpx.AsyncClient(verify=client_context(bundle)) as client,
         ):
             live = await client.get(f"{server.url}/livez")

@@ -137,9 +137,7 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
                     service="llm", registry_url=registry.url, registry_token=fleet.token
                 )
             ) as gateway,
-            AppServer(
-                gateway.app(), port=fleet.gateway_port, limits=gateway.http_limits()
-            ) as gateway_server,
+            gateway.server(port=fleet.gateway_port) as gateway_server,
         ):
             await api.register(
                 "checks",

@@ -20,7 +20,7 @@ from fleetwatch.config.router import load_router
 from fleetwatch.errors import ConfigError
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.gateway import settings as defaults
-from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
+from fleetwatch.lifecycle import wait_for_stop_signal
 from fleetwatch.routing import SCORER_NAMES, RouterSettings, Strategy, strategy_named
 from fleetwatch.routing.strategies import scorer_weights
 from fleetwatch.security.tls import server_files
@@ -40,9 +40,7 @@ async def run_gateway(
     """Serve until SIGINT/SIGTERM."""
     async with (
         Gateway(settings) as gateway,
-        AppServer(
-            gateway.app(), host=host, port=port, tls=tls, limits=gateway.http_limits()
-        ) as server,
+        gateway.server(host=host, port=port, tls=tls) as server,
     ):
         routable = len(gateway.discovery.cached(settings.service))
         console.print(

@@ -63,6 +63,8 @@ class _View:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     callbacks: list[Callback] = field(default_factory=list)
+    #: The routable instances of ``instances``, worked out once per change of it.
+    routable: tuple[Instance, ...] | None = None
 
 
 def static_instance(service: str, url: str, number: int) -> Instance:
@@ -169,7 +171,7 @@ class DiscoveryClient(AsyncResource):
             if instance_id not in new:
                 changes.append(Change("deregistered", view.service, instance))
                 self.outliers.forget(instance.key)
-        view.instances, view.index = new, index
+        view.instances, view.index, view.routable = new, index, None
         view.stale, view.fetched, view.updated_at = False, True, time.time()
         view.ready.set()
         for change in changes:
@@ -225,12 +227,20 @@ class DiscoveryClient(AsyncResource):
     def cached(self, service: str, *, passing: bool = True) -> list[Instance]:
         """The local view of ``service`` as it is now, without waiting or asking (empty before
         the first answer, unless there is a static fallback). Starts following it."""
+        if passing:
+            return list(self.routable(service))
         view = self._view(service)
-        if view.fetched:
-            known = list(view.instances.values())
-        else:
-            known = list(self._static.get(service, ()))
-        return [i for i in known if not passing or i.status.routable]
+        return list(view.instances.values() if view.fetched else self._static.get(service, ()))
+
+    def routable(self, service: str) -> tuple[Instance, ...]:
+        """:meth:`cached` ``(service)`` as a tuple that stays the same object until the view
+        changes: the gateway's router keys its per-request work on it."""
+        view = self._view(service)
+        if not view.fetched:
+            return tuple(i for i in self._static.get(service, ()) if i.status.routable)
+        if view.routable is None:
+            view.routable = tuple(i for i in view.instances.values() if i.status.routable)
+        return view.routable
 
     async def get_instance(
         self,
@@ -316,11 +326,7 @@ class DiscoveryClient(AsyncResource):
         The request counts as failed if the block raises; call ``outcome.failed()`` for a bad
         answer (a 5xx), ``outcome.failed(connect_error=True)`` when nothing answered.
         """
-        key = instance.key
-        outcome = RequestOutcome()
-        self.stats.begin(key)
-        self.outliers.started(key)
-        started = time.perf_counter()
+        outcome = self.begin(instance)
         try:
             yield outcome
         except (asyncio.CancelledError, GeneratorExit):
@@ -330,17 +336,29 @@ class DiscoveryClient(AsyncResource):
             outcome.failed()
             raise
         finally:
-            latency = time.perf_counter() - started
-            self.stats.end(key, None if outcome.failure or outcome.cancelled else latency)
-            peers = (
-                len(self._views[instance.service].instances)
-                if instance.service in self._views
-                else 1
-            )
-            if outcome.failure:
-                self.outliers.failed(key, connect_error=outcome.connect_error, peers=peers)
-            elif not outcome.cancelled:
-                self.outliers.succeeded(key)
+            self.finish(outcome)
+
+    def begin(self, instance: Instance) -> RequestOutcome:
+        """:meth:`request` without the block: a request to ``instance`` starts now; pass what
+        this returns to :meth:`finish` once it ended, however it ended."""
+        key = instance.key
+        self.stats.begin(key)
+        self.outliers.started(key)
+        return RequestOutcome(instance=instance, started=time.perf_counter())
+
+    def finish(self, outcome: RequestOutcome) -> None:
+        """The request of ``outcome`` (from :meth:`begin`) ended as ``outcome`` says."""
+        instance = outcome.instance
+        assert instance is not None, "finish() takes what begin() returned"
+        key = instance.key
+        latency = time.perf_counter() - outcome.started
+        self.stats.end(key, None if outcome.failure or outcome.cancelled else latency)
+        if outcome.failure:
+            view = self._views.get(instance.service)
+            peers = len(view.instances) if view is not None else 1
+            self.outliers.failed(key, connect_error=outcome.connect_error, peers=peers)
+        elif not outcome.cancelled:
+            self.outliers.succeeded(key)
 
 
 @dataclass
@@ -350,6 +368,9 @@ class RequestOutcome:
     failure: bool = False
     connect_error: bool = False
     cancelled: bool = False
+    #: The request's instance and start (``time.perf_counter``), set by ``begin``.
+    instance: Instance | None = None
+    started: float = 0.0
 
     def failed(self, *, connect_error: bool = False) -> None:
         """The request failed (a connect error ejects the instance at once)."""

@@ -36,7 +36,7 @@ class Admission:
         self.in_flight: dict[Key, int] = {}
         self.waiting = 0
         self._backoff_until: dict[Key, float] = {}
-        self._freed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
 
     def _usable(self, instance: Instance, now: float) -> bool:
         return (
@@ -51,41 +51,58 @@ class Admission:
     ) -> Instance:
         """A slot on one of ``candidates()`` (re-read on every wake-up), chosen by ``pick``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.queue_timeout
-        queued = False
+        now = loop.time()
+        chosen = self._take(candidates(), pick, now)
+        if chosen is not None:  # the usual case: no queue, no waiting
+            return chosen
+        deadline = now + self.queue_timeout
+        if self.waiting >= self.queue_limit:
+            raise Saturated(
+                "every instance is busy and the queue is full",
+                self._retry_after(candidates(), now),
+            )
+        self.waiting += 1
         try:
-            async with self._freed:
-                while True:
-                    now = loop.time()
-                    offered = list(candidates())
-                    usable = [i for i in offered if self._usable(i, now)]
-                    if usable:
-                        chosen = pick(usable)
-                        self.in_flight[chosen.key] = self.in_flight.get(chosen.key, 0) + 1
-                        return chosen
-                    retry_after = self._retry_after(offered, now)
-                    if not queued:
-                        if self.waiting >= self.queue_limit:
-                            raise Saturated(
-                                "every instance is busy and the queue is full", retry_after
-                            )
-                        self.waiting += 1
-                        queued = True
-                    remaining = deadline - now
-                    if remaining <= 0:
-                        raise Saturated(
-                            f"no instance freed a slot within {self.queue_timeout:g}s", retry_after
-                        )
-                    # A back-off ending frees a slot without anyone releasing one: wake then too.
-                    wake = min(remaining, max(0.01, retry_after)) if offered else remaining
+            while True:
+                offered = list(candidates())
+                chosen = self._take(offered, pick, now)
+                if chosen is not None:
+                    return chosen
+                retry_after = self._retry_after(offered, now)
+                remaining = deadline - now
+                if remaining <= 0:
+                    raise Saturated(
+                        f"no instance freed a slot within {self.queue_timeout:g}s", retry_after
+                    )
+                # A back-off ending frees a slot without anyone releasing one: wake then too.
+                wake = min(remaining, max(0.01, retry_after)) if offered else remaining
+                freed = loop.create_future()
+                self._waiters.append(freed)
+                try:
                     # asyncio.timeout, not wait_for, which on Python 3.11 can swallow the
-                    # caller's cancellation (a client gone) when the event fires at once.
+                    # caller's cancellation (a client gone) when the future is done at once.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wake):
-                            await self._freed.wait()
+                            await freed
+                finally:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(freed)
+                now = loop.time()
         finally:
-            if queued:
-                self.waiting -= 1
+            self.waiting -= 1
+
+    def _take(
+        self,
+        offered: Sequence[Instance],
+        pick: Callable[[Sequence[Instance]], Instance],
+        now: float,
+    ) -> Instance | None:
+        usable = [i for i in offered if self._usable(i, now)]
+        if not usable:
+            return None
+        chosen = pick(usable)
+        self.in_flight[chosen.key] = self.in_flight.get(chosen.key, 0) + 1
+        return chosen
 
     def _retry_after(self, offered: Sequence[Instance], now: float) -> float:
         """When trying again makes sense: the first back-off to end, else one second."""
@@ -99,11 +116,12 @@ class Admission:
             return max(0.0, min(ends))
         return 1.0
 
-    async def release(self, key: Key) -> None:
-        """Free a slot and wake the queue."""
+    def release(self, key: Key) -> None:
+        """Free a slot and wake the queue (every waiter looks again, first come first)."""
         self.in_flight[key] = max(0, self.in_flight.get(key, 0) - 1)
-        async with self._freed:
-            self._freed.notify_all()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def back_off(self, key: Key, seconds: float) -> None:
         """No new requests to ``key`` for ``seconds`` (a backend's Retry-After)."""

@@ -11,18 +11,17 @@ listeners (statistics, metrics, SLIs), and only then.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import aiohttp
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from fleetwatch.discovery.client import RequestOutcome
 from fleetwatch.gateway.report import AttemptReport, Listener, RequestReport, Usage
+from fleetwatch.http1 import Response
 from fleetwatch.registry.model import Instance
 
 if TYPE_CHECKING:
@@ -58,15 +57,12 @@ class ExchangeContext:
     listeners: Sequence[Listener]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempt:
     instance: Instance
-    stack: contextlib.AsyncExitStack
     outcome: RequestOutcome
     started: float
-    response: aiohttp.ClientResponse | None = None
-    #: The reply was read to its end: its connection may go back to the pool.
-    complete: bool = False
+    response: Response | None = None
 
 
 @dataclass
@@ -88,13 +84,17 @@ class Exchange:
     _attempts: list[AttemptReport] = field(default_factory=list)
     _current: _Attempt | None = None
     _started: float = 0.0
-    _watcher: asyncio.Task[None] | None = None
+    _unwatch: Callable[[], object] | None = None
     _client_gone: bool = False
     _closed: bool = False
+    _loop: asyncio.AbstractEventLoop | None = None
+    _deadline: asyncio.TimerHandle | None = None
+    _expired: bool = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
+        assert self._loop is not None, "open the exchange first"
+        return self._loop
 
     @property
     def elapsed(self) -> float:
@@ -102,14 +102,59 @@ class Exchange:
         return self.loop.time() - self._started
 
     async def __aenter__(self) -> Exchange:
-        self._started = self.loop.time()
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
         return self
 
-    def watch_client(self, receive: Receive) -> None:
-        """From now on (the body read), a client that disconnects cancels this request: the
-        upstream request is dropped and the server stops generating for nobody."""
+    # -- the request's deadline -------------------------------------------------------------
+
+    def arm_deadline(self, at: float) -> None:
+        """Cancel this request's task at loop time ``at``; :meth:`expired` then tells that
+        cancellation from any other. A timer, not ``asyncio.timeout`` (a context manager
+        per attempt, on the hot path). Disarm it as soon as the awaited work returns."""
         task = asyncio.current_task()
         assert task is not None
+
+        def expire() -> None:
+            self._expired = True
+            task.cancel()
+
+        self._deadline = self.loop.call_at(at, expire)
+
+    def disarm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def expired(self) -> bool:
+        """Whether the cancellation being handled is the deadline's (then it is absorbed)."""
+        if not self._expired:
+            return False
+        self._expired = False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
+
+    def watch_client(self, scope: Scope, receive: Receive) -> None:
+        """From now on (the body read), a client that disconnects cancels this request: the
+        upstream request is dropped and the server stops generating for nobody.
+
+        fleetwatch's own server resolves a future when the client goes (no task needed);
+        under any other ASGI server a task waits on ``receive`` for the disconnect."""
+        task = asyncio.current_task()
+        assert task is not None
+        gone_future = scope.get("extensions", {}).get("fleetwatch.client_gone")
+        if gone_future is not None:
+
+            def went(future: asyncio.Future[bool]) -> None:
+                if not self._closed and not future.cancelled() and future.result():
+                    self._client_gone = True
+                    task.cancel()
+
+            gone_future.add_done_callback(went)
+            self._unwatch = lambda: gone_future.remove_done_callback(went)
+            return
 
         async def disconnected() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -124,8 +169,9 @@ class Exchange:
             else:  # a receive() that failed: seen in the log, the request goes on
                 log.error("watching the client failed", exc_info=watcher.exception())
 
-        self._watcher = asyncio.create_task(disconnected(), name="fleetwatch.gateway.client")
-        self._watcher.add_done_callback(gone)
+        watcher = asyncio.create_task(disconnected(), name="fleetwatch.gateway.client")
+        watcher.add_done_callback(gone)
+        self._unwatch = watcher.cancel
 
     # -- attempts ---------------------------------------------------------------------------
 
@@ -137,28 +183,26 @@ class Exchange:
         """A slot on one of ``candidates()``, chosen by ``pick``, held until this attempt ends
         (raises :class:`~fleetwatch.gateway.admission.Saturated`)."""
         assert self._current is None, "end the previous attempt first"
-        admission = self.context.admission
-        instance = await admission.acquire(candidates, pick)
-        stack = contextlib.AsyncExitStack()
-        stack.push_async_callback(admission.release, instance.key)
-        try:
-            outcome = await stack.enter_async_context(self.context.discovery.request(instance))
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._current = _Attempt(instance, stack, outcome, self.loop.time())
+        instance = await self.context.admission.acquire(candidates, pick)
+        # From the slot on, nothing awaits until the attempt is recorded: no cancellation can
+        # fall between taking the slot and the attempt that gives it back.
+        outcome = self.context.discovery.begin(instance)
+        self._current = _Attempt(instance, outcome, self.loop.time())
         self.instance_id = instance.instance_id
-        stack.callback(self._drop_upstream, self._current)
         return instance
 
-    @staticmethod
-    def _drop_upstream(attempt: _Attempt) -> None:
-        if attempt.response is None:
-            return
-        if attempt.complete:
-            attempt.response.release()  # the connection goes back to the pool
-        else:
-            attempt.response.close()  # drops the connection: the server stops generating
+    def _release(self, attempt: _Attempt) -> None:
+        """Everything the attempt holds: its reply (a reply read to its end frees its
+        connection for reuse; any other is dropped, so the server stops generating), its
+        request in the discovery client's figures, and its admission slot."""
+        try:
+            if attempt.response is not None:
+                attempt.response.close()
+        finally:
+            try:
+                self.context.discovery.finish(attempt.outcome)
+            finally:
+                self.context.admission.release(attempt.instance.key)
 
     @property
     def attempting(self) -> bool:
@@ -171,23 +215,18 @@ class Exchange:
         assert self._current is not None
         return self._current.instance
 
-    def hold(self, response: aiohttp.ClientResponse) -> aiohttp.ClientResponse:
+    def hold(self, response: Response) -> Response:
         """The upstream reply of the attempt in progress, closed with it."""
         assert self._current is not None
         self._current.response = response
         return response
-
-    def read_to_end(self) -> None:
-        """The upstream reply was read whole: its connection can be reused."""
-        assert self._current is not None
-        self._current.complete = True
 
     def since_attempt(self) -> float:
         """Seconds since the attempt in progress was admitted."""
         assert self._current is not None
         return self.loop.time() - self._current.started
 
-    async def end_attempt(
+    def end_attempt(
         self,
         outcome: str,
         *,
@@ -215,7 +254,7 @@ class Exchange:
                 first_byte_s=first_byte_s,
             )
         )
-        await attempt.stack.aclose()
+        self._release(attempt)
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -226,17 +265,18 @@ class Exchange:
         traceback: TracebackType | None,
     ) -> bool:
         self._closed = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        self.disarm_deadline()
+        if self._unwatch is not None:
+            self._unwatch()
         cancelled_for_client = self._client_gone and isinstance(error, asyncio.CancelledError)
         gone = cancelled_for_client or isinstance(error, ClientGone)
         if self._current is not None:
             if gone or isinstance(error, asyncio.CancelledError):
-                await self.end_attempt("cancelled")
+                self.end_attempt("cancelled")
             elif error is not None:
-                await self.end_attempt("failed", fault=True)
+                self.end_attempt("failed", fault=True)
             else:
-                await self.end_attempt(self.outcome or "ok")
+                self.end_attempt(self.outcome or "ok")
         if gone or (self.outcome is None and isinstance(error, asyncio.CancelledError)):
             self.outcome = "client_gone"
         elif self.outcome is None:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -30,6 +29,8 @@ from fleetwatch.gateway.errors import error_response, sse_error
 from fleetwatch.gateway.exchange import Exchange, client_sender
 from fleetwatch.gateway.openapi import request_problem
 from fleetwatch.gateway.usage import StreamUsage, merge, whole_usage
+from fleetwatch.http1 import ConnectFailed, UpstreamError
+from fleetwatch.http1 import Response as Upstream
 from fleetwatch.registry.model import Instance
 from fleetwatch.routing import RouteRequest, advertised_models, prompt_blocks, render_prompt
 from fleetwatch.routing.filters import serves
@@ -53,7 +54,6 @@ HOP_BY_HOP = frozenset(
 )
 #: Not sent upstream: the client's length (recomputed) and its gateway token.
 REQUEST_SKIP = HOP_BY_HOP | {b"content-length", b"authorization"}
-_NO_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
 
 
 def model_label(instance: Instance, model: str | None) -> str:
@@ -67,7 +67,8 @@ class _Outgoing:
 
     path: str
     body: bytes
-    headers: dict[str, str]
+    #: ``name: value\r\n`` for each header sent upstream (Host and length are the client's).
+    headers: bytes
     #: The client did not ask for usage in its stream: remove what the gateway asked for.
     strip_usage: bool
 
@@ -128,7 +129,7 @@ class Proxy:
             body = _with_usage(payload, body)
         if not self._candidates(route, ()):
             return self._nothing_to_route(exchange, route.model)
-        exchange.watch_client(receive)
+        exchange.watch_client(scope, receive)
         outgoing = _Outgoing(
             scope["path"], body, self._upstream_headers(scope), _strip_usage(payload)
         )
@@ -150,7 +151,9 @@ class Proxy:
         return RouteRequest(model=model, tenant=tenant, session=session, blocks=blocks)
 
     def _candidates(self, route: RouteRequest, tried: Sequence[tuple[str, str]]) -> list[Instance]:
-        found = self.router.candidates(route, self.gateway.discovery.cached(self.settings.service))
+        found = self.router.candidates(
+            route, self.gateway.discovery.routable(self.settings.service)
+        )
         return [i for i in found if i.key not in tried] if tried else found
 
     def _nothing_to_route(self, exchange: Exchange, model: str | None) -> Response:
@@ -204,13 +207,17 @@ class Proxy:
                 )
             tried.append(instance.key)
             exchange.model = model_label(instance, route.model)
+            exchange.arm_deadline(deadline)
             try:
-                async with asyncio.timeout_at(deadline):
-                    return await self._attempt(send, exchange, instance, outgoing)
+                return await self._attempt(send, exchange, instance, outgoing)
             except _Retry as retry:
                 last = retry.response
-            except TimeoutError:
+            except asyncio.CancelledError:
+                if not exchange.expired():
+                    raise
                 return await self._timed_out(send, exchange)
+            finally:
+                exchange.disarm_deadline()
         assert last is not None
         exchange.outcome = "failed_before_first_byte"
         return last
@@ -219,7 +226,7 @@ class Proxy:
         """The request's deadline passed: a 504, or an error event ending a started stream."""
         timeout = self.settings.request_timeout
         if exchange.attempting:
-            await exchange.end_attempt("timeout", fault=True, first_byte_s=exchange.first_byte_s)
+            exchange.end_attempt("timeout", fault=True, first_byte_s=exchange.first_byte_s)
         if not exchange.replying:
             exchange.outcome = "timeout"
             return error_response(504, f"no answer within {timeout:g}s", "timeout", "timeout")
@@ -243,30 +250,27 @@ class Proxy:
         """Send to one instance; relay its reply, or raise :class:`_Retry` before any byte."""
         try:
             response = exchange.hold(
-                await self.gateway.http.post(
-                    f"{instance.base_url}{outgoing.path}",
-                    data=outgoing.body,
-                    headers=outgoing.headers,
-                    skip_auto_headers=_NO_AUTO_HEADERS,
+                await self.gateway.upstream.request(
+                    instance.base_url, "POST", outgoing.path, outgoing.headers, outgoing.body
                 )
             )
-        except aiohttp.ClientError as exc:
-            connect = isinstance(exc, aiohttp.ClientConnectorError)
-            await exchange.end_attempt("unreachable", fault=True, connect_error=connect)
+        except UpstreamError as exc:
+            connect = isinstance(exc, ConnectFailed)
+            exchange.end_attempt("unreachable", fault=True, connect_error=connect)
             raise _Retry(
                 _bad_gateway(instance, f"failed: {type(exc).__name__}", "upstream_unreachable")
             ) from None
         if response.status in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            retry_after = parse_retry_after(response.header("retry-after"))
             self.gateway.admission.back_off(instance.key, retry_after)
             content = await _read_small(response)
-            await exchange.end_attempt("busy")  # busy or draining: not a fault of the instance
+            exchange.end_attempt("busy")  # busy or draining: not a fault of the instance
             raise _Retry(
                 Response(
                     content,
                     status_code=response.status,
                     headers={"retry-after": str(max(1, math.ceil(retry_after)))},
-                    media_type=response.headers.get("content-type"),
+                    media_type=response.header("content-type"),
                 )
             )
         if not exchange.streaming:
@@ -275,26 +279,22 @@ class Proxy:
         await self._stream(send, exchange, response, outgoing.strip_usage)
         return None
 
-    async def _whole(
-        self, send: Send, exchange: Exchange, response: aiohttp.ClientResponse
-    ) -> None:
+    async def _whole(self, send: Send, exchange: Exchange, response: Upstream) -> None:
         """A non-streamed reply, read whole before anything is sent: a failure while reading
         can still go to another instance."""
         instance = exchange.instance
         try:
             content = await response.read()
-        except aiohttp.ClientError as exc:
-            await exchange.end_attempt("failed", fault=True)
+        except UpstreamError as exc:
+            exchange.end_attempt("failed", fault=True)
             raise _Retry(
                 _bad_gateway(
                     instance, f"failed while answering: {type(exc).__name__}", "upstream_failed"
                 )
             ) from None
-        exchange.read_to_end()
         exchange.first_byte_s = exchange.elapsed
-        exchange.usage = merge(
-            exchange.usage, whole_usage(content, response.headers.get("content-type"))
-        )
+        usage = whole_usage(content, response.header("content-type"))
+        exchange.usage = merge(exchange.usage, usage)
         ok = response.status < 500
         exchange.replying = True
         await send(
@@ -306,15 +306,13 @@ class Proxy:
         )
         await send({"type": "http.response.body", "body": content, "more_body": False})
         exchange.outcome = "ok" if ok else "upstream_5xx"
-        await exchange.end_attempt(
-            exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s
-        )
+        exchange.end_attempt(exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s)
 
     async def _stream(
         self,
         send: Send,
         exchange: Exchange,
-        response: aiohttp.ClientResponse,
+        response: Upstream,
         strip_usage: bool,
     ) -> None:
         instance = exchange.instance
@@ -327,20 +325,20 @@ class Proxy:
         ok = response.status < 500
         scanner = StreamUsage(strip=strip_usage)
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks():
                 if exchange.first_byte_s is None:
                     exchange.first_byte_s = exchange.elapsed
                 out = scanner.feed(chunk)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except UpstreamError as exc:
             # After the first byte there is no retrying: end the stream with an error event.
             what = (
                 "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
             )
             exchange.usage, exchange.events = scanner.usage, scanner.events
             exchange.outcome = "failed_after_first_byte"
-            await exchange.end_attempt(
+            exchange.end_attempt(
                 "failed_mid_stream", fault=True, first_byte_s=exchange.first_byte_s
             )
             message = f"instance {instance.instance_id} {what} mid-stream; the reply is incomplete"
@@ -352,23 +350,18 @@ class Proxy:
                 }
             )
             return
-        exchange.read_to_end()
         exchange.usage, exchange.events = scanner.usage, scanner.events
         await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
         exchange.outcome = "ok" if ok else "upstream_5xx"
-        await exchange.end_attempt(
-            exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s
-        )
+        exchange.end_attempt(exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s)
 
-    def _upstream_headers(self, scope: Scope) -> dict[str, str]:
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope["headers"]
-            if k.lower() not in REQUEST_SKIP
-        }
-        if self.settings.upstream_api_key:
-            headers["authorization"] = f"Bearer {self.settings.upstream_api_key}"
-        return headers
+    def _upstream_headers(self, scope: Scope) -> bytes:
+        skip = REQUEST_SKIP
+        lines = [b"%s: %s\r\n" % (k, v) for k, v in scope["headers"] if k.lower() not in skip]
+        key = self.settings.upstream_api_key
+        if key:
+            lines.append(b"authorization: Bearer %s\r\n" % key.encode())
+        return b"".join(lines)
 
 
 def _payload(path: str, body: bytes) -> dict[str, Any] | Response:
@@ -415,21 +408,21 @@ def _strip_usage(payload: dict[str, Any]) -> bool:
     return not (isinstance(options, dict) and options.get("include_usage") is True)
 
 
-def _reply_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+def _reply_headers(response: Upstream) -> list[tuple[bytes, bytes]]:
     """The upstream reply's headers to relay: not hop-by-hop, and no length on a stream."""
     skip = HOP_BY_HOP
-    if "text/event-stream" in response.headers.get("content-type", ""):
+    if "text/event-stream" in (response.header("content-type") or ""):
         skip = HOP_BY_HOP | {b"content-length"}
-    return [(k, v) for k, v in response.raw_headers if k.lower() not in skip]
+    return [(k, v) for k, v in response.headers if k.lower() not in skip]
 
 
 def _bad_gateway(instance: Instance, what: str, code: str) -> Response:
     return error_response(502, f"instance {instance.instance_id} {what}", "upstream_error", code)
 
 
-async def _read_small(response: aiohttp.ClientResponse, limit: int = 64 * 1024) -> bytes:
+async def _read_small(response: Upstream, limit: int = 64 * 1024) -> bytes:
     """At most ``limit`` bytes of a reply."""
     try:
-        return await response.content.read(limit)
-    except (aiohttp.ClientError, TimeoutError):
+        return await response.read_some(limit)
+    except UpstreamError:
         return b""

@@ -24,6 +24,7 @@ class MetricsListener:
         # Labelled children looked up once: labels() costs a lock and a dict per call.
         self._duration = self.metrics.duration.labels(self.service)
         self._outcomes: dict[str, Any] = {}
+        self._tokens: dict[tuple[str, str], Any] = {}
 
     def __call__(self, report: RequestReport) -> None:
         metrics, service = self.metrics, self.service
@@ -53,7 +54,11 @@ class MetricsListener:
             ("completion", usage.completion),
         ):
             if count:
-                metrics.tokens.labels(service, report.model, kind).inc(count)
+                key = (report.model, kind)
+                tokens = self._tokens.get(key)
+                if tokens is None:  # model labels are bounded: advertised names, else other
+                    tokens = self._tokens[key] = metrics.tokens.labels(service, *key)
+                tokens.inc(count)
 
     def refresh(self) -> None:
         """Bring the prefix counters up to the scorer's own (called at scrape time)."""

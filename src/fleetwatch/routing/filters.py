@@ -13,7 +13,10 @@ Key = tuple[str, str]
 
 
 class Filter(Protocol):
-    """Keeps the instances that may serve ``request``."""
+    """Keeps the instances that may serve ``request``.
+
+    A filter with ``static = True`` looks only at the instances and the request's model and
+    tenant, so the pipeline may remember what it kept while the instances stay the same."""
 
     name: str
 
@@ -51,6 +54,7 @@ class ServesModel:
     """The request's model is one the instance advertises."""
 
     name = "model"
+    static = True
 
     def apply(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
         return [i for i in instances if serves(i, request.model)]
@@ -60,6 +64,7 @@ class Routable:
     """Available or degraded: never starting, draining, in maintenance or unavailable."""
 
     name = "routable"
+    static = True
 
     def apply(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
         del request
@@ -71,6 +76,7 @@ class TenantAllowed:
     without that key serves every tenant (and requests without a tenant)."""
 
     name = "tenant"
+    static = True
 
     def apply(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
         return [

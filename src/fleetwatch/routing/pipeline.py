@@ -4,7 +4,7 @@ them, a picker chooses one by the weighted totals, and the scorers hear what was
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetwatch.registry.model import Instance
 from fleetwatch.routing.filters import Filter
@@ -13,6 +13,17 @@ from fleetwatch.routing.request import RouteRequest
 from fleetwatch.routing.scorers import Scorer
 
 NO_REQUEST = RouteRequest()
+#: Requests' (model, tenant) pairs whose filtered instances are remembered (models are named by
+#: clients, so the memo is bounded).
+MEMO_LIMIT = 256
+
+
+@dataclass
+class _Memo:
+    """What the static filters kept, by (model, tenant), for one tuple of instances."""
+
+    source: Sequence[Instance] | None = None
+    kept: dict[tuple[str | None, str | None], list[Instance]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -22,15 +33,35 @@ class Pipeline:
     filters: tuple[Filter, ...]
     scorers: tuple[Scorer, ...]
     picker: Picker
+    _memo: _Memo = field(default_factory=_Memo, compare=False, repr=False)
 
     def candidates(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
-        """The instances every filter keeps."""
-        kept = list(instances)
+        """The instances every filter keeps.
+
+        Filters marked ``static`` look only at the instances and the request's model and
+        tenant: what they keep is remembered for as long as ``instances`` is the same object
+        (the discovery client's :meth:`~fleetwatch.discovery.DiscoveryClient.routable` tuple
+        stays one object until the view changes). The others run every time.
+        """
+        memo = self._memo
+        if memo.source is not instances:
+            memo.source, memo.kept = instances, {}
+        key = (request.model, request.tenant)
+        kept = memo.kept.get(key)
+        if kept is None:
+            kept = list(instances)
+            for step in self.filters:
+                if kept and getattr(step, "static", False):
+                    kept = step.apply(request, kept)
+            if len(memo.kept) >= MEMO_LIMIT:
+                memo.kept.clear()
+            memo.kept[key] = kept
         for step in self.filters:
             if not kept:
                 break
-            kept = step.apply(request, kept)
-        return kept
+            if not getattr(step, "static", False):
+                kept = step.apply(request, kept)
+        return list(kept)
 
     def totals(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
         """Each instance's weighted score."""

@@ -85,9 +85,7 @@ async def fuzzable_gateway() -> AsyncIterator[str]:
             client_tokens=frozenset({FUZZ_TOKEN}),
         )
         gateway = await stack.enter_async_context(Gateway(settings))
-        server = await stack.enter_async_context(
-            AppServer(gateway.app(), limits=gateway.http_limits())
-        )
+        server = await stack.enter_async_context(gateway.server())
         async with asyncio.timeout(15):
             while not gateway.discovery.cached("llm"):  # noqa: ASYNC110 - another component
                 await asyncio.sleep(0.05)
