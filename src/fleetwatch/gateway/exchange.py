@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -112,14 +112,12 @@ class Exchange:
         """Cancel this request's task at loop time ``at``; :meth:`expired` then tells that
         cancellation from any other. A timer, not ``asyncio.timeout`` (a context manager
         per attempt, on the hot path). Disarm it as soon as the awaited work returns."""
-        task = asyncio.current_task()
-        assert task is not None
+        self._deadline = self.loop.call_at(at, self._expire, asyncio.current_task())
 
-        def expire() -> None:
-            self._expired = True
+    def _expire(self, task: asyncio.Task[Any] | None) -> None:
+        self._expired = True
+        if task is not None:
             task.cancel()
-
-        self._deadline = self.loop.call_at(at, expire)
 
     def disarm_deadline(self) -> None:
         if self._deadline is not None:

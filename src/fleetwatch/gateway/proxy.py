@@ -88,6 +88,7 @@ class Proxy:
         self.gateway = gateway
         self.settings = gateway.settings
         self.router = gateway.router
+        self._hashes_prompts = self.router.scorer("prefix") is not None
         self._session_header = (
             self.settings.router.session_header.lower().encode()
             if self.settings.router.session_header
@@ -145,7 +146,7 @@ class Proxy:
         elif token is not None and self.settings.router.session_by_token:
             session = hashlib.blake2b(token.encode(), digest_size=8).hexdigest()
         blocks: tuple[int, ...] = ()
-        if self.router.scorer("prefix") is not None:
+        if self._hashes_prompts:
             blocks = prompt_blocks(render_prompt(payload), self.settings.router.block_chars)
         tenant = self.settings.tenants.get(token) if token is not None else None
         return RouteRequest(model=model, tenant=tenant, session=session, blocks=blocks)
@@ -367,7 +368,9 @@ class Proxy:
 def _payload(path: str, body: bytes) -> dict[str, Any] | Response:
     """The request's JSON object, or the 400 that says what is wrong with it."""
     try:
-        payload = json.loads(body)
+        # Decoded first: json.loads would sniff the encoding of bytes (UTF-16 and -32 too,
+        # which no OpenAI client sends) on every request.
+        payload = json.loads(body.decode() if body.isascii() else body)
     except ValueError:
         return error_response(400, "the request body is not JSON", "invalid_request_error")
     if not isinstance(payload, dict):

@@ -52,14 +52,49 @@ def merge(old: Usage, new: Usage | None) -> Usage:
     )
 
 
+_DECODER = json.JSONDecoder()
+
+
 def whole_usage(body: bytes, content_type: str | None) -> Usage | None:
-    """The counts in a whole JSON reply."""
+    """The counts in a whole JSON reply.
+
+    Only the ``usage`` and ``timings`` objects are decoded, found by their last key (a key
+    is an unescaped quoted name: one inside generated text is escaped): parsing the whole
+    reply cost the gateway more than all its routing. Anything unexpected falls back to it."""
     if not content_type or "json" not in content_type or b'"usage"' not in body:
         return None
     try:
-        return usage_of(json.loads(body))
+        text = body.decode()
+        usage, timings = _object_after(text, '"usage"'), _object_after(text, '"timings"')
+        if usage is _MISSING or timings is _MISSING:
+            return usage_of(json.loads(text))
+        return usage_of({"usage": usage, "timings": timings})
     except ValueError:
         return None
+
+
+_MISSING: Any = object()
+
+
+def _object_after(text: str, key: str) -> Any:
+    """The JSON object after the last ``key:`` in ``text``; None when the key is absent;
+    ``_MISSING`` when what follows is not an object."""
+    at = text.rfind(key)
+    if at < 0:
+        return None
+    at += len(key)
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    if at >= len(text) or text[at] != ":":
+        return _MISSING
+    at += 1
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    try:
+        value, _ = _DECODER.raw_decode(text, at)
+    except ValueError:
+        return _MISSING
+    return value if isinstance(value, dict) else _MISSING
 
 
 class StreamUsage:

@@ -94,6 +94,7 @@ class _Request:
         "body",
         "chunked",
         "client_gone",
+        "declared",
         "ended",
         "head",
         "headers",
@@ -115,6 +116,8 @@ class _Request:
         self.ended = False
         self.chunked = False
         self.bodiless = False
+        #: The content-length header's value, if any.
+        self.declared: bytes | None = None
         #: True once the client went away before the reply ended; False once it ended.
         self.client_gone: asyncio.Future[bool] = loop.create_future()
 
@@ -136,6 +139,9 @@ class _Connection(asyncio.Protocol):
         self._current: _Request | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._header_armed = False
+        #: Between the end of one request's headers and the end of its body.
+        self._in_body = False
+        self._unparsed_head = 0
         self._drained: asyncio.Future[None] | None = None
         self.closed = False
         self.closing = False
@@ -157,6 +163,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if not self._in_body:
+            self._unparsed_head += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -164,6 +172,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self.closed:
                 self._refuse(400, f"malformed HTTP request ({exc})")
+        # httptools reports a header only once it is complete: a header that never ends is
+        # measured here, by what arrived before the end of the headers.
+        if not self._in_body and self._unparsed_head > self._limits.max_header_bytes:
+            self._refuse(431, "the request headers are larger than the limit")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -198,8 +210,12 @@ class _Connection(asyncio.Protocol):
         self._count_header(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._parsing is not None
-        self._parsing.headers.append((name.lower(), value))
+        request = self._parsing
+        assert request is not None
+        name = name.lower()
+        request.headers.append((name, value))
+        if name == b"content-length":
+            request.declared = value
         self._count_header(len(name) + len(value) + 4)
 
     def _count_header(self, size: int) -> None:
@@ -212,9 +228,10 @@ class _Connection(asyncio.Protocol):
         assert request is not None
         request.method = self._parser.get_method()
         request.keep_alive = self._parser.should_keep_alive()
+        self._in_body = True
         self._arm(self._limits.read_timeout, self._read_deadline)
         limit = self._server.max_body_bytes
-        declared = next((v for k, v in request.headers if k == b"content-length"), None)
+        declared = request.declared
         too_large = declared is not None and declared.isdigit() and int(declared) > (limit or 0)
         if limit is not None and too_large:
             self._refuse(413, f"request body larger than {limit} bytes", self._server.refuse)
@@ -234,6 +251,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         request, self._parsing = self._parsing, None
         assert request is not None
+        self._in_body, self._unparsed_head = False, 0
         if self.closed:
             return
         self._disarm()
