@@ -141,6 +141,8 @@ class OutlierDetector:
 
         In panic (fewer than ``panic_threshold`` of the candidates allowed), all are used.
         """
+        if all(b.state is CircuitState.CLOSED for b in self._breakers.values()):
+            return list(candidates), False  # the usual case, on every request: all closed
         allowed = [c for c in candidates if self.allows(key(c))]
         if candidates and len(allowed) < self.policy.panic_threshold * len(candidates):
             return list(candidates), True

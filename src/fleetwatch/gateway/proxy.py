@@ -128,13 +128,14 @@ class Proxy:
         exchange.streaming = payload.get("stream") is True
         if exchange.streaming and self.settings.request_usage:
             body = _with_usage(payload, body)
-        if not self._candidates(route, ()):
+        found = self._candidates(route, ())
+        if not found:
             return self._nothing_to_route(exchange, route.model)
         exchange.watch_client(scope, receive)
         outgoing = _Outgoing(
             scope["path"], body, self._upstream_headers(scope), _strip_usage(payload)
         )
-        return await self._attempts(send, exchange, route, outgoing)
+        return await self._attempts(send, exchange, route, outgoing, found)
 
     def _route_request(
         self, payload: dict[str, Any], headers: dict[bytes, bytes], token: str | None
@@ -182,18 +183,31 @@ class Proxy:
     # -- attempts ---------------------------------------------------------------------------
 
     async def _attempts(
-        self, send: Send, exchange: Exchange, route: RouteRequest, outgoing: _Outgoing
+        self,
+        send: Send,
+        exchange: Exchange,
+        route: RouteRequest,
+        outgoing: _Outgoing,
+        found: list[Instance],
     ) -> Response | None:
         deadline = exchange.loop.time() + self.settings.request_timeout
         tried: list[tuple[str, str]] = []
         last: Response | None = None
+        fresh: list[Instance] | None = found  # the first look needs no second reading
+
+        def candidates() -> list[Instance]:
+            nonlocal fresh
+            if fresh is not None:
+                offered, fresh = fresh, None
+                return offered
+            return self._candidates(route, tried)
+
         for attempt in range(self.settings.attempts):
             if attempt and not self._candidates(route, tried):
                 break
             try:
                 instance = await exchange.admit(
-                    lambda: self._candidates(route, tried),
-                    lambda usable: self.router.choose(route, usable),
+                    candidates, lambda usable: self.router.choose(route, usable)
                 )
             except Saturated as exc:
                 if last is not None:
