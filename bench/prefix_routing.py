@@ -253,6 +253,10 @@ class Turn:
     completion_tokens: int | None = None
     reply: str = ""
     error: str | None = None
+    #: The instance that served it, where the router says (fleetwatch: x-fleetwatch-instance).
+    instance: str | None = None
+    #: Seconds since the workload started, when it was sent.
+    sent_at: float = 0.0
 
 
 def _read_usage(turn: Turn, chunk: dict[str, Any]) -> None:
@@ -275,7 +279,7 @@ async def one_turn(
     http: httpx.AsyncClient, target: Target, cid: str, n: int, messages: list
 ) -> Turn:
     """POST one streamed chat completion; TTFT to the first chunk with content."""
-    turn = Turn(cid, n)
+    turn = Turn(cid, n, sent_at=time.perf_counter() - WORKLOAD_STARTED[0])
     body = {
         "model": MODEL_NAME,
         "messages": messages,
@@ -293,6 +297,7 @@ async def one_turn(
             json=body,
             headers={**target.headers, SESSION_HEADER: cid},
         ) as reply:
+            turn.instance = reply.headers.get("x-fleetwatch-instance")
             if reply.status_code != 200:
                 text = (await reply.aread()).decode(errors="replace")
                 turn.error = f"HTTP {reply.status_code}: {text[:200]}"
@@ -318,8 +323,13 @@ async def one_turn(
     return turn
 
 
+#: When the running workload started (perf_counter), for each turn's send time.
+WORKLOAD_STARTED = [0.0]
+
+
 async def run_workload(target: Target, conversations: list[Conversation], turns: int) -> list[Turn]:
     """CLIENTS concurrent clients, each taking whole conversations from a shared queue."""
+    WORKLOAD_STARTED[0] = time.perf_counter()
     queue: asyncio.Queue[Conversation] = asyncio.Queue()
     for conversation in conversations:
         queue.put_nowait(conversation)
@@ -507,7 +517,35 @@ def summarize(turns: list[Turn], expected: int, wall_s: float, servers: list[dic
         "server_cached_share": round(cached / (cached + evaluated), 3) if evaluated else None,
         "tokens_generated_per_server": [int(s["tokens_predicted_total"]) for s in servers],
         "prompt_tokens_evaluated_per_server": [int(s["prompt_tokens_total"]) for s in servers],
+        **_placement(ok),
     }
+
+
+def _placement(turns: list[Turn]) -> dict[str, Any]:
+    """Where the router says it sent each turn (fleetwatch only): later turns served away
+    from their conversation's previous instance, and the slowest later turns, to tell a
+    cache miss (moved, little cached) from queueing (stayed, cached, still slow)."""
+    if not any(t.instance for t in turns):
+        return {}
+    previous: dict[str, str | None] = {}
+    moved = 0
+    for turn in sorted(turns, key=lambda t: (t.cid, t.turn)):
+        if turn.turn > 1 and previous.get(turn.cid) not in (None, turn.instance):
+            moved += 1
+        previous[turn.cid] = turn.instance
+    later = sorted((t for t in turns if t.turn > 1 and t.ttft_s), key=lambda t: -(t.ttft_s or 0))
+    slowest = [
+        {
+            "conversation": t.cid,
+            "turn": t.turn,
+            "instance": t.instance,
+            "ttft_ms": round((t.ttft_s or 0) * 1000),
+            "sent_at_s": round(t.sent_at, 1),
+            "cached": f"{t.cached_tokens}/{t.prompt_tokens}",
+        }
+        for t in later[:4]
+    ]
+    return {"later_turns_moved": moved, "slowest_later_turns": slowest}
 
 
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:

@@ -81,6 +81,24 @@ def test_prefix_scorer_rewards_the_holder_until_it_is_too_busy() -> None:
     assert scorer.score(RouteRequest(blocks=(7, 8)), [a, b]) == [0.0, 1.0]
 
 
+def test_prefix_ceiling_counts_requests_once() -> None:
+    """Three turns in flight on a 2-slot holder (reported: 2 running, 1 waiting; this gateway:
+    3 outstanding) are 3 requests, within an imbalance of 4: the conversation stays with its
+    cache. Counted as load (waiting twice, plus the outstanding again) they were 7."""
+    a, b = fleet(2)
+    stats = LoadStats(outstanding={a.key: 3})
+    reported = {a.key: {"running": 2.0, "waiting": 1.0}}
+    signals = Signals(stats=stats, reported=reported)
+    index = PrefixIndex(capacity=100)
+    index.sent(a, (1, 2, 3, 4))
+    scorer = PrefixScorer(index, signals, max_imbalance=4)
+    assert signals.requests(a.key) == 3
+    assert signals.load(a.key) == 7
+    assert scorer.score(RouteRequest(blocks=(1, 2, 3, 4)), [a, b]) == [1.0, 0.0]
+    reported[a.key] = {"running": 2.0, "waiting": 3.0}  # 5 held: now too busy
+    assert scorer.score(RouteRequest(blocks=(1, 2, 3, 4)), [a, b]) == [0.0, 1.0]
+
+
 def test_prefix_strategy_keeps_a_conversation_on_its_instance() -> None:
     """Each conversation's later turns go where its first went; new conversations spread
     evenly (two each), even with nothing in flight to tell the instances apart."""

@@ -78,6 +78,9 @@ async def registration(
                 return
             except RegistryError as exc:
                 state.last_error = str(exc)
+            except Exception as exc:  # never a silent end of the heartbeats: log, beat on
+                log.exception("discovery.heartbeat_failed %s/%s", service, instance_id)
+                state.last_error = f"{type(exc).__name__}: {exc}"
 
     await register()
     task = asyncio.create_task(beat(), name=f"fleetwatch.heartbeat.{service}/{instance_id}")

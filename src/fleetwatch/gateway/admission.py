@@ -38,12 +38,6 @@ class Admission:
         self._backoff_until: dict[Key, float] = {}
         self._waiters: list[asyncio.Future[None]] = []
 
-    def _usable(self, instance: Instance, now: float) -> bool:
-        return (
-            self.in_flight.get(instance.key, 0) < self.per_instance
-            and self._backoff_until.get(instance.key, 0.0) <= now
-        )
-
     async def acquire(
         self,
         candidates: Callable[[], Sequence[Instance]],
@@ -97,7 +91,10 @@ class Admission:
         pick: Callable[[Sequence[Instance]], Instance],
         now: float,
     ) -> Instance | None:
-        usable = [i for i in offered if self._usable(i, now)]
+        in_flight, backoff, limit = self.in_flight, self._backoff_until, self.per_instance
+        usable = [
+            i for i in offered if in_flight.get(i.key, 0) < limit and backoff.get(i.key, 0.0) <= now
+        ]
         if not usable:
             return None
         chosen = pick(usable)

@@ -21,7 +21,6 @@ take all memory.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 from collections.abc import Callable
@@ -196,11 +195,6 @@ def _guarded_httptools() -> type[_Deadlines]:
         pass
 
     return _GuardedHttpToolsProtocol
-
-
-def fastest_parser() -> Parser:
-    """httptools when it is installed (the ``fast`` extra), else h11."""
-    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
 def plain_error(message: str) -> dict[str, Any]:

@@ -123,8 +123,15 @@ class Instance:
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     owner: str = ""
+    #: (service, instance_id) and ``scheme://host:port`` (IPv6 hosts in brackets), worked out
+    #: once: the gateway asks for them many times per request.
+    key: tuple[str, str] = field(init=False, repr=False, compare=False)
+    base_url: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        object.__setattr__(self, "key", (self.service, self.instance_id))
+        object.__setattr__(self, "base_url", f"{self.scheme}://{host}:{self.port}")
         for label, value in (("service", self.service), ("instance_id", self.instance_id)):
             if not _NAME.match(value):
                 raise ValueError(
@@ -139,17 +146,6 @@ class Instance:
             raise ValueError(f"weight must be a finite number >= 0, got {self.weight}")
         if not (self.ttl > 0 and math.isfinite(self.ttl)):
             raise ValueError(f"ttl must be a finite number > 0, got {self.ttl}")
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """(service, instance_id)."""
-        return self.service, self.instance_id
-
-    @property
-    def base_url(self) -> str:
-        """``scheme://host:port`` (IPv6 hosts in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def effective_weight(self) -> float:
@@ -219,7 +215,7 @@ class Instance:
         return cls(**values)
 
 
-_INSTANCE_FIELDS = frozenset(f.name for f in fields(Instance))
+_INSTANCE_FIELDS = frozenset(f.name for f in fields(Instance) if f.init)
 _CHECK_FIELDS = frozenset(f.name for f in fields(CheckSpec))
 
 

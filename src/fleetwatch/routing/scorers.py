@@ -113,8 +113,9 @@ class PrefixScorer:
     moment: a server given more conversations than its slots evicts them from each other.
     (sglang-router's smallest-tree rule counts characters instead; in the benchmark that left
     3, 4 and 5 conversations on three servers, as long and short ones balanced out.)
-    Either way, an instance more than ``max_imbalance`` requests busier than the least loaded
-    scores 0: prefix-only routing would pile a popular prompt's traffic onto one instance.
+    Either way, an instance holding more than ``max_imbalance`` requests beyond the least busy
+    (:meth:`Signals.requests`) scores 0: prefix-only routing would pile a popular prompt's
+    traffic onto one instance.
     """
 
     name = "prefix"
@@ -130,9 +131,12 @@ class PrefixScorer:
     def score(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
         if not request.blocks:
             return [0.0] * len(instances)
-        loads = [self.signals.load(i.key) for i in instances]
-        ceiling = min(loads) + self.max_imbalance
-        within = [load <= ceiling for load in loads]
+        # In requests held, not in load units: load counts waiting twice and adds this
+        # client's requests to the servers' reports that already include them, which sent
+        # conversations away from their cache with 3 turns in flight on a 2-slot server.
+        held_requests = [self.signals.requests(i.key) for i in instances]
+        ceiling = min(held_requests) + self.max_imbalance
+        within = [count <= ceiling for count in held_requests]
         total = len(request.blocks)
         shares = [
             self.index.matched(i, request.blocks) / total if ok else 0.0

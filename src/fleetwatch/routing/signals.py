@@ -52,3 +52,11 @@ class Signals:
             + figures.get("kv_cache_usage", 0.0)
             + self.stats.outstanding.get(key, 0)
         )
+
+    def requests(self, key: Key) -> float:
+        """How many requests the instance holds: waiting plus running as it reported them, or
+        this client's in flight when that is more (the report lags, or there is none). Not
+        their sum: a server's report counts this client's requests too."""
+        figures = self.reported.get(key, {})
+        running = figures.get("running", figures.get("busy_slots", 0.0))
+        return max(figures.get("waiting", 0.0) + running, self.stats.outstanding.get(key, 0))
