@@ -66,6 +66,8 @@ class OutlierDetector:
     policy: OutlierPolicy = field(default_factory=OutlierPolicy)
     clock: Callable[[], float] = time.monotonic
     _breakers: dict[Key, _Breaker] = field(default_factory=dict)
+    #: The circuits not closed (open or half-open): none, on almost every request.
+    _tripped: set[Key] = field(default_factory=set)
 
     def state(self, key: Key) -> CircuitState:
         """The circuit's state now (an open circuit whose time is up reads half-open)."""
@@ -97,6 +99,7 @@ class OutlierDetector:
         breaker = self._breakers.get(key)
         if breaker is not None and self.state(key) is not CircuitState.OPEN:
             breaker.state = CircuitState.CLOSED
+            self._tripped.discard(key)
             breaker.failures = 0
             breaker.trial_in_flight = False
             breaker.ejections = max(0, breaker.ejections - 1)
@@ -122,6 +125,7 @@ class OutlierDetector:
         )
         breaker.open_until = self.clock() + backoff * random.uniform(0.9, 1.1)
         breaker.state = CircuitState.OPEN
+        self._tripped.add(key)
         breaker.trial_in_flight = False
 
     def _ejected(self, service: str) -> int:
@@ -135,13 +139,14 @@ class OutlierDetector:
     def forget(self, key: Key) -> None:
         """The instance is gone."""
         self._breakers.pop(key, None)
+        self._tripped.discard(key)
 
     def routable(self, candidates: Sequence[T], key: Callable[[T], Key]) -> tuple[list[T], bool]:
         """The candidates a request may go to, and whether panic mode is on.
 
         In panic (fewer than ``panic_threshold`` of the candidates allowed), all are used.
         """
-        if all(b.state is CircuitState.CLOSED for b in self._breakers.values()):
+        if not self._tripped:
             return list(candidates), False  # the usual case, on every request: all closed
         allowed = [c for c in candidates if self.allows(key(c))]
         if candidates and len(allowed) < self.policy.panic_threshold * len(candidates):

@@ -90,6 +90,8 @@ class Exchange:
     _loop: asyncio.AbstractEventLoop | None = None
     _deadline: asyncio.TimerHandle | None = None
     _expired: bool = False
+    #: The task serving the request (cancelled for its deadline or a client gone).
+    _task: asyncio.Task[Any] | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -104,6 +106,7 @@ class Exchange:
     async def __aenter__(self) -> Exchange:
         self._loop = asyncio.get_running_loop()
         self._started = self._loop.time()
+        self._task = asyncio.current_task()
         return self
 
     # -- the request's deadline -------------------------------------------------------------
@@ -112,7 +115,7 @@ class Exchange:
         """Cancel this request's task at loop time ``at``; :meth:`expired` then tells that
         cancellation from any other. A timer, not ``asyncio.timeout`` (a context manager
         per attempt, on the hot path). Disarm it as soon as the awaited work returns."""
-        self._deadline = self.loop.call_at(at, self._expire, asyncio.current_task())
+        self._deadline = self.loop.call_at(at, self._expire, self._task)
 
     def _expire(self, task: asyncio.Task[Any] | None) -> None:
         self._expired = True
@@ -129,9 +132,8 @@ class Exchange:
         if not self._expired:
             return False
         self._expired = False
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
+        if self._task is not None:
+            self._task.uncancel()
         return True
 
     def watch_client(self, scope: Scope, receive: Receive) -> None:
@@ -140,8 +142,8 @@ class Exchange:
 
         fleetwatch's own server resolves a future when the client goes (no task needed);
         under any other ASGI server a task waits on ``receive`` for the disconnect."""
-        task = asyncio.current_task()
-        assert task is not None
+        task = self._task
+        assert task is not None, "open the exchange first"
         gone_future = scope.get("extensions", {}).get("fleetwatch.client_gone")
         if gone_future is not None:
 
