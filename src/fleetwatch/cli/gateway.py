@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import os
 from collections.abc import Callable
@@ -42,6 +43,7 @@ async def run_gateway(
         Gateway(settings) as gateway,
         gateway.server(host=host, port=port, tls=tls) as server,
     ):
+        tune_collector()
         routable = len(gateway.discovery.cached(settings.service))
         console.print(
             f"[bold]fleetwatch gateway[/] for [cyan]{settings.service}[/] on [cyan]{server.url}[/] "
@@ -53,6 +55,16 @@ async def run_gateway(
             console.print(f"[yellow]no client tokens ({CLIENT_TOKENS_ENV} unset): open to all[/]")
         signal = await wait_for_stop_signal()
         console.print(f"{signal.name}: stopping")
+
+
+def tune_collector() -> None:
+    """Fewer garbage collections on the hot path: what start-up built is moved out of the
+    collector's sight (it lives as long as the process), and the youngest generation is
+    collected every 20,000 allocations rather than 700 (each request allocates a few hundred
+    short-lived objects, almost none in cycles)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
 
 
 def parse_weights(items: list[str]) -> dict[str, float]:
