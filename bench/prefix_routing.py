@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from _common import emit, parser, percentile, progress, registry_process
+from _common import BENCH_TOKEN, emit, parser, percentile, progress, registry_process
 from _fleet import gateway, haproxy, register_all
 from _peers import (
     PeerInstall,
@@ -237,6 +237,8 @@ class Target:
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
+    #: fleetwatch's registry, whose change feed tells whether a server's status moved.
+    registry_url: str | None = None
 
 
 @dataclass
@@ -401,7 +403,8 @@ def fleetwatch_router(ports: list[int], strategy: str, session_header: bool) -> 
     with registry_process(registry_port, log_level="warning"):
         asyncio.run(register_all(registry_url, ports, MODEL_NAME))
         with gateway(gateway_port, registry_url, extra=extra, log_level="warning"):
-            yield wait_routable(f"http://127.0.0.1:{gateway_port}")
+            target = wait_routable(f"http://127.0.0.1:{gateway_port}")
+            yield Target(target.url, target.headers, registry_url)
 
 
 @contextlib.contextmanager
@@ -548,6 +551,36 @@ def _placement(turns: list[Turn]) -> dict[str, Any]:
     return {"later_turns_moved": moved, "slowest_later_turns": slowest}
 
 
+def status_changes(registry_url: str | None, since: float) -> list[dict[str, Any]] | None:
+    """The servers' status changes during the workload, from the registry's change feed (a
+    health check that timed out on a busy server shows here); None without a registry."""
+    if registry_url is None:
+        return None
+    changes: list[dict[str, Any]] = []
+    headers = {"authorization": f"Bearer {BENCH_TOKEN}"}
+    try:
+        with httpx.stream(
+            "GET", f"{registry_url}/v1/events?index=0", headers=headers, timeout=2.0
+        ) as reply:
+            for line in reply.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[5:])
+                if event.get("type") == "status_changed" and event["at"] >= since:
+                    changes.append(
+                        {
+                            "instance": event["instance_id"],
+                            "status": f"{event['previous_status']} -> "
+                            f"{(event.get('instance') or {}).get('status')}",
+                            "at_s": round(event["at"] - since, 1),
+                            "reason": str(event.get("reason", ""))[:120],
+                        }
+                    )
+    except httpx.ReadTimeout:
+        pass  # the feed stays open for what comes next: everything so far was read
+    return changes
+
+
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     keys = ("tokens_predicted_total", "prompt_tokens_total", "prompt_tokens_cached_total")
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in keys}
@@ -560,11 +593,14 @@ def _measure(case: RouterCase, conversations: list[Conversation], turns: int) ->
         before = [scrape(p) for p in ports]
         with case.start(ports) as target:
             progress(f"{case.name}: {len(conversations)} conversations x {turns} turns")
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
             done = asyncio.run(run_workload(target, conversations, turns))
             wall = time.monotonic() - started
             servers = [_delta(scrape(p), b) for p, b in zip(ports, before, strict=True)]
+            changes = status_changes(target.registry_url, started_wall)
     figures = summarize(done, len(conversations) * turns, wall, servers)
+    if changes is not None:
+        figures["status_changes"] = changes
     progress(
         f"  {case.name}: TTFT t1 p50 {figures['ttft_turn1_ms']['p50']} ms, t2+ p50 "
         f"{figures['ttft_turns2plus_ms']['p50']} ms, cached t2+ "
