@@ -28,6 +28,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -610,6 +611,33 @@ def _measure(case: RouterCase, conversations: list[Conversation], turns: int) ->
     return Outcome(case.name, figures=figures)
 
 
+#: What each round of a router keeps beside the medians.
+ROUND_KEYS = ("wall_s", "ttft_turns2plus_ms", "cached_share_turns2plus", "later_turns_moved")
+
+
+def merged(name: str, runs: list[Outcome]) -> Outcome:
+    """One router's rounds as one outcome: the median of each headline figure (TTFT p50
+    and p99 of each turn group, wall time, cache shares), and each round's own figures."""
+    ok = [r for r in runs if r.available]
+    if len(ok) <= 1:
+        return ok[0] if ok else runs[0]
+    figures = dict(ok[0].figures)
+    for group in ("ttft_turn1_ms", "ttft_turns2plus_ms"):
+        values = {
+            q: [r.figures[group][q] for r in ok if r.figures[group][q] is not None]
+            for q in ("p50", "p99")
+        }
+        figures[group] = {
+            **{q: round(statistics.median(v), 1) if v else None for q, v in values.items()},
+            "n": sum(r.figures[group]["n"] for r in ok),
+        }
+    for key in ("wall_s", "cached_share_all", "cached_share_turns2plus", "server_cached_share"):
+        values = [r.figures[key] for r in ok if r.figures.get(key) is not None]
+        figures[key] = round(statistics.median(values), 3) if values else None
+    figures["rounds"] = [{k: r.figures.get(k) for k in ROUND_KEYS} for r in ok]
+    return Outcome(name, figures=figures)
+
+
 def run_router(case: RouterCase, conversations: list[Conversation], turns: int) -> Outcome:
     """:func:`_measure`, or why it could not: one router's failure (it would not start, or
     crashed) is recorded and the benchmark goes on with the next."""
@@ -702,7 +730,17 @@ def main() -> None:
         metavar="TEXT",
         help="run only the routers (of the full list) whose name contains TEXT (repeatable)",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure every router N times, the routers taking turns in each round; the "
+        "figures are the medians over the rounds (each round's are kept too)",
+    )
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     # SIGTERM (make, a CI timeout) unwinds like Ctrl-C, so every llama-server is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     count, turns = (4, 3) if args.quick else (12, 5)
@@ -714,13 +752,17 @@ def main() -> None:
     progress("sizing the system prompts with llama-server's /tokenize")
     with llama_fleet(1) as (port,):
         conversations = make_conversations(count, turns, tokenizer(port))
-    outcomes = []
-    for case in cases:
-        install = installs.get(case.peer) if case.peer else None
-        if case.peer and not isinstance(install, PeerInstall):
-            outcomes.append(Outcome(case.name, available=False, reason=str(install)))
-            continue
-        outcomes.append(run_router(case, conversations, turns))
+    runs: dict[str, list[Outcome]] = {case.name: [] for case in cases}
+    for round_number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            progress(f"round {round_number} of {args.rounds}")
+        for case in cases:
+            install = installs.get(case.peer) if case.peer else None
+            if case.peer and not isinstance(install, PeerInstall):
+                runs[case.name].append(Outcome(case.name, available=False, reason=str(install)))
+                continue
+            runs[case.name].append(run_router(case, conversations, turns))
+    outcomes = [merged(name, outcomes) for name, outcomes in runs.items()]
     sources = Counter()
     for o in outcomes:
         sources.update(o.figures.get("cache_source", {}))
@@ -729,6 +771,7 @@ def main() -> None:
         "prefix_routing",
         {
             "mode": "quick" if args.quick else "full",
+            "rounds": args.rounds,
             "workload": {
                 "conversations": count,
                 "turns": turns,
