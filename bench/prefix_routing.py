@@ -582,6 +582,13 @@ def status_changes(registry_url: str | None, since: float) -> list[dict[str, Any
     return changes
 
 
+def gateway_stats(target: Target) -> dict[str, Any]:
+    """fleetwatch's own count of retries (a turn sent to another instance after a failure)
+    and of requests sent again on a fresh connection to the same instance."""
+    reply = httpx.get(f"{target.url}/v1/gateway/stats", timeout=5.0).json()
+    return {"retries": reply.get("retries"), "upstream_reopened": reply.get("upstream_reopened")}
+
+
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     keys = ("tokens_predicted_total", "prompt_tokens_total", "prompt_tokens_cached_total")
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in keys}
@@ -599,9 +606,11 @@ def _measure(case: RouterCase, conversations: list[Conversation], turns: int) ->
             wall = time.monotonic() - started
             servers = [_delta(scrape(p), b) for p, b in zip(ports, before, strict=True)]
             changes = status_changes(target.registry_url, started_wall)
+            gateway_figures = gateway_stats(target) if changes is not None else None
     figures = summarize(done, len(conversations) * turns, wall, servers)
     if changes is not None:
         figures["status_changes"] = changes
+        figures["gateway"] = gateway_figures
     progress(
         f"  {case.name}: TTFT t1 p50 {figures['ttft_turn1_ms']['p50']} ms, t2+ p50 "
         f"{figures['ttft_turns2plus_ms']['p50']} ms, cached t2+ "

@@ -136,3 +136,42 @@ def test_origins_parse_and_bad_urls_say_what_is_expected() -> None:
     assert Origin("http", "::1", 9000).host_header == b"[::1]:9000"
     with pytest.raises(ValueError, match="expected http://host:port"):
         Origin.of("ftp://x:1")
+
+
+async def test_a_connection_closed_while_idle_is_replaced_for_the_same_request() -> None:
+    """A server that drops a kept-alive connection as the next request arrives, without a
+    byte of reply (llama.cpp closes idle ones without saying so): the request goes again on
+    a new connection, to the same server, and succeeds; the pool counts it."""
+
+    async def one_per_connection(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # says keep-alive
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request: dropped, unanswered
+
+    async with _raw_server(one_per_connection) as (url, connections), await _pool() as pool:
+        first = await pool.request(url, "GET", "/", b"")
+        assert await first.read() == b"ok"
+        first.close()
+        second = await pool.request(url, "POST", "/", b"", b"{}")
+        body = await second.read()
+        second.close()
+    assert body == b"ok"
+    assert len(connections) == 2
+    assert pool.reopened == 1
+
+
+async def test_a_fresh_connection_closed_before_replying_is_an_error() -> None:
+    """On a new connection, a close before any reply is the server's failure: no second try
+    there (the gateway tries another instance)."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+
+    async with _raw_server(hang_up) as (url, connections), await _pool() as pool:
+        with pytest.raises(UpstreamError, match="before replying"):
+            await pool.request(url, "GET", "/", b"")
+    assert len(connections) == 1
+    assert pool.reopened == 0

@@ -263,6 +263,8 @@ class Gateway(AsyncResource):
                 "in_flight": {f"{s}/{i}": n for (s, i), n in self.admission.in_flight.items()},
                 "queued": self.admission.waiting,
                 "circuits": self.discovery.outliers.snapshot(),
+                # Requests sent again because their kept-alive connection was closed idle.
+                "upstream_reopened": self.upstream.reopened,
                 "router": {
                     "strategy": self.settings.router.strategy,
                     "scorers": {s.name: s.weight for s in self.router.scorers},

@@ -65,7 +65,7 @@ class _Attempt:
     response: Response | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     """``async with Exchange(context, path) as exchange:`` for one client request."""
 

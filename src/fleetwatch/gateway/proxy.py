@@ -61,7 +61,7 @@ def model_label(instance: Instance, model: str | None) -> str:
     return model if model is not None and model in advertised_models(instance) else "other"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Outgoing:
     """What goes upstream, the same for every attempt."""
 

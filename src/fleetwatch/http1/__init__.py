@@ -2,6 +2,7 @@
 its upstream client."""
 
 from fleetwatch.http1.client import (
+    ClosedBeforeReply,
     ConnectFailed,
     Origin,
     ReadTimeout,
@@ -12,6 +13,7 @@ from fleetwatch.http1.client import (
 from fleetwatch.http1.server import LeanServer
 
 __all__ = [
+    "ClosedBeforeReply",
     "ConnectFailed",
     "LeanServer",
     "Origin",

@@ -33,6 +33,12 @@ class ConnectFailed(UpstreamError):
     """No connection to the server (refused, unreachable, or no answer in time)."""
 
 
+class ClosedBeforeReply(UpstreamError):
+    """The server closed the connection before any byte of the reply. On a kept-alive
+    connection that is a server closing it while idle, as it may at any moment (llama.cpp
+    does without saying so): the request never reached it."""
+
+
 class ReadTimeout(UpstreamError, TimeoutError):
     """The server sent nothing for longer than the read timeout."""
 
@@ -76,6 +82,8 @@ class _Connection(asyncio.Protocol):
         self.idle_until = 0.0
         self._response: Response | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        #: Some byte of the reply in progress arrived.
+        self._replied = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -83,6 +91,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # a stream transport
 
     def data_received(self, data: bytes) -> None:
+        self._replied = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -101,7 +110,12 @@ class _Connection(asyncio.Protocol):
             response.completed(keep_alive=False)  # a body without length ends with the stream
             return
         reason = f": {exc}" if exc else ""
-        self._fail(UpstreamError(f"the server closed the connection{reason}"))
+        if response is not None and not self._replied:
+            self._fail(
+                ClosedBeforeReply(f"the server closed the connection before replying{reason}")
+            )
+        else:
+            self._fail(UpstreamError(f"the server closed the connection{reason}"))
 
     # -- httptools callbacks ----------------------------------------------------------------
 
@@ -132,6 +146,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         assert self._response is None
         response = self._response = Response(self, self._loop, self._pool.read_timeout)
+        self._replied = False
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.transport.write(body)  # a large body is not copied into the head
@@ -339,6 +354,8 @@ class UpstreamPool:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._all: set[_Connection] = set()
         self._origins: dict[str, Origin] = {}
+        #: Requests sent again on a new connection: their kept-alive one was closed idle.
+        self.reopened = 0
 
     async def __aenter__(self) -> UpstreamPool:
         return self
@@ -360,7 +377,6 @@ class UpstreamPool:
         no Host, no Content-Length) and ``body``; returns once the reply's headers are in.
         Raises :class:`ConnectFailed`, :class:`ReadTimeout` or :class:`UpstreamError`."""
         origin = self.origin(base_url)
-        connection = self._idle_connection(origin) or await self._connect(origin)
         head = b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n" % (
             method.encode(),
             path.encode(),
@@ -368,6 +384,18 @@ class UpstreamPool:
             len(body),
             headers,
         )
+        reused = self._idle_connection(origin)
+        if reused is not None:
+            try:
+                return await self._send(reused, head, body)
+            except ClosedBeforeReply:
+                # Closed while idle (the server's keep-alive ran out first): the request
+                # never reached it, so it goes again on a new connection, to the same server.
+                self.reopened += 1
+        return await self._send(await self._connect(origin), head, body)
+
+    @staticmethod
+    async def _send(connection: _Connection, head: bytes, body: bytes) -> Response:
         response = connection.send(head, body)
         try:
             await response.wait_started()

@@ -55,6 +55,8 @@ _STATUS_PHRASES = {
     504: b"Gateway Timeout",
 }  # fmt: skip
 _NO_BODY_STATUS = frozenset({204, 304})
+#: The ``asgi`` key of every scope (one object: apps read it, none writes it).
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
 class _Clock:
@@ -293,7 +295,7 @@ class _Connection(asyncio.Protocol):
         server, client = self._addresses
         scope = {
             "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "asgi": _ASGI,
             "http_version": "1.1",
             "server": server[:2] if server else None,
             "client": client[:2] if client else None,
