@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from fleetwatch.http1 import LeanServer
 from fleetwatch.lifecycle.http_limits import HttpLimits
-
-TIGHT = HttpLimits(header_timeout=0.5, read_timeout=1.5, max_header_bytes=4096, max_body_bytes=1000)
+from tests.conftest import TIGHT_LIMITS, probe_slow_clients, read_until_closed
 
 
 class _App:
@@ -43,16 +41,9 @@ class _App:
 
 
 @contextlib.asynccontextmanager
-async def _server(app: Any = None, limits: HttpLimits = TIGHT) -> AsyncIterator[LeanServer]:
+async def _server(app: Any = None, limits: HttpLimits = TIGHT_LIMITS) -> AsyncIterator[LeanServer]:
     async with LeanServer(app or _App(), limits=limits) as server:
         yield server
-
-
-async def _read_all(reader: asyncio.StreamReader, within: float) -> tuple[bytes, float]:
-    started = time.monotonic()
-    async with asyncio.timeout(within):
-        data = await reader.read()
-    return data, time.monotonic() - started
 
 
 async def test_keep_alive_chunked_streams_and_a_date() -> None:
@@ -78,7 +69,7 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
             b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
             b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
-        data, _ = await _read_all(reader, within=5)
+        data, _ = await read_until_closed(reader, within=5)
         writer.close()
     assert data.count(b"HTTP/1.1 200 OK") == 2
     assert data.index(b'"/a"') < data.index(b'"/b"')
@@ -89,33 +80,18 @@ async def test_limits_408_431_413_and_a_slow_body_cut() -> None:
     431; a declared body over the limit gets 413 (read to the end, not reset); a body that
     stops arriving is cut at the read deadline; the server still serves afterwards."""
     async with _server() as server:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: a")
-        slow, took = await _read_all(reader, within=5)
-        writer.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ")
-        with contextlib.suppress(ConnectionError):
-            for _ in range(5):
-                writer.write(b"z" * 1000)
-                await writer.drain()
-        big_headers, _ = await _read_all(reader, within=5)
-        writer.close()
+        probes = await probe_slow_clients(server.port)
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
             too_large = await client.post("/echo", content=b"x" * 5000)
             fine = await client.post("/echo", content=b"x" * 10)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        cut, cut_after = await _read_all(reader, within=5)
-        writer.close()
-    assert slow.startswith(b"HTTP/1.1 408 ")
-    assert 0.4 < took < 2.0
-    assert big_headers.startswith(b"HTTP/1.1 431 ")
+    assert probes.dribbled.startswith(b"HTTP/1.1 408 ")
+    assert 0.4 < probes.dribbled_closed_after < 2.0
+    assert probes.oversized_headers.startswith(b"HTTP/1.1 431 ")
     assert too_large.status_code == 413
     assert "1000 bytes" in too_large.json()["error"]
     assert fine.json()["size"] == 10
-    assert cut == b""
-    assert 1.0 < cut_after < 3.0
+    assert probes.stalled_body == b""
+    assert 1.0 < probes.stalled_closed_after < 3.0
 
 
 async def test_a_client_that_leaves_resolves_client_gone() -> None:

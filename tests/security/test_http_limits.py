@@ -19,9 +19,7 @@ from starlette.routing import Route
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.lifecycle.http_limits import HttpLimits
 from fleetwatch.sandbox import free_port, spawned
-from tests.conftest import serve_process
-
-TIGHT = HttpLimits(header_timeout=0.5, read_timeout=1.5, max_header_bytes=4096, max_body_bytes=1000)
+from tests.conftest import TIGHT_LIMITS, probe_slow_clients, read_until_closed, serve_process
 
 
 async def _echo(request: Request) -> JSONResponse:
@@ -33,17 +31,9 @@ def _app() -> Starlette:
 
 
 @contextlib.asynccontextmanager
-async def _server(limits: HttpLimits = TIGHT) -> AsyncIterator[AppServer]:
+async def _server(limits: HttpLimits = TIGHT_LIMITS) -> AsyncIterator[AppServer]:
     async with AppServer(_app(), limits=limits) as server:
         yield server
-
-
-async def _read_all(reader: asyncio.StreamReader, within: float) -> tuple[bytes, float]:
-    """Everything the server sends until it closes, and how long that took."""
-    started = time.monotonic()
-    async with asyncio.timeout(within):
-        data = await reader.read()
-    return data, time.monotonic() - started
 
 
 async def test_slowloris_headers_get_408_and_the_connection_closes() -> None:
@@ -60,7 +50,7 @@ async def test_slowloris_headers_get_408_and_the_connection_closes() -> None:
                     await asyncio.sleep(0.05)
 
         dribbler = asyncio.create_task(dribble())
-        data, _ = await _read_all(reader, within=5)
+        data, _ = await read_until_closed(reader, within=5)
         elapsed = time.monotonic() - started
         dribbler.cancel()
         writer.close()
@@ -72,7 +62,7 @@ async def test_a_silent_connection_is_closed_at_the_header_deadline() -> None:
     """A connection that never sends a byte does not hold a slot for ever."""
     async with _server() as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        data, elapsed = await _read_all(reader, within=5)
+        data, elapsed = await read_until_closed(reader, within=5)
         writer.close()
     assert data.startswith(b"HTTP/1.1 408 ")
     assert elapsed < 2.0
@@ -84,7 +74,7 @@ async def test_a_slow_body_is_cut_off_at_the_read_deadline() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
         await writer.drain()
-        data, elapsed = await _read_all(reader, within=5)
+        data, elapsed = await read_until_closed(reader, within=5)
         writer.close()
     assert b" 200 " not in data  # the app never got a whole body
     assert 1.0 <= elapsed < 3.0
@@ -99,7 +89,7 @@ async def test_the_next_request_on_a_kept_alive_connection_has_its_own_deadline(
         first = await reader.readuntil(b'{"size":0}')
         writer.write(b"GET /echo HTTP/1.1\r\nHo")
         await writer.drain()
-        data, elapsed = await _read_all(reader, within=5)
+        data, elapsed = await read_until_closed(reader, within=5)
         writer.close()
     assert first.startswith(b"HTTP/1.1 200 ")
     assert data.startswith(b"HTTP/1.1 408 ")
@@ -138,7 +128,7 @@ async def test_size_limits_refuse_with_clear_statuses() -> None:
             writer.write(b"z" * 1000)
             await writer.drain()
             await asyncio.sleep(0.05)
-        pieces, _ = await _read_all(reader, within=5)
+        pieces, _ = await read_until_closed(reader, within=5)
         writer.close()
         fine = await client.post("/echo", content=b"x" * 1000)
     assert declared.status_code == 413
@@ -185,7 +175,7 @@ async def test_the_serve_command_applies_the_default_header_deadline() -> None:
     port = free_port()
     async with serve_process(port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        data, elapsed = await _read_all(reader, within=20)
+        data, elapsed = await read_until_closed(reader, within=20)
         writer.close()
     assert data.startswith(b"HTTP/1.1 408 ")
     assert 9.0 <= elapsed < 12.0
@@ -199,7 +189,7 @@ async def test_serve_takes_its_limits_from_the_config(tmp_path: Path) -> None:
     port = free_port()
     async with serve_process(port, args=("--config", str(config))):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        data, elapsed = await _read_all(reader, within=10)
+        data, elapsed = await read_until_closed(reader, within=10)
         writer.close()
     bad = tmp_path / "bad.toml"
     bad.write_text("[registry]\nmax_connections = 3\n")
@@ -217,32 +207,16 @@ async def test_serve_takes_its_limits_from_the_config(tmp_path: Path) -> None:
 
 
 async def test_the_httptools_parser_keeps_every_limit() -> None:
-    """With httptools (the gateway's parser): slowloris gets 408, headers in pieces past the
-    cap get 431 (httptools has no cap of its own), a slow body is cut, a fine one served."""
-    limits = replace(TIGHT, parser="httptools")
+    """With httptools: slowloris gets 408, headers in pieces past the cap get 431 (httptools
+    has no cap of its own), a slow body is cut, a fine one served."""
+    limits = replace(TIGHT_LIMITS, parser="httptools")
     async with _server(limits) as server:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: a")
-        slow, took = await _read_all(reader, within=5)
-        writer.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ")
-        with contextlib.suppress(ConnectionError):
-            for _ in range(5):
-                writer.write(b"z" * 1000)
-                await writer.drain()
-                await asyncio.sleep(0.05)
-        pieces, _ = await _read_all(reader, within=5)
-        writer.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        cut, cut_after = await _read_all(reader, within=5)
-        writer.close()
+        probes = await probe_slow_clients(server.port)
         async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
             fine = await client.post("/echo", content=b"x" * 30)
-    assert slow.startswith(b"HTTP/1.1 408 ")
-    assert 0.4 < took < 2.0
-    assert pieces.startswith(b"HTTP/1.1 431 ")
-    assert cut == b""  # closed at the read deadline, nothing answered
-    assert 1.0 < cut_after < 3.0
+    assert probes.dribbled.startswith(b"HTTP/1.1 408 ")
+    assert 0.4 < probes.dribbled_closed_after < 2.0
+    assert probes.oversized_headers.startswith(b"HTTP/1.1 431 ")
+    assert probes.stalled_body == b""  # closed at the read deadline, nothing answered
+    assert 1.0 < probes.stalled_closed_after < 3.0
     assert fine.json() == {"size": 30}
