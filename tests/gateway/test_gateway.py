@@ -17,7 +17,7 @@ import httpx
 
 from fleetwatch.discovery import RegistryClient
 from tests.conftest import poll_until
-from tests.gateway.conftest import register, routed
+from tests.gateway.conftest import SERVICE, register, routed
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
@@ -59,7 +59,9 @@ async def test_busy_and_draining_backends_send_requests_elsewhere(
         await register(api, name, backend.port, model="m1")
     draining.state.mode = "draining"  # after its registration: a drain in progress
     gateway = await gateways(strategy="round-robin", attempts=3)
-    await routed(gateway, 3)
+    # The draining one fails its checks (every 0.2 s) from now on: it may leave the gateway's
+    # view before the gateway's first look. The busy and the good one stay.
+    await poll_until(lambda: _routable_ids(gateway), {"busy", "good"}, within=10)
     async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
         replies = [await client.post("/v1/chat/completions", json=CHAT) for _ in range(12)]
     assert [r.status_code for r in replies] == [200] * 12
@@ -69,6 +71,11 @@ async def test_busy_and_draining_backends_send_requests_elsewhere(
     # be out of discovery, its health failing, before any request reaches it).
     assert draining.state.requests <= 1
     assert gateway.gateway.stats.retries == busy.state.requests + draining.state.requests
+
+
+async def _routable_ids(gateway: Any) -> set[str]:
+    """The gateway's routable instances but the draining one (there or not, by timing)."""
+    return {i.instance_id for i in gateway.gateway.discovery.cached(SERVICE)} - {"draining"}
 
 
 async def test_every_instance_saturated_is_429_with_retry_after(

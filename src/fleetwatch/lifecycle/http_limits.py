@@ -42,8 +42,8 @@ _HEADERS_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
 )
-#: uvicorn's HTTP/1.1 parsers: h11 (pure Python, everywhere) or httptools (llhttp, in C: the
-#: gateway's hot path, when installed).
+#: uvicorn's HTTP/1.1 parsers: h11 (pure Python, everywhere) or httptools (llhttp, in C; the
+#: gateway's own server, :mod:`fleetwatch.http1`, parses with it too).
 Parser = Literal["h11", "httptools"]
 
 
