@@ -44,7 +44,15 @@ from typing import Any
 
 import httpx
 
-from _common import BENCH_TOKEN, emit, parser, percentile, progress, registry_process
+from _common import (
+    BENCH_TOKEN,
+    emit,
+    parser,
+    percentile,
+    progress,
+    registry_process,
+    terminate,
+)
 from _fleet import gateway, haproxy, register_all
 from _peers import (
     PeerInstall,
@@ -171,17 +179,6 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 5 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 @contextlib.contextmanager
 def llama_fleet(count: int) -> Iterator[list[int]]:
     """``count`` fresh llama-servers (ports), ready and warmed up; stopped on any exit."""
@@ -197,7 +194,7 @@ def llama_fleet(count: int) -> Iterator[list[int]]:
             process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-            stack.callback(_terminate, process)
+            stack.callback(terminate, process)
             processes.append(process)
         deadline = time.monotonic() + 120
         for port, process in zip(ports, processes, strict=True):

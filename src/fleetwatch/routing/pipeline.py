@@ -34,6 +34,13 @@ class Pipeline:
     scorers: tuple[Scorer, ...]
     picker: Picker
     _memo: _Memo = field(default_factory=_Memo, compare=False, repr=False)
+    _static: tuple[Filter, ...] = field(init=False, compare=False, repr=False)
+    _dynamic: tuple[Filter, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        static = tuple(f for f in self.filters if getattr(f, "static", False))
+        object.__setattr__(self, "_static", static)
+        object.__setattr__(self, "_dynamic", tuple(f for f in self.filters if f not in static))
 
     def candidates(self, request: RouteRequest, instances: Sequence[Instance]) -> list[Instance]:
         """The instances every filter keeps.
@@ -50,17 +57,16 @@ class Pipeline:
         kept = memo.kept.get(key)
         if kept is None:
             kept = list(instances)
-            for step in self.filters:
-                if kept and getattr(step, "static", False):
+            for step in self._static:
+                if kept:
                     kept = step.apply(request, kept)
             if len(memo.kept) >= MEMO_LIMIT:
                 memo.kept.clear()
             memo.kept[key] = kept
-        for step in self.filters:
+        for step in self._dynamic:
             if not kept:
                 break
-            if not getattr(step, "static", False):
-                kept = step.apply(request, kept)
+            kept = step.apply(request, kept)
         return list(kept)
 
     def totals(self, request: RouteRequest, instances: Sequence[Instance]) -> list[float]:
