@@ -71,16 +71,19 @@ async def register(
     *,
     model: str | None = None,
     version: str = "1",
+    kind: str | None = None,
 ) -> None:
-    """Register a backend checked every 0.2 s on /health and wait until it is available."""
+    """Register a backend checked every 0.2 s on /health and wait until it is available
+    (``kind``: the server kind, as fleetwatch's agent registers it)."""
     body: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": port,
         "version": version,
         "check": {"path": "/health", "interval": 0.2, "timeout": 0.5},
     }
-    if model is not None:
-        body["metadata"] = {"model": model}
+    metadata = {"model": model, "kind": kind}
+    if model is not None or kind is not None:
+        body["metadata"] = {k: v for k, v in metadata.items() if v is not None}
     await api.register(SERVICE, instance_id, body)
 
     async def status() -> InstanceStatus | None:

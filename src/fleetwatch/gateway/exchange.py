@@ -81,6 +81,9 @@ class Exchange:
     replying: bool = False
     #: The instance of the last attempt (kept for messages after it ended).
     instance_id: str = ""
+    #: What became of a stream broken after its first byte (see RequestReport.recovery).
+    recovery: str | None = None
+    seams_s: list[float] = field(default_factory=list)
     _attempts: list[AttemptReport] = field(default_factory=list)
     _current: _Attempt | None = None
     _started: float = 0.0
@@ -300,6 +303,8 @@ class Exchange:
             first_byte_s=self.first_byte_s,
             events=self.events,
             usage=self.usage,
+            recovery=self.recovery,
+            seams_s=tuple(self.seams_s),
         )
         for listener in self.context.listeners:
             try:

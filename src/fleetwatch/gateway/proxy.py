@@ -6,8 +6,11 @@ it (the router's filters), take a slot on the one the router picks (a bounded qu
 are full), and send it. Failures before anything reached the client (connection refused or
 reset, 429/503 such as a draining instance's) go to another instance; a 429/503's
 ``Retry-After`` keeps new requests off that instance until then. A streamed reply is relayed
-as it comes; a backend failure after the first byte ends the SSE stream with an error event.
-A client that goes away cancels the upstream request, so the server frees its slot.
+as it comes; when its server breaks after the first byte (reset, EOF without a final event,
+an error event, no token within the inter-token timeout), a request that can be continued
+goes on from what the client holds on another instance (:mod:`fleetwatch.gateway.recovery`);
+any other ends with an SSE error event. A client that goes away cancels the upstream
+request, so the server frees its slot.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +32,17 @@ from fleetwatch.gateway.auth import client_token
 from fleetwatch.gateway.errors import error_response, sse_error
 from fleetwatch.gateway.exchange import Exchange, client_sender
 from fleetwatch.gateway.openapi import request_problem
+from fleetwatch.gateway.recovery import (
+    CHAT,
+    CONTINUABLE_KINDS,
+    BrokenStream,
+    ContinuationFailed,
+    OpenAIStreamReader,
+    StreamPlan,
+    Transcript,
+    continue_stream,
+    unrecoverable,
+)
 from fleetwatch.gateway.usage import StreamUsage, merge, whole_usage
 from fleetwatch.http1 import ConnectFailed, UpstreamError
 from fleetwatch.http1 import Response as Upstream
@@ -37,6 +52,8 @@ from fleetwatch.routing.filters import serves
 
 if TYPE_CHECKING:
     from fleetwatch.gateway.app import Gateway
+
+log = logging.getLogger(__name__)
 
 #: Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
 HOP_BY_HOP = frozenset(
@@ -63,7 +80,7 @@ def model_label(instance: Instance, model: str | None) -> str:
 
 @dataclass(slots=True)
 class _Outgoing:
-    """What goes upstream, the same for every attempt."""
+    """What goes upstream, the same for every attempt, and the instances tried so far."""
 
     path: str
     body: bytes
@@ -71,6 +88,11 @@ class _Outgoing:
     headers: bytes
     #: The client did not ask for usage in its stream: remove what the gateway asked for.
     strip_usage: bool
+    route: RouteRequest
+    tried: list[tuple[str, str]]
+    #: How to continue the stream if its server breaks; None: it cannot be (see ``why_not``).
+    plan: StreamPlan | None = None
+    why_not: str | None = None
 
 
 class _Retry(Exception):
@@ -89,6 +111,8 @@ class Proxy:
         self.settings = gateway.settings
         self.router = gateway.router
         self._hashes_prompts = self.router.scorer("prefix") is not None
+        key = self.settings.upstream_api_key
+        self._upstream_auth = b"authorization: Bearer %s\r\n" % key.encode() if key else b""
         self._session_header = (
             self.settings.router.session_header.lower().encode()
             if self.settings.router.session_header
@@ -132,9 +156,16 @@ class Proxy:
         if not found:
             return self._nothing_to_route(exchange, route.model)
         exchange.watch_client(scope, receive)
+        path = scope["path"]
         outgoing = _Outgoing(
-            scope["path"], body, self._upstream_headers(scope), _strip_usage(payload)
+            path, body, self._upstream_headers(scope), _strip_usage(payload), route, []
         )
+        if exchange.streaming:
+            outgoing.why_not = unrecoverable(path, payload, self.settings.recovery)
+            if outgoing.why_not is None:
+                outgoing.plan = StreamPlan(
+                    path, payload, Transcript(chat=path == CHAT), outgoing.strip_usage
+                )
         return await self._attempts(send, exchange, route, outgoing, found)
 
     def _route_request(
@@ -191,7 +222,7 @@ class Proxy:
         found: list[Instance],
     ) -> Response | None:
         deadline = exchange.loop.time() + self.settings.request_timeout
-        tried: list[tuple[str, str]] = []
+        tried = outgoing.tried
         last: Response | None = None
         fresh: list[Instance] | None = found  # the first look needs no second reading
 
@@ -246,6 +277,8 @@ class Proxy:
             exchange.outcome = "timeout"
             return error_response(504, f"no answer within {timeout:g}s", "timeout", "timeout")
         exchange.outcome = "failed_after_first_byte"
+        if exchange.recovery is None:
+            exchange.recovery = "not_recoverable"
         message = (
             f"instance {exchange.instance_id} timed out mid-stream after {timeout:g}s; "
             "the reply is incomplete"
@@ -291,7 +324,7 @@ class Proxy:
         if not exchange.streaming:
             await self._whole(send, exchange, response)
             return None
-        await self._stream(send, exchange, response, outgoing.strip_usage)
+        await self._stream(send, exchange, response, outgoing)
         return None
 
     async def _whole(self, send: Send, exchange: Exchange, response: Upstream) -> None:
@@ -324,11 +357,7 @@ class Proxy:
         exchange.end_attempt(exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s)
 
     async def _stream(
-        self,
-        send: Send,
-        exchange: Exchange,
-        response: Upstream,
-        strip_usage: bool,
+        self, send: Send, exchange: Exchange, response: Upstream, outgoing: _Outgoing
     ) -> None:
         instance = exchange.instance
         headers = [
@@ -338,44 +367,127 @@ class Proxy:
         exchange.replying = True
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         ok = response.status < 500
-        scanner = StreamUsage(strip=strip_usage)
+        scanner = StreamUsage(strip=outgoing.strip_usage)
+        plan = outgoing.plan if ok else None
+        # A recoverable stream is read event by event (to know what the client holds, and
+        # to withhold error events), and a pause between tokens is bounded tighter.
+        reader = OpenAIStreamReader(plan.transcript) if plan is not None else None
+        timeout = self.settings.recovery.inter_token_timeout if plan is not None else None
+        broke: str | None = None
         try:
-            async for chunk in response.chunks():
+            async for chunk in response.chunks(timeout):
                 if exchange.first_byte_s is None:
                     exchange.first_byte_s = exchange.elapsed
-                out = scanner.feed(chunk)
+                out = scanner.feed(chunk if reader is None else reader.feed(chunk))
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
+                if reader is not None and reader.broken is not None:
+                    broke = reader.broken
+                    break
         except UpstreamError as exc:
-            # After the first byte there is no retrying: end the stream with an error event.
-            what = (
-                "timed out" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
-            )
-            exchange.usage, exchange.events = scanner.usage, scanner.events
-            exchange.outcome = "failed_after_first_byte"
-            exchange.end_attempt(
-                "failed_mid_stream", fault=True, first_byte_s=exchange.first_byte_s
-            )
-            message = f"instance {instance.instance_id} {what} mid-stream; the reply is incomplete"
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": sse_error(message, "upstream_failed_mid_stream"),
-                    "more_body": False,
-                }
-            )
-            return
+            broke = "timed out" if isinstance(exc, TimeoutError) else f"failed ({exc})"
+        if broke is None and plan is not None and not plan.transcript.done:
+            broke = "closed the stream before its final event"
         exchange.usage, exchange.events = scanner.usage, scanner.events
-        await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
-        exchange.outcome = "ok" if ok else "upstream_5xx"
-        exchange.end_attempt(exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s)
+        if broke is None:
+            await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
+            exchange.outcome = "ok" if ok else "upstream_5xx"
+            exchange.end_attempt(exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s)
+            return
+        exchange.end_attempt("failed_mid_stream", fault=True, first_byte_s=exchange.first_byte_s)
+        if plan is not None and await self._recover(send, exchange, outgoing, instance, plan):
+            exchange.outcome, exchange.recovery = "ok", "recovered"
+            exchange.usage, exchange.events = plan.usage, plan.transcript.events
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        exchange.outcome = "failed_after_first_byte"
+        why = outgoing.why_not if plan is None else "no other instance could continue it"
+        exchange.recovery = "failed" if plan is not None else "not_recoverable"
+        message = (
+            f"instance {instance.instance_id} {broke} mid-stream; the reply is incomplete "
+            f"(not recovered: {why})"
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": sse_error(message, "upstream_failed_mid_stream"),
+                "more_body": False,
+            }
+        )
+
+    async def _recover(
+        self,
+        send: Send,
+        exchange: Exchange,
+        outgoing: _Outgoing,
+        broken: Instance,
+        plan: StreamPlan,
+    ) -> bool:
+        """Continue the stream on other instances, at most ``recovery.attempts`` of them;
+        whether the client got a whole reply. The request's deadline still runs."""
+        exchange.recovery = "failed"  # until a continuation ends the stream
+        transcript = plan.transcript
+        loop = exchange.loop
+
+        async def emit(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        if transcript.complete:  # the reply ended; only [DONE] is missing
+            transcript.done = True
+            transcript.events += 1
+            await emit(b"data: [DONE]\n\n")
+            return True
+
+        def continuers() -> list[Instance]:
+            found = [
+                i
+                for i in self._candidates(outgoing.route, outgoing.tried)
+                if i.metadata.get("kind") in CONTINUABLE_KINDS
+            ]
+            # The same version first: the same model weights continue the same reply.
+            return [i for i in found if i.version == broken.version] or found
+
+        broke_at = loop.time()
+        for _ in range(self.settings.recovery.attempts):
+            if not continuers():
+                return False
+            try:
+                instance = await exchange.admit(
+                    continuers, lambda usable: self.router.choose(outgoing.route, usable)
+                )
+            except Saturated:
+                return False
+            outgoing.tried.append(instance.key)
+            seams_before = len(exchange.seams_s)
+
+            def first_text(before: int = seams_before, since: float = broke_at) -> None:
+                if len(exchange.seams_s) == before:  # once per seam
+                    exchange.seams_s.append(loop.time() - since)
+
+            try:
+                await continue_stream(
+                    self.gateway.upstream,
+                    instance.base_url,
+                    self._upstream_auth,
+                    plan,
+                    emit,
+                    inter_token_timeout=self.settings.recovery.inter_token_timeout,
+                    hold=exchange.hold,
+                    first_text=first_text,
+                )
+            except (ContinuationFailed, BrokenStream, UpstreamError) as exc:
+                log.warning("continuing a stream on %s failed: %s", instance.instance_id, exc)
+                exchange.end_attempt("failed_mid_stream", fault=True)
+                broke_at = loop.time()
+                continue
+            exchange.end_attempt("ok")
+            return True
+        return False
 
     def _upstream_headers(self, scope: Scope) -> bytes:
         skip = REQUEST_SKIP
         lines = [b"%s: %s\r\n" % (k, v) for k, v in scope["headers"] if k.lower() not in skip]
-        key = self.settings.upstream_api_key
-        if key:
-            lines.append(b"authorization: Bearer %s\r\n" % key.encode())
+        lines.append(self._upstream_auth)
         return b"".join(lines)
 
 

@@ -61,6 +61,12 @@ class RequestReport:
     #: SSE data events relayed (streamed replies).
     events: int = 0
     usage: Usage = Usage()
+    #: For a stream whose server broke after the first byte: recovered (continued on another
+    #: instance to a whole reply), not_recoverable (the request cannot be continued) or
+    #: failed (every continuation failed); None when nothing broke.
+    recovery: str | None = None
+    #: Seconds from each break to the continuation's first text reaching the client.
+    seams_s: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from fleetwatch.discovery.outlier import OutlierPolicy
+from fleetwatch.gateway.recovery.policy import RecoverySettings
 from fleetwatch.routing import RouterSettings, Strategy, strategy_named
 
 #: A generation can legitimately take minutes; a request taking longer is stuck.
@@ -57,6 +58,8 @@ class GatewaySettings:
     #: How often request counts go to the registry for the service's SLO.
     slo_report_every: float = 10.0
     outliers: OutlierPolicy = field(default_factory=OutlierPolicy)
+    #: Continuing streams whose server broke after the first byte (the ``[recovery]`` section).
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
 
     def __post_init__(self) -> None:
         if self.strategy is not None:

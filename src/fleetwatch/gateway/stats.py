@@ -53,10 +53,16 @@ class GatewayStats:
     by_version: dict[str, VersionFigures] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     retries: int = 0
+    #: Streams broken after the first byte, by what became of them (see RequestReport).
+    recoveries: dict[str, int] = field(default_factory=dict)
+    seams_s: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     def __call__(self, report: RequestReport) -> None:
         self.outcomes[report.outcome] = self.outcomes.get(report.outcome, 0) + 1
         self.retries += report.retries
+        if report.recovery is not None:
+            self.recoveries[report.recovery] = self.recoveries.get(report.recovery, 0) + 1
+            self.seams_s.extend(report.seams_s)
         for attempt in report.attempts:
             if attempt.outcome in ("busy", "cancelled"):
                 continue  # a refusal or a client gone says nothing of the version
@@ -74,6 +80,9 @@ class GatewayStats:
             "versions": {v: f.as_dict() for v, f in sorted(self.by_version.items())},
             "outcomes": dict(sorted(self.outcomes.items())),
             "retries": self.retries,
+            "recoveries": dict(sorted(self.recoveries.items())),
+            "seam_p50_s": _p(list(self.seams_s), 50),
+            "seam_p99_s": _p(list(self.seams_s), 99),
         }
 
 

@@ -38,6 +38,10 @@ class MetricsListener:
             if attempt.latency_s is not None:
                 self._durations.append(attempt.latency_s)
         self._retries += report.retries
+        if report.recovery is not None:
+            self.metrics.recoveries.labels(self.service, report.recovery).inc()
+            for seconds in report.seams_s:
+                self.metrics.seam.labels(self.service).observe(seconds)
         if report.streaming and report.ok:
             self.metrics.streamed(
                 self.service,

@@ -259,12 +259,13 @@ class Response:
 
     # -- read by the caller -----------------------------------------------------------------
 
-    async def _wait(self) -> None:
+    async def _wait(self, timeout: float | None = None) -> None:
         """Until the connection feeds something (or fails, or the read timeout passes)."""
         if self._error is not None:
             raise self._error
         waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_later(self._read_timeout, _expire, waiter, self._read_timeout)
+        after = self._read_timeout if timeout is None else timeout
+        timer = self._loop.call_later(after, _expire, waiter, after)
         try:
             await waiter
         finally:
@@ -302,15 +303,16 @@ class Response:
             await self._wait()
         return self._take()[:limit]
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives: everything received since the last chunk, each time."""
+    async def chunks(self, read_timeout: float | None = None) -> AsyncIterator[bytes]:
+        """The body as it arrives: everything received since the last chunk, each time;
+        ``read_timeout`` (default: the pool's) bounds the wait for each."""
         while True:
             if self._chunks:
                 yield self._take()
             if self.complete:
                 self._finish()
                 return
-            await self._wait()
+            await self._wait(read_timeout)
 
     def _finish(self) -> None:
         if not self._done:

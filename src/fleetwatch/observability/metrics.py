@@ -303,6 +303,20 @@ class GatewayMetrics:
             ["service"],
             registry=registry,
         )
+        self.recoveries = Counter(
+            "fleetwatch_gateway_stream_recoveries",
+            "Streams whose server broke after the first byte, by what became of them: "
+            "recovered (continued on another instance), not_recoverable, failed.",
+            ["service", "result"],
+            registry=registry,
+        )
+        self.seam = Histogram(
+            "fleetwatch_gateway_stream_seam_seconds",
+            "From a stream's break to the continuation's first text reaching the client.",
+            ["service"],
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
         self.tokens = Counter(
             "fleetwatch_gateway_tokens",
             "Tokens of the replies, as the servers counted them: prompt, of which cached "
