@@ -30,7 +30,21 @@ from starlette.routing import Route
 
 from fleetwatch.lifecycle.serving import AppServer
 
-MODES = ("ok", "busy", "draining", "fail", "fail-unary", "hang", "die-mid-stream")
+#: die-mid-stream resets the connection after the first chunk; error-mid-stream sends an error
+#: event and [DONE] after it; eof-mid-stream ends the stream there, without a final event.
+MODES = (
+    "ok",
+    "busy",
+    "draining",
+    "fail",
+    "fail-unary",
+    "hang",
+    "die-mid-stream",
+    "error-mid-stream",
+    "eof-mid-stream",
+)
+#: Modes in which a stream breaks after its first chunk, on purpose.
+BREAKING_MODES = frozenset({"die-mid-stream", "error-mid-stream", "eof-mid-stream"})
 
 
 @dataclass
@@ -178,6 +192,12 @@ class _Handlers:
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 if n == 0 and self.state.mode == "die-mid-stream":
                     raise ConnectionAbortedError("the backend died mid-stream (on purpose)")
+                if n == 0 and self.state.mode == "error-mid-stream":
+                    error = {"error": {"message": "failed (on purpose)", "type": "server_error"}}
+                    yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+                    return
+                if n == 0 and self.state.mode == "eof-mid-stream":
+                    return
             if usage:  # as OpenAI sends it: one last event, no choices
                 counts = {"prompt_tokens": 5, "completion_tokens": self.state.tokens}
                 final = {"id": "chunk", "model": self.state.model, "choices": [], "usage": counts}
@@ -188,7 +208,7 @@ class _Handlers:
             self.state.in_flight -= 1
             if finished:
                 self.state.completed += 1
-            elif self.state.mode != "die-mid-stream":
+            elif self.state.mode not in BREAKING_MODES:
                 self.state.cancelled += 1  # the client went away mid-stream
 
     async def models(self, request: Request) -> Response:
