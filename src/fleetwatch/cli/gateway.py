@@ -17,10 +17,12 @@ from rich.console import Console
 from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.cli.options import CaBundle, RegistryToken, RegistryUrl, TlsCert, TlsKey
 from fleetwatch.config.durations import parse_duration
-from fleetwatch.config.router import load_router
+from fleetwatch.config.recovery import parse_recovery
+from fleetwatch.config.router import load_router, read_gateway_file
 from fleetwatch.errors import ConfigError
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.gateway import settings as defaults
+from fleetwatch.gateway.recovery import RecoverySettings
 from fleetwatch.lifecycle import wait_for_stop_signal
 from fleetwatch.routing import SCORER_NAMES, RouterSettings, Strategy, strategy_named
 from fleetwatch.routing.strategies import scorer_weights
@@ -50,6 +52,13 @@ async def run_gateway(
             f"(OpenAI base URL {server.url}/v1; {routable} routable instance(s); "
             f"strategy {settings.router.strategy}, scorers "
             f"{', '.join(f'{s.name}={s.weight:g}' for s in gateway.router.scorers) or 'none'})"
+        )
+        recovery = settings.recovery
+        sampled = ", ".join(sorted(recovery.sampled_routes)) or "none"
+        console.print(
+            f"stream recovery: {'on' if recovery.enabled and recovery.attempts else 'off'}"
+            f" (greedy requests; sampled ones on: {sampled}; {recovery.attempts} attempt(s);"
+            f" inter-token timeout {recovery.inter_token_timeout:g}s)"
         )
         if not settings.client_tokens:
             console.print(f"[yellow]no client tokens ({CLIENT_TOKENS_ENV} unset): open to all[/]")
@@ -117,7 +126,19 @@ def gateway_command(
         ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="A TOML file with a [router] section.", dir_okay=False)
+        Path | None,
+        typer.Option(help="A TOML file with [router] and [recovery] sections.", dir_okay=False),
+    ] = None,
+    recovery: Annotated[
+        bool | None,
+        typer.Option(
+            help="Continue greedy streams on another instance when their server breaks "
+            "mid-stream (default: the config file's, else on)."
+        ),
+    ] = None,
+    inter_token_timeout: Annotated[
+        str | None,
+        typer.Option(help="After the first token, no token for this long is a hung server."),
     ] = None,
     session_header: Annotated[
         str | None, typer.Option(help="Pin conversations by this request header.")
@@ -169,6 +190,7 @@ def gateway_command(
             )
     try:
         router = router_settings(config, strategy, session_header, scorer, prefix_cache_tokens)
+        recovering = recovery_settings(config, recovery, inter_token_timeout)
         settings = GatewaySettings(
             service=service,
             registry_url=registry,
@@ -181,11 +203,28 @@ def gateway_command(
             queue_timeout=parse_duration(queue_timeout),
             request_timeout=parse_duration(timeout),
             ca_bundle=ca_bundle,
+            recovery=recovering,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     with asyncio.Runner(loop_factory=fastest_loop()) as runner:
         runner.run(run_gateway(settings, host, port, console, server_files(tls_cert, tls_key)))
+
+
+def recovery_settings(
+    config: Path | None, enabled: bool | None, inter_token_timeout: str | None
+) -> RecoverySettings:
+    """The ``[recovery]`` settings: the file's (or the defaults), then the options given."""
+    settings = (
+        parse_recovery(read_gateway_file(config), str(config))
+        if config is not None
+        else RecoverySettings()
+    )
+    if enabled is not None:
+        settings = replace(settings, enabled=enabled)
+    if inter_token_timeout is not None:
+        settings = replace(settings, inter_token_timeout=parse_duration(inter_token_timeout))
+    return settings
 
 
 def fastest_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:

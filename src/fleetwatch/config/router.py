@@ -32,6 +32,9 @@ from fleetwatch.routing.request import DEFAULT_BLOCK_CHARS
 from fleetwatch.routing.settings import DEFAULT_CACHE_TOKENS
 from fleetwatch.routing.strategies import scorer_weights
 
+#: The tables of a gateway configuration file.
+GATEWAY_TABLES = frozenset({"router", "recovery"})
+
 
 class RouterSection(BaseModel):
     """``[router]``."""
@@ -69,10 +72,10 @@ class RouterSection(BaseModel):
 
 def parse_router(raw: dict[str, Any], source: str = "<config>") -> RouterSettings:
     """The ``[router]`` table of a parsed file (defaults when it has none)."""
-    unknown = sorted(set(raw) - {"router"})
+    unknown = sorted(set(raw) - GATEWAY_TABLES)
     if unknown:
         raise ConfigError(
-            f"unknown table {unknown[0]!r}; a gateway configuration has only [router]",
+            f"unknown table {unknown[0]!r}; a gateway configuration has [router] and [recovery]",
             source=source,
         )
     section = raw.get("router", {})
@@ -83,6 +86,11 @@ def parse_router(raw: dict[str, Any], source: str = "<config>") -> RouterSetting
 
 def load_router(path: str | Path) -> RouterSettings:
     """The ``[router]`` settings of the TOML file at ``path``."""
+    return parse_router(read_gateway_file(path), str(path))
+
+
+def read_gateway_file(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML of a gateway configuration file."""
     source = str(path)
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -90,4 +98,4 @@ def load_router(path: str | Path) -> RouterSettings:
         raise ConfigError(f"cannot read the file: {exc.strerror}", source=source) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=source) from None
-    return parse_router(raw, source)
+    return raw
