@@ -87,13 +87,17 @@ def haproxy(port: int, backends: list[int]) -> Iterator[Any]:
             yield process
 
 
-async def register_all(registry_url: str, ports: list[int], model: str = MODEL) -> None:
-    """Register the backends (checked every second on /health) and wait until available."""
+async def register_all(
+    registry_url: str, ports: list[int], model: str = MODEL, kind: str | None = None
+) -> None:
+    """Register the backends (checked every second on /health) and wait until available;
+    ``kind``: the server kind, as fleetwatch's agent registers it (``llamacpp``)."""
+    metadata = {"model": model, **({"kind": kind} if kind else {})}
     async with RegistryClient(registry_url, token=BENCH_TOKEN) as api:
         for n, port in enumerate(ports):
             await api.register(
                 SERVICE, f"b{n}", {"host": "127.0.0.1", "port": port, "version": "1",
-                                   "metadata": {"model": model}},
+                                   "metadata": metadata},
             )  # fmt: skip
         async with asyncio.timeout(30):
             while True:

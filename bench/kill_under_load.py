@@ -1,12 +1,17 @@
-"""SIGKILL one of three backends under load through the gateway: failed client requests, and
-the time until the killed instance left the gateway's view.
+"""SIGKILL one of three backends under load through the gateway: failed client requests, the
+time until the killed instance left the gateway's view, and (on real llama.cpp, beside
+sglang-router and vllm-router) streams cut or recovered.
 
 Three fast OpenAI-compatible backend processes, registered with a ``fleetwatch serve``
 registry (default check settings), behind a ``fleetwatch gateway`` process. Sixteen clients
 send chat completions (half streamed, 20 tokens at 5 ms each, so many are in flight at any
 moment) in a closed loop; one backend is SIGKILLed mid-run. A request fails when it is not a
 200, or a stream ends without ``[DONE]`` or carries an error event. Streams cut mid-way by the
-kill are counted apart: after the first byte no proxy can move a request elsewhere.
+kill are counted apart.
+
+The second part (``_stream_kill``) kills one of three llama.cpp servers under greedy streaming
+load, through each router, and counts streams cut and recovered: fleetwatch continues a
+broken greedy stream on another server.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import httpx
 
 from _common import emit, parser, progress
 from _fleet import MODEL, fast_fleet, gateway
+from _peers import PeerUnavailable, ensure_peers, installed_versions
+from _stream_kill import ROUTERS, run_router, table
 from fleetwatch.sandbox import free_port
 
 CLIENTS = 16
@@ -92,6 +99,7 @@ def main() -> None:
                 result = asyncio.run(trial(url, pids[0], seconds))
                 results.append(result)
                 progress(f"trial {n + 1}/{trials}: {json.dumps(result)}")
+    streaming = llama_streaming(2 if args.quick else 5, 9.0 if args.quick else 12.0)
     sent = sum(r["sent"] for r in results)
     failed = sum(r["failed"] for r in results)
     cut = sum(r["cut_mid_stream"] for r in results)
@@ -110,9 +118,38 @@ def main() -> None:
                 "streams cut mid-way by the kill": cut,
                 "left the gateway's view, median / max ms": f"{left[len(left) // 2]} / {left[-1]}",
             },
-            "targets": {"no request failed before its first byte": failed == 0},
+            "llama_streaming": streaming,
+            "table": streaming["table"],
+            "targets": {
+                "no request failed before its first byte": failed == 0,
+                "fleetwatch: no stream cut on llama.cpp": streaming["fleetwatch_streams_cut"] == 0,
+            },
         },
     )
+
+
+def llama_streaming(trials: int, seconds: float) -> dict[str, Any]:
+    """The kill on real llama.cpp through fleetwatch and the peers, side by side."""
+    installs = ensure_peers(sorted({peer for _, peer in ROUTERS.values() if peer}))
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    for name, (_, peer) in ROUTERS.items():
+        if peer is not None and isinstance(installs.get(peer), str):
+            skipped[name] = str(installs[peer])
+            continue
+        progress(f"llama.cpp streaming kill through {name}: {trials} trials")
+        try:
+            rows.append(run_router(name, trials, seconds))
+        except PeerUnavailable as exc:
+            skipped[name] = str(exc)
+    ours = next(r for r in rows if r["router"].startswith("fleetwatch"))
+    return {
+        "rows": rows,
+        "skipped": skipped,
+        "peer_versions": installed_versions(installs),
+        "table": table(rows),
+        "fleetwatch_streams_cut": ours["streams_cut"],
+    }
 
 
 if __name__ == "__main__":

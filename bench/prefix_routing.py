@@ -31,7 +31,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -39,7 +38,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,9 +49,9 @@ from _common import (
     percentile,
     progress,
     registry_process,
-    terminate,
 )
 from _fleet import gateway, haproxy, register_all
+from _llama import http_json, llama_fleet
 from _peers import (
     PeerInstall,
     PeerUnavailable,
@@ -67,7 +65,6 @@ from fleetwatch.discovery.balancer import Strategy
 from fleetwatch.errors import SandboxError
 from fleetwatch.llm.artifacts import MODEL_NAME
 from fleetwatch.sandbox import free_port
-from fleetwatch.sandbox.llama import llama_server_argv
 
 SEED = 20261201
 SERVERS = 3
@@ -163,53 +160,6 @@ def make_conversations(
 # --- llama.cpp servers --------------------------------------------------------------------
 
 
-def _http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
-    """GET (or POST ``body`` to) a loopback URL; the JSON answer."""
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"}
-    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback
-    with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310
-        return json.load(reply)
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return bool(_http_json(f"http://127.0.0.1:{port}/health", timeout=1.0)["status"] == "ok")
-    except (OSError, ValueError, KeyError, urllib.error.URLError):
-        return False
-
-
-@contextlib.contextmanager
-def llama_fleet(count: int) -> Iterator[list[int]]:
-    """``count`` fresh llama-servers (ports), ready and warmed up; stopped on any exit."""
-    ports = [free_port() for _ in range(count)]
-    with (
-        tempfile.TemporaryDirectory(prefix="fleetwatch-prefix-llama-") as folder,
-        contextlib.ExitStack() as stack,
-    ):
-        processes = []
-        for port in ports:
-            log = stack.enter_context((Path(folder) / f"llama-{port}.log").open("wb"))
-            argv = llama_server_argv(port, threads=1, parallel=PARALLEL, context=CONTEXT)
-            process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-            stack.callback(terminate, process)
-            processes.append(process)
-        deadline = time.monotonic() + 120
-        for port, process in zip(ports, processes, strict=True):
-            while not _healthy(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log_text = (Path(folder) / f"llama-{port}.log").read_text(errors="replace")
-                    raise RuntimeError(f"llama-server on {port} did not start: {log_text[-500:]}")
-                time.sleep(0.2)
-        for port in ports:
-            # One-time costs of a first request (allocations, page-in) are no router's doing.
-            # A raw prompt, outside the chat template, leaves no prefix any turn could share.
-            _http_json(f"http://127.0.0.1:{port}/completion", {"prompt": "Hi", "n_predict": 1})
-        yield ports
-
-
 def scrape(port: int) -> dict[str, float]:
     """A llama-server's ``llamacpp:*`` counters from ``/metrics``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
@@ -221,7 +171,7 @@ def tokenizer(port: int) -> Callable[[str], int]:
     """Token count of a text by the server's own ``/tokenize``."""
 
     def count(text: str) -> int:
-        return len(_http_json(f"http://127.0.0.1:{port}/tokenize", {"content": text})["tokens"])
+        return len(http_json(f"http://127.0.0.1:{port}/tokenize", {"content": text})["tokens"])
 
     return count
 
@@ -368,7 +318,7 @@ def wait_routable(url: str, timeout: float = 30.0) -> Target:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if _http_json(f"{url}/v1/models", timeout=2.0).get("data"):
+            if http_json(f"{url}/v1/models", timeout=2.0).get("data"):
                 return Target(url)
         except (OSError, ValueError, AttributeError, urllib.error.URLError):
             pass
@@ -399,7 +349,7 @@ def fleetwatch_router(ports: list[int], strategy: str, session_header: bool) -> 
     if session_header:
         extra += ["--session-header", SESSION_HEADER]
     with registry_process(registry_port, log_level="warning"):
-        asyncio.run(register_all(registry_url, ports, MODEL_NAME))
+        asyncio.run(register_all(registry_url, ports, MODEL_NAME, kind="llamacpp"))
         with gateway(gateway_port, registry_url, extra=extra, log_level="warning"):
             target = wait_routable(f"http://127.0.0.1:{gateway_port}")
             yield Target(target.url, target.headers, registry_url)
@@ -594,7 +544,8 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float
 def _measure(case: RouterCase, conversations: list[Conversation], turns: int) -> Outcome:
     """Fresh servers, the router in front of them, the workload, the servers' counters."""
     progress(f"{case.name}: fresh llama-servers")
-    with llama_fleet(SERVERS) as ports:
+    with llama_fleet(SERVERS, parallel=PARALLEL, context=CONTEXT) as fleet:
+        ports = [server.port for server in fleet]
         before = [scrape(p) for p in ports]
         with case.start(ports) as target:
             progress(f"{case.name}: {len(conversations)} conversations x {turns} turns")
@@ -756,8 +707,8 @@ def main() -> None:
         cases = router_cases(args.quick)
     installs = ensure_peers(sorted({c.peer for c in cases if c.peer}))
     progress("sizing the system prompts with llama-server's /tokenize")
-    with llama_fleet(1) as (port,):
-        conversations = make_conversations(count, turns, tokenizer(port))
+    with llama_fleet(1, parallel=PARALLEL, context=CONTEXT) as (server,):
+        conversations = make_conversations(count, turns, tokenizer(server.port))
     runs: dict[str, list[Outcome]] = {case.name: [] for case in cases}
     for round_number in range(1, args.rounds + 1):
         if args.rounds > 1:
