@@ -140,7 +140,7 @@ def test_the_openai_reader_sees_the_end_of_a_whole_stream() -> None:
 def test_the_native_reader_gives_held_back_ids_with_the_text_that_releases_them() -> None:
     """llama.cpp sends a token with no text while it holds a partial stop string or UTF-8
     character; its id reaches the transcript with the text that follows."""
-    reader = NativeStreamReader(Transcript(chat=True))
+    reader = NativeStreamReader()
     pieces = reader.feed(
         _event({"content": "", "tokens": [5], "stop": False})
         + _event({"content": "ab", "tokens": [6], "stop": False})

@@ -88,7 +88,7 @@ async def continue_stream(
     if response.status != 200:
         content = await response.read_some(512)
         raise ContinuationFailed(f"/completion answered HTTP {response.status}: {content!r}")
-    reader = NativeStreamReader(transcript)
+    reader = NativeStreamReader()
     seam = SeamStop(transcript.tail, stop_strings(plan.payload))
     held_ids: list[int] = []
     async for chunk in response.chunks(inter_token_timeout):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetwatch.gateway.recovery.policy import CHAT
-from fleetwatch.gateway.recovery.transcript import MAX_EVENT_BYTES, BrokenStream, Transcript
+from fleetwatch.gateway.recovery.transcript import BrokenStream, SseEvents, data_of
 from fleetwatch.http1 import UpstreamError, UpstreamPool
 
 #: Sampling and stopping fields a continuation keeps from the client's request.
@@ -137,12 +137,10 @@ def continuation_body(
 
 
 class NativeStreamReader:
-    """Reads llama.cpp's native ``/completion`` stream into a :class:`Transcript` as events
-    in the client's format (chat chunks or text completions)."""
+    """Reads llama.cpp's native ``/completion`` stream: its text with token ids, its end."""
 
-    def __init__(self, transcript: Transcript) -> None:
-        self.transcript = transcript
-        self._pending = b""
+    def __init__(self) -> None:
+        self._events = SseEvents()
         #: Ids whose text the server holds back (a partial stop string, a partial UTF-8
         #: character): they reach the client with the text that follows, or never.
         self._held: list[int] = []
@@ -152,27 +150,15 @@ class NativeStreamReader:
 
     def feed(self, chunk: bytes) -> list[tuple[str, list[int]]]:
         """The pieces of text in ``chunk`` (each with its token ids), in order."""
-        data = self._pending + chunk
-        complete, separator, rest = data.rpartition(b"\n\n")
-        if not separator:
-            if len(data) > MAX_EVENT_BYTES:
-                raise BrokenStream("an event longer than 1 MiB")
-            self._pending = data
-            return []
-        self._pending = rest
-        pieces: list[tuple[str, list[int]]] = []
-        for event in complete.split(b"\n\n"):
-            piece = self._read(event)
-            if piece is not None:
-                pieces.append(piece)
-        return pieces
+        pieces = (self._read(event) for event in self._events.feed(chunk))
+        return [piece for piece in pieces if piece is not None]
 
     def _read(self, event: bytes) -> tuple[str, list[int]] | None:
-        line = next((ln for ln in event.split(b"\n") if ln.startswith(b"data:")), None)
-        if line is None or line[5:].strip() == b"[DONE]":
+        data = data_of(event)
+        if data is None or data == b"[DONE]":
             return None
         try:
-            payload = json.loads(line[5:])
+            payload = json.loads(data)
         except ValueError:
             raise BrokenStream("an event that is not JSON") from None
         if not isinstance(payload, dict):

@@ -74,6 +74,25 @@ class Transcript:
         return {"choices": [choice], **self.head}
 
 
+class SseEvents:
+    """Whole SSE events out of a stream's chunks as they come (a split one is held)."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The events ``chunk`` completes, without their blank-line ends."""
+        data = self._pending + chunk
+        complete, separator, rest = data.rpartition(b"\n\n")
+        if not separator:
+            if len(data) > MAX_EVENT_BYTES:
+                raise BrokenStream("an event longer than 1 MiB")
+            self._pending = data
+            return []
+        self._pending = rest
+        return [event for event in complete.split(b"\n\n") if event]
+
+
 class OpenAIStreamReader:
     """Reads an OpenAI-style SSE stream (chat or text completion) into a :class:`Transcript`,
     and says which bytes to relay: whole events only, error events withheld."""
@@ -82,7 +101,7 @@ class OpenAIStreamReader:
         self.transcript = transcript
         #: Why the stream broke (an error event, a malformed event); None while it is sound.
         self.broken: str | None = None
-        self._pending = b""
+        self._events = SseEvents()
 
     def feed(self, chunk: bytes) -> bytes:
         """The complete events in ``chunk`` (with what was held), to relay as they are. On an
@@ -90,29 +109,18 @@ class OpenAIStreamReader:
         it nor what follows is returned."""
         if self.broken is not None:
             return b""
-        data = self._pending + chunk
-        complete, separator, rest = data.rpartition(b"\n\n")
-        if not separator:
-            if len(data) > MAX_EVENT_BYTES:
-                self.broken = "an event longer than 1 MiB"
-            self._pending = data
-            return b""
-        self._pending = rest
         relayed: list[bytes] = []
-        for event in complete.split(b"\n\n"):
-            if not event:
-                continue
-            try:
+        try:
+            for event in self._events.feed(chunk):
                 self._read(event)
-            except BrokenStream as exc:
-                self.broken = str(exc)
-                break
-            relayed.append(event + b"\n\n")
+                relayed.append(event + b"\n\n")
+        except BrokenStream as exc:
+            self.broken = str(exc)
         return b"".join(relayed)
 
     def _read(self, event: bytes) -> None:
         transcript = self.transcript
-        data = _data_of(event)
+        data = data_of(event)
         if data is None:
             return  # a comment or another field: relayed, says nothing
         if data == b"[DONE]":
@@ -150,7 +158,8 @@ class OpenAIStreamReader:
             transcript.finish_reason = reason
 
 
-def _data_of(event: bytes) -> bytes | None:
+def data_of(event: bytes) -> bytes | None:
+    """The ``data:`` field of one SSE event (None for a comment or another field)."""
     for line in event.split(b"\n"):
         if line.startswith(b"data:"):
             return line[5:].strip()
