@@ -127,14 +127,16 @@ async def trial(url: str, victim: RunningLlama, seconds: float) -> Tally:
 
 
 @contextlib.contextmanager
-def fleetwatch_router(servers: list[RunningLlama]) -> Iterator[str]:
-    """A registry with the servers registered as llama.cpp, and ``fleetwatch gateway``."""
+def fleetwatch_router(servers: list[RunningLlama], strategy: str | None = None) -> Iterator[str]:
+    """A registry with the servers registered as llama.cpp, and ``fleetwatch gateway``
+    (its default strategy, or ``strategy``)."""
     registry_port, gateway_port = free_port(), free_port()
     registry_url = f"http://127.0.0.1:{registry_port}"
     ports = [s.port for s in servers]
+    extra = ["--strategy", strategy] if strategy else []
     with registry_process(registry_port, log_level="warning"):
         asyncio.run(register_all(registry_url, ports, MODEL_NAME, kind="llamacpp"))
-        with gateway(gateway_port, registry_url, log_level="warning"):
+        with gateway(gateway_port, registry_url, extra=extra, log_level="warning"):
             yield f"http://127.0.0.1:{gateway_port}"
 
 
@@ -145,7 +147,9 @@ def peer(start: Callable[..., Any], servers: list[RunningLlama]) -> Iterator[str
 
 
 ROUTERS: dict[str, tuple[Callable[[list[RunningLlama]], Any], str | None]] = {
-    "fleetwatch gateway": (fleetwatch_router, None),
+    "fleetwatch gateway (default: prefix)": (fleetwatch_router, None),
+    # The peers' policy, so that the rows differ by what happens at the kill, not by routing.
+    "fleetwatch gateway round-robin": (partial(fleetwatch_router, strategy="round-robin"), None),
     "sglang-router round_robin": (partial(peer, partial(sglang_router, policy="round_robin")),
                                   "sglang-router"),
     "vllm-router round_robin": (partial(peer, partial(vllm_router, policy="round_robin")),

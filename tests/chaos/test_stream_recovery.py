@@ -281,3 +281,31 @@ async def test_each_kind_of_break_is_continued(
     assert events.count("[DONE]") == 1
     assert _finishes(events) == ["length"]
     assert (await _recoveries(gateway)) == {"recovered": 1}
+
+
+async def test_a_completion_stream_is_continued_too(
+    api: RegistryClient, gateways: Any, llama_servers: Callable[..., list[LlamaServer]]
+) -> None:
+    """/v1/completions, greedy, SIGKILL after 10 events: the text equals the uninterrupted
+    completion's, and the stream ends with one finish_reason and one [DONE]."""
+    gateway, servers = await _fleet(api, gateways, llama_servers)
+    body = {"model": MODEL, "prompt": "The history of Rome began", "temperature": 0}
+    body["max_tokens"] = 80
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        reference = (await client.post("/v1/completions", json=body)).json()
+        events: list[Any] = []
+        async with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
+            serving = servers[reply.headers["x-fleetwatch-instance"]]
+            async for line in reply.aiter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:] if line == "data: [DONE]" else json.loads(line[6:]))
+                    if len(events) == 10:
+                        serving.signal(signal.SIGKILL)
+    chunks = [e for e in events if isinstance(e, dict) and e.get("choices")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == reference["choices"][0]["text"]
+    assert [
+        c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0].get("finish_reason")
+    ] == ["length"]
+    assert {c["id"] for c in chunks} == {chunks[0]["id"]}
+    assert events.count("[DONE]") == 1
+    assert (await _recoveries(gateway)) == {"recovered": 1}

@@ -478,7 +478,8 @@ class Proxy:
             except (ContinuationFailed, BrokenStream, UpstreamError) as exc:
                 log.warning("continuing a stream on %s failed: %s", instance.instance_id, exc)
                 exchange.end_attempt("failed_mid_stream", fault=True)
-                broke_at = loop.time()
+                if len(exchange.seams_s) > seams_before:  # it sent text: a new seam begins
+                    broke_at = loop.time()
                 continue
             exchange.end_attempt("ok")
             return True
