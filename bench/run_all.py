@@ -68,6 +68,8 @@ def summary(results: list[dict[str, object]]) -> str:
             for key, met in targets.items():
                 out.append(f"| {key} | {'yes' if met else '**no**'} |")
             out.append("")
+        if isinstance(result.get("table"), str):  # a side-by-side table of its own
+            out += [str(result["table"]), ""]
     return "\n".join(out)
 
 
