@@ -96,7 +96,8 @@ async def _one(http: httpx.AsyncClient, topic: str, tally: Tally, kill_at: list[
         tally.cut += 1
     else:
         tally.ok += 1
-        spanned = bool(kill_at) and started < kill_at[0]
+        # Begun on the killed server before the kill, ended after it: continued elsewhere.
+        spanned = bool(kill_at) and started < kill_at[0] < time.monotonic()
         if serving == KILLED_ID and spanned:
             tally.recovered_seen += 1
             tally.seams_s.append(max(gaps))
