@@ -309,3 +309,30 @@ async def test_a_completion_stream_is_continued_too(
     assert {c["id"] for c in chunks} == {chunks[0]["id"]}
     assert events.count("[DONE]") == 1
     assert (await _recoveries(gateway)) == {"recovered": 1}
+
+
+async def test_a_reset_after_the_final_event_ends_the_stream_without_a_recovery(
+    api: RegistryClient, gateways: Any, backends: Any, llama_server: LlamaServer
+) -> None:
+    """A server that sent its finish_reason, then reset: the client gets the one [DONE] it
+    was missing, nothing is continued or counted as a recovery, and the request is ok."""
+    done_then_reset = await backends(model=MODEL, mode="reset-after-finish", tokens=4)
+    await register(api, "finishing", done_then_reset.port, model=MODEL, kind="openai")
+    await register(api, "smol", llama_server.port, model=MODEL, kind="llamacpp")
+    gateway = await gateways(strategy="round-robin")
+    await routed(gateway, 2)
+    body = {**GREEDY, "max_tokens": 20, "stream": True}
+    for _ in range(2):  # round robin: one of two requests goes to the finishing backend
+        events, serving = await _raw_stream(
+            gateway, body, lambda _: None, {}, when=lambda *_: False, act_needed=False
+        )
+        if serving == "finishing":
+            break
+    assert serving == "finishing"
+    assert _text(events) == "ok " * 4
+    assert _finishes(events) == ["stop"]
+    assert events.count("[DONE]") == 1
+    assert (await _recoveries(gateway)) == {}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        stats = (await client.get("/v1/gateway/stats")).json()
+    assert "failed_after_first_byte" not in stats["outcomes"]

@@ -121,7 +121,7 @@ def test_the_openai_reader_keeps_the_text_and_withholds_error_events() -> None:
     assert reader.feed(_chat_chunk("!") + error + b"data: [DONE]\n\n") == _chat_chunk("!")
     assert reader.broken is not None
     assert "boom" in reader.broken
-    assert transcript.segments == ["Hello!"]
+    assert "".join(str(s) for s in transcript.segments) == "Hello!"
     assert transcript.head["id"] == "c1"
     assert not transcript.done
 
@@ -162,3 +162,32 @@ def test_a_continuation_asks_for_what_is_left_of_max_tokens() -> None:
     assert body["seed"] == 3
     assert body["temperature"] == 0
     assert continuation_body(GREEDY_CHAT, [1], 4)["n_predict"] == -1
+
+
+def test_a_reply_with_more_than_text_cannot_be_spliced() -> None:
+    """A delta with reasoning_content (or tool calls) marks the reply unspliceable: a
+    continuation from its text alone would lose that part."""
+    transcript = Transcript(chat=True)
+    reader = OpenAIStreamReader(transcript)
+    thinking = {"id": "c", "choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]}
+    reader.feed(_event(thinking))
+    assert transcript.unspliceable == "the reply carries reasoning_content"
+    assert reader.broken is None
+
+
+def test_an_event_with_a_null_error_is_not_a_break() -> None:
+    """``"error": null`` in an event is no error event."""
+    reader = OpenAIStreamReader(Transcript(chat=True))
+    chunk = {"id": "c", "error": None, "choices": [{"index": 0, "delta": {"content": "a"}}]}
+    assert reader.feed(_event(chunk))
+    assert reader.broken is None
+
+
+def test_penalties_on_what_was_generated_make_a_request_sampled() -> None:
+    """presence, frequency and repeat penalties would not count the tokens before the seam, so
+    a request with one is recovered only where sampled requests are."""
+    for change in ({"presence_penalty": 0.5}, {"frequency_penalty": 1}, {"repeat_penalty": 1.1}):
+        why = unrecoverable(CHAT, {**GREEDY_CHAT, **change}, RecoverySettings())
+        assert why is not None
+        assert "penalizes repetition" in why
+    assert unrecoverable(CHAT, {**GREEDY_CHAT, "repeat_penalty": 1}, RecoverySettings()) is None

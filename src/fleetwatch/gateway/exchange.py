@@ -282,6 +282,8 @@ class Exchange:
                 self.end_attempt(self.outcome or "ok")
         if gone or (self.outcome is None and isinstance(error, asyncio.CancelledError)):
             self.outcome = "client_gone"
+            if self.recovery == "failed":
+                self.recovery = None  # the client left during a recovery: it did not fail
         elif self.outcome is None:
             self.outcome = "error" if error is not None else "ok"
         self._emit()

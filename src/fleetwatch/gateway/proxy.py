@@ -37,6 +37,7 @@ from fleetwatch.gateway.recovery import (
     CONTINUABLE_KINDS,
     BrokenStream,
     ContinuationFailed,
+    ContinuerBusy,
     OpenAIStreamReader,
     StreamPlan,
     Transcript,
@@ -162,6 +163,8 @@ class Proxy:
         )
         if exchange.streaming:
             outgoing.why_not = unrecoverable(path, payload, self.settings.recovery)
+            if outgoing.why_not is None and not _continuable_fleet(found):
+                outgoing.why_not = "no other instance could take a continuation (llama.cpp)"
             if outgoing.why_not is None:
                 outgoing.plan = StreamPlan(
                     path, payload, Transcript(chat=path == CHAT), outgoing.strip_usage
@@ -277,8 +280,6 @@ class Proxy:
             exchange.outcome = "timeout"
             return error_response(504, f"no answer within {timeout:g}s", "timeout", "timeout")
         exchange.outcome = "failed_after_first_byte"
-        if exchange.recovery is None:
-            exchange.recovery = "not_recoverable"
         message = (
             f"instance {exchange.instance_id} timed out mid-stream after {timeout:g}s; "
             "the reply is incomplete"
@@ -369,15 +370,16 @@ class Proxy:
         ok = response.status < 500
         scanner = StreamUsage(strip=outgoing.strip_usage)
         plan = outgoing.plan if ok else None
-        # A recoverable stream is read event by event (to know what the client holds, and
-        # to withhold error events), and a pause between tokens is bounded tighter.
+        # A continuable stream is read event by event: to know what the client holds, and to
+        # withhold error events.
         reader = OpenAIStreamReader(plan.transcript) if plan is not None else None
-        timeout = self.settings.recovery.inter_token_timeout if plan is not None else None
         broke: str | None = None
         try:
-            async for chunk in response.chunks(timeout):
+            async for chunk in response.chunks():
                 if exchange.first_byte_s is None:
                     exchange.first_byte_s = exchange.elapsed
+                    if plan is not None:  # from the first token on, a long pause is a hang
+                        response.tighten(self.settings.recovery.inter_token_timeout)
                 out = scanner.feed(chunk if reader is None else reader.feed(chunk))
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -385,24 +387,35 @@ class Proxy:
                     broke = reader.broken
                     break
         except UpstreamError as exc:
-            broke = "timed out" if isinstance(exc, TimeoutError) else f"failed ({exc})"
-        if broke is None and plan is not None and not plan.transcript.done:
-            broke = "closed the stream before its final event"
+            broke = _broken_by(exc)
         exchange.usage, exchange.events = scanner.usage, scanner.events
+        ending = b""
+        if plan is not None and plan.transcript.complete:
+            # The reply ended (its finish reason went out): whatever came after, only the
+            # stream's end may be missing, and the server did nothing wrong.
+            broke, ending = None, b"" if plan.transcript.done else b"data: [DONE]\n\n"
+        elif plan is not None and broke is None and not plan.transcript.done:
+            broke = "closed the stream before its final event"
         if broke is None:
-            await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
+            body = scanner.flush() + ending
+            await send({"type": "http.response.body", "body": body, "more_body": False})
             exchange.outcome = "ok" if ok else "upstream_5xx"
             exchange.end_attempt(exchange.outcome, fault=not ok, first_byte_s=exchange.first_byte_s)
             return
         exchange.end_attempt("failed_mid_stream", fault=True, first_byte_s=exchange.first_byte_s)
-        if plan is not None and await self._recover(send, exchange, outgoing, instance, plan):
-            exchange.outcome, exchange.recovery = "ok", "recovered"
-            exchange.usage, exchange.events = plan.usage, plan.transcript.events
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
+        why: str | None = outgoing.why_not or "the server answered an error status"
+        if plan is not None:
+            why = plan.transcript.unspliceable or await self._recover(
+                send, exchange, outgoing, instance, plan
+            )
+            if why is None:
+                exchange.outcome, exchange.recovery = "ok", "recovered"
+                exchange.usage, exchange.events = plan.usage, plan.transcript.events
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+        if exchange.recovery is None:
+            exchange.recovery = "not_recoverable"
         exchange.outcome = "failed_after_first_byte"
-        why = outgoing.why_not if plan is None else "no other instance could continue it"
-        exchange.recovery = "failed" if plan is not None else "not_recoverable"
         message = (
             f"instance {instance.instance_id} {broke} mid-stream; the reply is incomplete "
             f"(not recovered: {why})"
@@ -422,41 +435,39 @@ class Proxy:
         outgoing: _Outgoing,
         broken: Instance,
         plan: StreamPlan,
-    ) -> bool:
+    ) -> str | None:
         """Continue the stream on other instances, at most ``recovery.attempts`` of them;
-        whether the client got a whole reply. The request's deadline still runs."""
-        exchange.recovery = "failed"  # until a continuation ends the stream
-        transcript = plan.transcript
+        None once the client got a whole reply, else why not. The request's deadline runs.
+        Sets ``exchange.recovery`` to failed, or not_recoverable when no instance could
+        take the continuation at all."""
         loop = exchange.loop
 
         async def emit(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
-        if transcript.complete:  # the reply ended; only [DONE] is missing
-            transcript.done = True
-            transcript.events += 1
-            await emit(b"data: [DONE]\n\n")
-            return True
-
         def continuers() -> list[Instance]:
-            found = [
+            # Only the same version: the same weights and tokenizer continue the same reply,
+            # and the token ids already computed are theirs.
+            return [
                 i
                 for i in self._candidates(outgoing.route, outgoing.tried)
-                if i.metadata.get("kind") in CONTINUABLE_KINDS
+                if i.metadata.get("kind") in CONTINUABLE_KINDS and i.version == broken.version
             ]
-            # The same version first: the same model weights continue the same reply.
-            return [i for i in found if i.version == broken.version] or found
 
+        if not continuers():
+            return f"no other llama.cpp instance of version {broken.version} is routable"
+        exchange.recovery = "failed"  # until a continuation ends the stream
         broke_at = loop.time()
+        why = "every continuation failed"
         for _ in range(self.settings.recovery.attempts):
             if not continuers():
-                return False
+                return f"{why}, and no other instance is left to try"
             try:
                 instance = await exchange.admit(
                     continuers, lambda usable: self.router.choose(outgoing.route, usable)
                 )
             except Saturated:
-                return False
+                return "every instance that could continue it is saturated"
             outgoing.tried.append(instance.key)
             seams_before = len(exchange.seams_s)
 
@@ -475,15 +486,26 @@ class Proxy:
                     hold=exchange.hold,
                     first_text=first_text,
                 )
-            except (ContinuationFailed, BrokenStream, UpstreamError) as exc:
+            except ContinuerBusy as exc:  # busy or draining: not a fault of the instance
+                self.gateway.admission.back_off(instance.key, exc.retry_after)
+                exchange.end_attempt("busy")
+                why = f"{instance.instance_id}: {exc}"
+                continue
+            except ContinuationFailed as exc:  # it answered, and cannot take this one
+                log.warning("%s refused a continuation: %s", instance.instance_id, exc)
+                exchange.end_attempt("refused")
+                why = f"{instance.instance_id}: {exc}"
+                continue
+            except (BrokenStream, UpstreamError) as exc:
                 log.warning("continuing a stream on %s failed: %s", instance.instance_id, exc)
                 exchange.end_attempt("failed_mid_stream", fault=True)
+                why = f"{instance.instance_id}: {exc}"
                 if len(exchange.seams_s) > seams_before:  # it sent text: a new seam begins
                     broke_at = loop.time()
                 continue
             exchange.end_attempt("ok")
-            return True
-        return False
+            return None
+        return why
 
     def _upstream_headers(self, scope: Scope) -> bytes:
         skip = REQUEST_SKIP
@@ -536,6 +558,19 @@ def _strip_usage(payload: dict[str, Any]) -> bool:
     """Whether the client's stream must not show usage (it did not ask for it)."""
     options = payload.get("stream_options")
     return not (isinstance(options, dict) and options.get("include_usage") is True)
+
+
+def _continuable_fleet(found: Sequence[Instance]) -> bool:
+    """Whether a stream to one of ``found`` could be continued on another: a second instance,
+    and one of a kind the gateway continues on. Otherwise its stream is relayed unread."""
+    return len(found) > 1 and any(i.metadata.get("kind") in CONTINUABLE_KINDS for i in found)
+
+
+def _broken_by(error: UpstreamError) -> str:
+    """How an upstream stream broke, for the client's error event."""
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return f"failed ({type(error).__name__}{': ' + str(error) if str(error) else ''})"
 
 
 def _reply_headers(response: Upstream) -> list[tuple[bytes, bytes]]:

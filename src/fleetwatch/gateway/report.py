@@ -27,7 +27,8 @@ class AttemptReport:
     """One upstream try.
 
     ``outcome``: ok, upstream_5xx, busy (a 429/503 refusal), unreachable, failed (before the
-    first byte), failed_mid_stream, timeout or cancelled (the client went away).
+    first byte), failed_mid_stream, refused (a continuation the server cannot take), timeout
+    or cancelled (the client went away).
     """
 
     instance_id: str

@@ -259,12 +259,12 @@ class Response:
 
     # -- read by the caller -----------------------------------------------------------------
 
-    async def _wait(self, timeout: float | None = None) -> None:
+    async def _wait(self) -> None:
         """Until the connection feeds something (or fails, or the read timeout passes)."""
         if self._error is not None:
             raise self._error
         waiter = self._waiter = self._loop.create_future()
-        after = self._read_timeout if timeout is None else timeout
+        after = self._read_timeout
         timer = self._loop.call_later(after, _expire, waiter, after)
         try:
             await waiter
@@ -303,16 +303,19 @@ class Response:
             await self._wait()
         return self._take()[:limit]
 
-    async def chunks(self, read_timeout: float | None = None) -> AsyncIterator[bytes]:
-        """The body as it arrives: everything received since the last chunk, each time;
-        ``read_timeout`` (default: the pool's) bounds the wait for each."""
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: everything received since the last chunk, each time."""
         while True:
             if self._chunks:
                 yield self._take()
             if self.complete:
                 self._finish()
                 return
-            await self._wait(read_timeout)
+            await self._wait()
+
+    def tighten(self, read_timeout: float) -> None:
+        """From now on, wait at most ``read_timeout`` for each piece (a stream's tokens)."""
+        self._read_timeout = read_timeout
 
     def _finish(self) -> None:
         if not self._done:

@@ -31,7 +31,8 @@ from starlette.routing import Route
 from fleetwatch.lifecycle.serving import AppServer
 
 #: die-mid-stream resets the connection after the first chunk; error-mid-stream sends an error
-#: event and [DONE] after it; eof-mid-stream ends the stream there, without a final event.
+#: event and [DONE] after it; eof-mid-stream ends the stream there, without a final event;
+#: reset-after-finish sends every chunk, the last with its finish_reason, then resets.
 MODES = (
     "ok",
     "busy",
@@ -42,9 +43,12 @@ MODES = (
     "die-mid-stream",
     "error-mid-stream",
     "eof-mid-stream",
+    "reset-after-finish",
 )
 #: Modes in which a stream breaks after its first chunk, on purpose.
-BREAKING_MODES = frozenset({"die-mid-stream", "error-mid-stream", "eof-mid-stream"})
+BREAKING_MODES = frozenset(
+    {"die-mid-stream", "error-mid-stream", "eof-mid-stream", "reset-after-finish"}
+)
 
 
 @dataclass
@@ -189,6 +193,11 @@ class _Handlers:
                         "model": self.state.model,
                         "choices": [{"index": 0, "text": "ok ", "finish_reason": None}],
                     }
+                last = n == self.state.tokens - 1
+                if last and self.state.mode == "reset-after-finish":
+                    chunk["choices"][0]["finish_reason"] = "stop"
+                    yield f"data: {json.dumps(chunk)}\n\n".encode()
+                    raise ConnectionAbortedError("the backend died after its last chunk")
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 if n == 0 and self.state.mode == "die-mid-stream":
                     raise ConnectionAbortedError("the backend died mid-stream (on purpose)")

@@ -2,7 +2,7 @@
 another instance and spliced into the client's stream (see docs/recovery.md)."""
 
 from fleetwatch.gateway.recovery.continuation import StreamPlan, continue_stream
-from fleetwatch.gateway.recovery.llamacpp import ContinuationFailed
+from fleetwatch.gateway.recovery.llamacpp import ContinuationFailed, ContinuerBusy
 from fleetwatch.gateway.recovery.policy import (
     CHAT,
     COMPLETIONS,
@@ -20,6 +20,7 @@ __all__ = [
     "CONTINUABLE_KINDS",
     "BrokenStream",
     "ContinuationFailed",
+    "ContinuerBusy",
     "OpenAIStreamReader",
     "RecoverySettings",
     "SeamStop",

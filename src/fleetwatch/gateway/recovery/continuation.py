@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetwatch.gateway.recovery.llamacpp import (
-    ContinuationFailed,
     NativeStreamReader,
     continuation_body,
     max_tokens,
     prompt_ids,
+    refused,
     stop_strings,
     tokenize,
 )
@@ -68,15 +68,14 @@ async def continue_stream(
     first_text: Callable[[], None],
 ) -> None:
     """Continue ``plan``'s reply on the llama.cpp server at ``base_url`` until it ends, sending
-    each event through ``emit``. Raises :class:`ContinuationFailed` or :class:`BrokenStream`
-    (or an :class:`~fleetwatch.http1.UpstreamError`) when this server cannot finish it; what
-    it relayed by then is in the transcript, so another can go on from there."""
+    each event through ``emit``. Raises :class:`ContinuationFailed` (it refused: busy,
+    unable), :class:`BrokenStream` or :class:`~fleetwatch.http1.UpstreamError` (it broke)
+    when this server cannot finish it; what it relayed by then is in the transcript, so
+    another can go on from there."""
     transcript = plan.transcript
     if plan.prompt is None:
         plan.prompt = await prompt_ids(pool, base_url, plan.path, plan.payload, auth)
-    for at, segment in enumerate(transcript.segments):
-        if isinstance(segment, str):  # text from a server that gave no ids: tokenized alone
-            transcript.segments[at] = await tokenize(pool, base_url, segment, auth, prompt=False)
+    transcript.segments = await _as_ids(pool, base_url, auth, transcript.segments)
     generated = plan.generated()
     limit = max_tokens(plan.payload)
     if limit is not None and generated >= limit:
@@ -86,12 +85,14 @@ async def continue_stream(
     body = json.dumps(continuation_body(plan.payload, tokens, generated)).encode()
     response = hold(await pool.request(base_url, "POST", "/completion", _JSON + auth, body))
     if response.status != 200:
-        content = await response.read_some(512)
-        raise ContinuationFailed(f"/completion answered HTTP {response.status}: {content!r}")
+        refused(response, "/completion", await response.read_some(512))
     reader = NativeStreamReader()
     seam = SeamStop(transcript.tail, stop_strings(plan.payload))
     held_ids: list[int] = []
-    async for chunk in response.chunks(inter_token_timeout):
+    async for chunk in response.chunks():
+        # The prompt and what was sent are prefilled first, maybe behind other requests:
+        # the pool's read timeout bounds that; from the first token on, a pause is a hang.
+        response.tighten(inter_token_timeout)
         for text, ids in reader.feed(chunk):
             out = seam.feed(text)
             held_ids.extend(ids)
@@ -110,6 +111,24 @@ async def continue_stream(
         await _text(plan, emit, rest, held_ids, first_text)
     plan.cached = reader.cached
     await _finish(plan, emit, reader.finish_reason, plan.generated())
+
+
+async def _as_ids(
+    pool: UpstreamPool, base_url: str, auth: bytes, segments: list[str | list[int]]
+) -> list[str | list[int]]:
+    """``segments`` with each run of text tokenized (as generated text, on its own)."""
+    out: list[str | list[int]] = []
+    run: list[str] = []
+    for segment in [*segments, []]:
+        if isinstance(segment, str):
+            run.append(segment)
+            continue
+        if run:
+            out.append(await tokenize(pool, base_url, "".join(run), auth, prompt=False))
+            run = []
+        if segment:
+            out.append(segment)
+    return out
 
 
 async def _text(

@@ -14,9 +14,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from fleetwatch.gateway.admission import parse_retry_after
 from fleetwatch.gateway.recovery.policy import CHAT
 from fleetwatch.gateway.recovery.transcript import BrokenStream, SseEvents, data_of
-from fleetwatch.http1 import UpstreamError, UpstreamPool
+from fleetwatch.http1 import Response, UpstreamPool
 
 #: Sampling and stopping fields a continuation keeps from the client's request.
 _KEPT_FIELDS = (
@@ -30,34 +31,59 @@ _KEPT_FIELDS = (
     "frequency_penalty",
     "repeat_penalty",
     "repeat_last_n",
+    "dry_multiplier",
+    "dry_base",
+    "dry_allowed_length",
+    "dry_penalty_last_n",
+    "mirostat",
+    "mirostat_tau",
+    "mirostat_eta",
+    "xtc_probability",
+    "xtc_threshold",
+    "logit_bias",
     "ignore_eos",
 )
 _JSON = b"content-type: application/json\r\n"
 
 
 class ContinuationFailed(Exception):
-    """The server could not take the continuation (it answered an error, or nothing)."""
+    """The server answered the continuation with an error: it cannot take it (an old build
+    without ``/apply-template``, a prompt over its context); says nothing of its health."""
+
+
+class ContinuerBusy(ContinuationFailed):
+    """The server answered 429 or 503: busy or draining, like any request's refusal."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 async def call(
     pool: UpstreamPool, base_url: str, path: str, body: dict[str, Any], auth: bytes
 ) -> Any:
-    """POST ``body`` as JSON to ``base_url`` + ``path``; the decoded reply."""
+    """POST ``body`` as JSON to ``base_url`` + ``path``; the decoded reply. A transport
+    failure raises :class:`~fleetwatch.http1.UpstreamError` (a fault of the server)."""
     encoded = json.dumps(body).encode()
+    response = await pool.request(base_url, "POST", path, _JSON + auth, encoded)
     try:
-        response = await pool.request(base_url, "POST", path, _JSON + auth, encoded)
-        try:
-            content = await response.read()
-        finally:
-            response.close()
-    except UpstreamError as exc:
-        raise ContinuationFailed(f"{path}: {exc}") from exc
-    if response.status != 200:
-        raise ContinuationFailed(f"{path} answered HTTP {response.status}: {content[:200]!r}")
+        content = await response.read()
+    finally:
+        response.close()
+    refused(response, path, content)
     try:
         return json.loads(content)
     except ValueError:
         raise ContinuationFailed(f"{path} answered something that is not JSON") from None
+
+
+def refused(response: Response, path: str, content: bytes) -> None:
+    """Raise what a non-200 answer to ``path`` means for a continuation."""
+    if response.status in (429, 503):
+        retry_after = parse_retry_after(response.header("retry-after"))
+        raise ContinuerBusy(f"{path} answered HTTP {response.status}", retry_after)
+    if response.status != 200:
+        raise ContinuationFailed(f"{path} answered HTTP {response.status}: {content[:200]!r}")
 
 
 async def tokenize(
@@ -163,7 +189,7 @@ class NativeStreamReader:
             raise BrokenStream("an event that is not JSON") from None
         if not isinstance(payload, dict):
             raise BrokenStream("an event that is not a JSON object")
-        if "error" in payload:
+        if payload.get("error") is not None:
             raise BrokenStream(f"the continuation failed: {payload['error']}")
         tokens = payload.get("tokens")
         ids = [t for t in tokens if isinstance(t, int)] if isinstance(tokens, list) else []

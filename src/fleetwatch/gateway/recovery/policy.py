@@ -69,8 +69,22 @@ class RecoverySettings:
             )
 
 
+#: Penalties on what was generated, and their neutral values: the continuing server does
+#: not count the tokens before the seam, so its reply would differ.
+_PENALTIES = (
+    ("presence_penalty", 0),
+    ("frequency_penalty", 0),
+    ("repeat_penalty", 1),
+    ("dry_multiplier", 0),
+)
+
+
 def greedy(payload: Mapping[str, Any]) -> bool:
-    """Whether the request decodes greedily (every instance of a model gives the same text)."""
+    """Whether the request decodes greedily with no penalty on what it generated: every
+    instance of a model continues it with the text one instance would have produced."""
+    for name, neutral in _PENALTIES:
+        if payload.get(name) not in (None, neutral):
+            return False
     temperature, top_k = payload.get("temperature"), payload.get("top_k")
     number = temperature if isinstance(temperature, int | float) else None
     if number is not None and not isinstance(number, bool) and number <= 0:
@@ -88,7 +102,10 @@ def unrecoverable(path: str, payload: Mapping[str, Any], settings: RecoverySetti
     if problem is not None:
         return problem
     if not greedy(payload) and path not in settings.sampled_routes:
-        return "the request is sampled (temperature > 0), and this route recovers greedy ones"
+        return (
+            "the request is sampled (temperature > 0) or penalizes repetition, and this route "
+            "recovers greedy ones"
+        )
     return None
 
 

@@ -17,6 +17,8 @@ from typing import Any
 MAX_EVENT_BYTES = 1 << 20
 #: Characters of received text kept to check stop strings straddling a seam.
 TAIL_CHARS = 512
+#: What a chat delta may carry for its reply to be spliced as text.
+_TEXT_KEYS = frozenset({"role", "content"})
 
 
 class BrokenStream(Exception):
@@ -30,9 +32,11 @@ class Transcript:
     chat: bool
     #: ``id``, ``created``, ``model``, ``system_fingerprint`` and ``object`` of the first event.
     head: dict[str, Any] = field(default_factory=dict)
-    #: What the client received, in order: text (from a server that gave no token ids) or
-    #: token ids (a continuation's, exact).
+    #: What the client received, in order: pieces of text (from a server that gave no token
+    #: ids) or token ids (a continuation's, exact).
     segments: list[str | list[int]] = field(default_factory=list)
+    #: Why this reply cannot be spliced (it carries more than text); None while it can.
+    unspliceable: str | None = None
     #: The last characters received.
     tail: str = ""
     received_chars: int = 0
@@ -47,15 +51,12 @@ class Transcript:
             return
         self.received_chars += len(text)
         self.tail = (self.tail + text)[-TAIL_CHARS:]
-        if ids is not None:
-            if self.segments and isinstance(self.segments[-1], list):
-                self.segments[-1].extend(ids)
-            else:
-                self.segments.append(list(ids))
-        elif self.segments and isinstance(self.segments[-1], str):
-            self.segments[-1] += text
+        if ids is None:
+            self.segments.append(text)  # joined when tokenized, not here (once per event)
+        elif self.segments and isinstance(self.segments[-1], list):
+            self.segments[-1].extend(ids)
         else:
-            self.segments.append(text)
+            self.segments.append(list(ids))
 
     @property
     def complete(self) -> bool:
@@ -133,7 +134,7 @@ class OpenAIStreamReader:
             raise BrokenStream("an event that is not JSON") from None
         if not isinstance(payload, dict):
             raise BrokenStream("an event that is not a JSON object")
-        if "error" in payload:
+        if payload.get("error") is not None:
             raise BrokenStream(_error_message(payload["error"]))
         transcript.events += 1
         if not transcript.head:
@@ -145,10 +146,17 @@ class OpenAIStreamReader:
         choices = payload.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return  # the usage event
-        choice = choices[0]
+        self._read_choice(choices[0])
+
+    def _read_choice(self, choice: dict[str, Any]) -> None:
+        transcript = self.transcript
         if transcript.chat:
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(delta, dict) and transcript.unspliceable is None:
+                extra = sorted(k for k, v in delta.items() if k not in _TEXT_KEYS and v)
+                if extra:  # reasoning or tool calls: a continuation from text would lose them
+                    transcript.unspliceable = f"the reply carries {', '.join(extra)}"
         else:
             text = choice.get("text")
         if isinstance(text, str):
