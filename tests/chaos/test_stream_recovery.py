@@ -85,6 +85,19 @@ async def _raw_stream(
     return events, serving
 
 
+async def _stream_served_by(gateway: RunningGateway, instance_id: str) -> list[Any]:
+    """The events of a greedy 20-token stream first served by ``instance_id`` (the gateway
+    routes round robin over two instances: one of two requests goes to each)."""
+    body = {**GREEDY, "max_tokens": 20, "stream": True}
+    for _ in range(2):
+        events, serving = await _raw_stream(
+            gateway, body, lambda _: None, {}, when=lambda *_: False, act_needed=False
+        )
+        if serving == instance_id:
+            return events
+    raise AssertionError(f"no request of two went to {instance_id}")
+
+
 def _text(events: list[dict[str, Any] | str]) -> str:
     return "".join(
         e["choices"][0].get("delta", {}).get("content") or ""
@@ -267,14 +280,7 @@ async def test_each_kind_of_break_is_continued(
     await register(api, "smol", llama_server.port, model=MODEL, kind="llamacpp")
     gateway = await gateways(strategy="round-robin")
     await routed(gateway, 2)
-    body = {**GREEDY, "max_tokens": 20, "stream": True}
-    for _ in range(2):  # round robin: one of two requests goes to the breaking backend
-        events, serving = await _raw_stream(
-            gateway, body, lambda _: None, {}, when=lambda *_: False, act_needed=False
-        )
-        if serving == "breaking":
-            break
-    assert serving == "breaking"
+    events = await _stream_served_by(gateway, "breaking")
     assert _text(events).startswith("ok ")
     assert len(_text(events)) > len("ok ")
     assert not any(isinstance(e, dict) and "error" in e for e in events)
@@ -321,14 +327,7 @@ async def test_a_reset_after_the_final_event_ends_the_stream_without_a_recovery(
     await register(api, "smol", llama_server.port, model=MODEL, kind="llamacpp")
     gateway = await gateways(strategy="round-robin")
     await routed(gateway, 2)
-    body = {**GREEDY, "max_tokens": 20, "stream": True}
-    for _ in range(2):  # round robin: one of two requests goes to the finishing backend
-        events, serving = await _raw_stream(
-            gateway, body, lambda _: None, {}, when=lambda *_: False, act_needed=False
-        )
-        if serving == "finishing":
-            break
-    assert serving == "finishing"
+    events = await _stream_served_by(gateway, "finishing")
     assert _text(events) == "ok " * 4
     assert _finishes(events) == ["stop"]
     assert events.count("[DONE]") == 1

@@ -16,7 +16,11 @@ from typing import Any
 
 from fleetwatch.gateway.admission import parse_retry_after
 from fleetwatch.gateway.recovery.policy import CHAT
-from fleetwatch.gateway.recovery.transcript import BrokenStream, SseEvents, data_of
+from fleetwatch.gateway.recovery.transcript import (
+    SseEvents,
+    data_of,
+    event_payload,
+)
 from fleetwatch.http1 import Response, UpstreamPool
 
 #: Sampling and stopping fields a continuation keeps from the client's request.
@@ -183,14 +187,7 @@ class NativeStreamReader:
         data = data_of(event)
         if data is None or data == b"[DONE]":
             return None
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise BrokenStream("an event that is not JSON") from None
-        if not isinstance(payload, dict):
-            raise BrokenStream("an event that is not a JSON object")
-        if payload.get("error") is not None:
-            raise BrokenStream(f"the continuation failed: {payload['error']}")
+        payload = event_payload(data)
         tokens = payload.get("tokens")
         ids = [t for t in tokens if isinstance(t, int)] if isinstance(tokens, list) else []
         if payload.get("stop") is True:

@@ -128,14 +128,7 @@ class OpenAIStreamReader:
             transcript.done = True
             transcript.events += 1
             return
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            raise BrokenStream("an event that is not JSON") from None
-        if not isinstance(payload, dict):
-            raise BrokenStream("an event that is not a JSON object")
-        if payload.get("error") is not None:
-            raise BrokenStream(_error_message(payload["error"]))
+        payload = event_payload(data)
         transcript.events += 1
         if not transcript.head:
             transcript.head = {
@@ -164,6 +157,19 @@ class OpenAIStreamReader:
         reason = choice.get("finish_reason")
         if isinstance(reason, str):
             transcript.finish_reason = reason
+
+
+def event_payload(data: bytes) -> dict[str, Any]:
+    """An event's JSON object; :class:`BrokenStream` for an error event or anything else."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        raise BrokenStream("an event that is not JSON") from None
+    if not isinstance(payload, dict):
+        raise BrokenStream("an event that is not a JSON object")
+    if payload.get("error") is not None:
+        raise BrokenStream(_error_message(payload["error"]))
+    return payload
 
 
 def data_of(event: bytes) -> bytes | None:
