@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleetwatch.registry.model import Instance, InstanceStatus
+from fleetwatch.registry.model import CHECKED_STATUSES, ROUTABLE_STATUSES, Instance, InstanceStatus
 from fleetwatch.registry.prober import ProbeResult
 
-_PASSING = (InstanceStatus.AVAILABLE, InstanceStatus.DEGRADED)
+#: Where passing checks lead, and what failing ones leave: the routable statuses.
+_PASSING = ROUTABLE_STATUSES
+#: Checked statuses that ``rise`` consecutive passes lead out of (starting, unavailable).
+_RISING = CHECKED_STATUSES - ROUTABLE_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +40,7 @@ def judge(
         failures, successes = 0, successes + 1
         target = InstanceStatus.DEGRADED if result.degraded else InstanceStatus.AVAILABLE
         status = instance.status
-        if status in _PASSING or (
-            status in (InstanceStatus.STARTING, InstanceStatus.UNAVAILABLE)
-            and successes >= spec.rise
-        ):
+        if status in _PASSING or (status in _RISING and successes >= spec.rise):
             status = target
         return Judgement(status, failures, successes)
     failures, successes = failures + 1, 0

@@ -36,13 +36,21 @@ class InstanceStatus(StrEnum):
 
     @property
     def routable(self) -> bool:
-        """Whether new requests may be sent here."""
-        return self in (InstanceStatus.AVAILABLE, InstanceStatus.DEGRADED)
+        """Whether new requests may be sent here (one of :data:`ROUTABLE_STATUSES`)."""
+        return self in ROUTABLE_STATUSES
 
     @property
     def held_by_operator(self) -> bool:
         """Set by an operator; checks do not move the instance out of it."""
-        return self in (InstanceStatus.MAINTENANCE, InstanceStatus.DRAINING)
+        return self in OPERATOR_STATUSES
+
+
+#: The statuses new requests may go to: the ones passing checks lead to.
+ROUTABLE_STATUSES = frozenset({InstanceStatus.AVAILABLE, InstanceStatus.DEGRADED})
+#: Set by an operator (maintenance, draining): checks do not move an instance out of them.
+OPERATOR_STATUSES = frozenset({InstanceStatus.MAINTENANCE, InstanceStatus.DRAINING})
+#: The statuses checks move an instance between: every one an operator does not hold.
+CHECKED_STATUSES = frozenset(InstanceStatus) - OPERATOR_STATUSES
 
 
 class CheckType(StrEnum):

@@ -23,17 +23,21 @@ from dataclasses import dataclass, field
 from fleetwatch.async_resource import AsyncResource
 from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry.judge import judge
-from fleetwatch.registry.model import CheckType, EventType, Instance, InstanceStatus
+from fleetwatch.registry.model import (
+    CHECKED_STATUSES,
+    CheckType,
+    EventType,
+    Instance,
+    InstanceStatus,
+)
 from fleetwatch.registry.preservation import PreservationPolicy, SelfPreservation
 from fleetwatch.registry.prober import Prober, ProbeResult
-from fleetwatch.registry.registry import OPERATOR_STATUSES
 from fleetwatch.registry.store import CheckRecord, RegistryStore, consistent_read
 from fleetwatch.security.networks import NetworkPolicy
 
 log = logging.getLogger("fleetwatch.registry")
 
 Key = tuple[str, str]
-_CHECKED = frozenset(InstanceStatus) - OPERATOR_STATUSES
 #: After a failure that has not yet made an instance unavailable, the next probe comes this
 #: soon instead of a whole interval later.
 FAST_RECHECK_S = 0.1
@@ -213,7 +217,11 @@ class _Watcher:
         reason = output if status is not instance.status else ""
         # Checks move only the statuses they own; under an operator's status they still record
         # their results, on the condition that the operator's status is still the one we saw.
-        guard = _CHECKED if instance.status in _CHECKED else frozenset({instance.status})
+        guard = (
+            CHECKED_STATUSES
+            if instance.status in CHECKED_STATUSES
+            else frozenset({instance.status})
+        )
         written = await monitor.store.set_status(
             *instance.key, status, reason=reason, record=record, only_from=guard
         )

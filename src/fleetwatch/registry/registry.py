@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from fleetwatch.errors import Conflict, Forbidden, InstanceNotFound, Unauthorized
 from fleetwatch.registry.model import (
+    CHECKED_STATUSES,
+    OPERATOR_STATUSES,
     CheckSpec,
     CheckType,
     Event,
@@ -81,10 +83,6 @@ class Registration:
     version: str = ""
     weight: float = 1.0
     ttl: float = 30.0
-
-
-#: Statuses only an operator (or the instance's own drain) sets; checks never leave them.
-OPERATOR_STATUSES = frozenset({InstanceStatus.MAINTENANCE, InstanceStatus.DRAINING})
 
 
 class Registry:
@@ -198,7 +196,7 @@ class Registry:
                 instance_id,
                 report,
                 reason=output or "reported by agent",
-                only_from=frozenset(InstanceStatus) - OPERATOR_STATUSES,
+                only_from=CHECKED_STATUSES,
             )
             if result is not None:
                 instance = result[0]
