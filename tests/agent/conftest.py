@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fleetwatch.agent import Agent, AgentSettings
+from fleetwatch.agent import Agent, AgentSettings, StopReason
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.registry.model import Instance, InstanceStatus
@@ -61,7 +61,7 @@ class RunningAgent:
         return self.iid
 
     async def stop(self, reason: str = "test over") -> int:
-        self.agent.request_stop(reason)
+        self.agent.request_stop(StopReason.REQUESTED, reason)
         async with asyncio.timeout(30):
             return await self.task
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fleetwatch.agent import StopReason
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.health import HealthStatus
 from fleetwatch.llm.check import GENERATE_CHECK
@@ -139,4 +140,4 @@ async def test_an_operator_removing_the_instance_stops_the_agent(
             code = await agent.task
         assert await status_of(ops, iid) is None
     assert code == 0
-    assert agent.agent.state.stop_reason == "removed by an operator (410)"
+    assert agent.agent.state.stop_reason is StopReason.REMOVED

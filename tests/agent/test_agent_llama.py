@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fleetwatch.agent import StopReason
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm.check import GENERATE_CHECK
 from fleetwatch.registry.model import InstanceStatus
@@ -83,7 +84,7 @@ async def test_sigkill_of_a_launched_server_takes_it_out_of_discovery_at_once(
     assert await status_of(api, iid) is None
     assert code == 128 + signal.SIGKILL  # the child's fate, as a shell reports it
     assert time.monotonic() - killed_at < 2.0
-    assert "child exited" in agent.agent.state.stop_reason
+    assert agent.agent.state.stop_reason is StopReason.CHILD_EXITED
 
 
 async def test_no_probe_while_real_traffic_succeeds(

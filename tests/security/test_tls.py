@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trustme
 
-from fleetwatch.agent import Agent, AgentSettings
+from fleetwatch.agent import Agent, AgentSettings, StopReason
 from fleetwatch.config.registry import MonitorSection, ServeConfig
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import RegistryUnavailable
@@ -176,7 +176,7 @@ async def test_agent_probe_port_over_tls(
             await poll_until(seen, ("https", wanted), within=15)
             _, instances = await api.instances("llm")
         finally:
-            agent.request_stop("test over")
+            agent.request_stop(StopReason.REQUESTED, "test over")
             async with asyncio.timeout(20):
                 await task
     assert agent_page.status_code == 200

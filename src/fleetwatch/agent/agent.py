@@ -21,6 +21,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -44,6 +45,21 @@ DRAIN_POLL_S = 0.2
 WATCH_WAIT_S = 30.0
 
 
+class StopReason(StrEnum):
+    """Why an agent began its drain-and-exit sequence."""
+
+    #: SIGTERM or SIGINT.
+    SIGNAL = "signal"
+    #: The registry answered 410: an operator removed the instance.
+    REMOVED = "removed"
+    #: An operator set the instance to draining through the registry.
+    DRAINING = "draining"
+    #: The supervised server process exited by itself.
+    CHILD_EXITED = "child_exited"
+    #: The code that embeds the agent asked (a test, a host agent).
+    REQUESTED = "requested"
+
+
 @dataclass
 class AgentState:
     """What the agent has done, for its endpoint, its logs and tests."""
@@ -55,7 +71,9 @@ class AgentState:
     registrations: int = 0
     heartbeats: int = 0
     load_reports: int = 0
-    stop_reason: str = ""
+    stop_reason: StopReason | None = None
+    #: What the reason was, in words (the signal's name, the child's exit code).
+    stop_detail: str = ""
     drained_in_flight: float | None = None
     drain_timed_out: bool = False
     child_exit: int | None = None
@@ -96,11 +114,11 @@ class Agent:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason, detail: str = "") -> None:
         """Begin the drain-and-exit sequence (idempotent; the first reason wins)."""
         if not self._stop.is_set():
-            self.state.stop_reason = reason
-            log.info("agent.stopping %s: %s", self.state.instance_id, reason)
+            self.state.stop_reason, self.state.stop_detail = reason, detail
+            log.info("agent.stopping %s: %s %s", self.state.instance_id, reason, detail)
             self._stop.set()
 
     async def run(self, *, handle_signals: bool = True) -> int:
@@ -108,7 +126,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.request_stop, sig.name)
+                loop.add_signal_handler(sig, self.request_stop, StopReason.SIGNAL, sig.name)
         tasks: list[asyncio.Task[Any]] = []
         self._started_at = loop.time()
         try:
@@ -147,7 +165,7 @@ class Agent:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-        if not self.state.stop_reason.startswith("child exited"):
+        if self.state.stop_reason is not StopReason.CHILD_EXITED:
             return 0
         code = self.state.child_exit or 1
         return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
@@ -221,13 +239,13 @@ class Agent:
                 else:
                     return
             except InstanceGone:
-                self.request_stop("removed by an operator (410)")
+                self.request_stop(StopReason.REMOVED, "by an operator (410)")
                 return
             self.state.heartbeats += 1
             if status is not None:
                 self.state.reported, self.state.reported_output = status, output
             if instance.status is InstanceStatus.DRAINING:
-                self.request_stop("set to draining through the registry")
+                self.request_stop(StopReason.DRAINING, "set through the registry")
 
     def current_verdict(self) -> tuple[InstanceStatus, str]:
         """What the agent would report now."""
@@ -296,7 +314,7 @@ class Agent:
                 continue
             mine = next((i for i in instances if i.instance_id == self.state.instance_id), None)
             if mine is not None and mine.status is InstanceStatus.DRAINING:
-                self.request_stop("set to draining through the registry")
+                self.request_stop(StopReason.DRAINING, "set through the registry")
                 return
 
     async def _watch_child(self) -> None:
@@ -307,7 +325,7 @@ class Agent:
         log.warning("agent.child_exited %s: exit %s", self.state.instance_id, code)
         with contextlib.suppress(RegistryError):
             await self._send(InstanceStatus.UNAVAILABLE, f"the server process exited ({code})")
-        self.request_stop(f"child exited with {code}")
+        self.request_stop(StopReason.CHILD_EXITED, f"with {code}")
 
     def _note_error(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"[:300]
@@ -320,7 +338,7 @@ class Agent:
         s, service, iid = self.settings, self.settings.service, self.state.instance_id
         self.probes.start_draining()
         child_dead = self.child is not None and not self.child.running
-        gone = self.state.stop_reason.startswith("removed")
+        gone = self.state.stop_reason is StopReason.REMOVED
         if not gone and not child_dead:
             with contextlib.suppress(RegistryError):
                 await self._registry.set_status(service, iid, InstanceStatus.DRAINING.value)
