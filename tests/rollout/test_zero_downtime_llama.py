@@ -75,5 +75,7 @@ async def test_plain_restarts_without_a_drain_fail_requests(
             await asyncio.sleep(1.5)
         await asyncio.sleep(3.0)
         await load.stop()
-    assert load.sent >= 50
+    # A floor that proves traffic ran through the restarts: three llama.cpp servers loading
+    # their model on 2 shared cores serve 20 clients some 45-60 replies of 32 tokens here.
+    assert load.sent >= 30, f"only {load.sent} requests were sent"
     assert len(load.failures) > 0
