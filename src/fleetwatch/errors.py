@@ -46,11 +46,18 @@ class ServeError(FleetwatchError):
 
 
 class RegistryError(FleetwatchError):
-    """Root of the registry's errors; each names the service and instance it concerns."""
+    """Root of the registry's errors; each names the service and instance it concerns.
+
+    ``status_code`` is its HTTP status: the server answers it, and the client raises the
+    error again from it (:data:`REGISTRY_ERRORS_BY_STATUS`, the one map used both ways)."""
+
+    status_code: int = 500
 
 
 class RegistryUnavailable(RegistryError):
     """The registry's store (or the registry service) cannot be reached right now."""
+
+    status_code = 503
 
 
 class InstanceGone(RegistryError):
@@ -58,6 +65,8 @@ class InstanceGone(RegistryError):
 
     The HTTP API answers ``410 Gone`` so the instance's agent stops instead of bringing it back.
     """
+
+    status_code = 410
 
 
 class IndexReset(RegistryError):
@@ -69,14 +78,36 @@ class IndexReset(RegistryError):
 class InstanceNotFound(RegistryError):
     """No such instance: a heartbeat for it means the registry lost it (restart): register again."""
 
+    status_code = 404
+
 
 class Conflict(RegistryError):
     """The request is well formed but contradicts the instance's state (409)."""
+
+    status_code = 409
 
 
 class Forbidden(RegistryError):
     """The caller's token may not do this (wrong scope, or another team's instance)."""
 
+    status_code = 403
+
 
 class Unauthorized(RegistryError):
     """No valid token was presented for an operation that needs one."""
+
+    status_code = 401
+
+
+#: The registry errors an HTTP status stands for, as the client raises them again.
+REGISTRY_ERRORS_BY_STATUS: dict[int, type[RegistryError]] = {
+    kind.status_code: kind
+    for kind in (
+        Unauthorized,
+        Forbidden,
+        InstanceNotFound,
+        Conflict,
+        InstanceGone,
+        RegistryUnavailable,
+    )
+}

@@ -23,7 +23,7 @@ from fleetwatch.async_resource import AsyncResource
 from fleetwatch.discovery.balancer import Balancer, LoadStats, Strategy, balancer_for
 from fleetwatch.discovery.outlier import OutlierDetector, OutlierPolicy
 from fleetwatch.discovery.registry_client import RegistryClient
-from fleetwatch.errors import RegistryError, RegistryUnavailable
+from fleetwatch.errors import InstanceNotFound, RegistryError, RegistryUnavailable
 from fleetwatch.registry.model import Instance, InstanceStatus
 
 log = logging.getLogger("fleetwatch.discovery")
@@ -313,7 +313,7 @@ class DiscoveryClient(AsyncResource):
                 None,
             )
             if current is None:
-                raise RegistryError(f"{service}/{instance_id} is not registered")
+                raise InstanceNotFound(f"{service}/{instance_id} is not registered")
             await self._registry.register(
                 service, instance_id, registration_body(current, {**current.metadata, **metadata})
             )

@@ -10,12 +10,9 @@ import httpx
 
 from fleetwatch.async_resource import AsyncResource
 from fleetwatch.errors import (
-    Forbidden,
-    InstanceGone,
-    InstanceNotFound,
+    REGISTRY_ERRORS_BY_STATUS,
     RegistryError,
     RegistryUnavailable,
-    Unauthorized,
 )
 from fleetwatch.registry.model import Instance, InstanceStatus
 from fleetwatch.registry.registry import TOKEN_ENV
@@ -26,12 +23,6 @@ DEFAULT_REGISTRY = "http://127.0.0.1:8760"
 #: Every request is bounded; blocking queries get their wait on top of this.
 REQUEST_TIMEOUT_S = 5.0
 _API_ONLY = ("url", "routable", "effective_weight")
-_ERRORS: dict[int, type[RegistryError]] = {
-    401: Unauthorized,
-    403: Forbidden,
-    404: InstanceNotFound,
-    410: InstanceGone,
-}
 
 
 def instance_from_api(data: Mapping[str, Any]) -> Instance:
@@ -83,7 +74,7 @@ class RegistryClient(AsyncResource):
                 message = str(response.json().get("error", response.text))
             except ValueError:
                 message = response.text[:200]
-            kind = _ERRORS.get(response.status_code)
+            kind = REGISTRY_ERRORS_BY_STATUS.get(response.status_code)
             if kind is None:
                 kind = RegistryUnavailable if response.status_code >= 500 else RegistryError
             raise kind(f"{method} {path}: HTTP {response.status_code}: {message}")

@@ -10,26 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from fleetwatch.errors import (
-    Conflict,
-    Forbidden,
-    InstanceGone,
-    InstanceNotFound,
-    RegistryError,
-    RegistryUnavailable,
-    Unauthorized,
-)
+from fleetwatch.errors import RegistryError
 from fleetwatch.server.blocking import ClientGone
 from fleetwatch.server.schemas import ErrorReply
-
-_STATUS_OF: list[tuple[type[RegistryError], int]] = [
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (InstanceNotFound, 404),
-    (InstanceGone, 410),
-    (Conflict, 409),
-    (RegistryUnavailable, 503),
-]
 
 #: Documented in the OpenAPI schema of every route.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -38,11 +21,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def status_of(exc: RegistryError) -> int:
-    """The HTTP status for a registry error."""
-    for kind, code in _STATUS_OF:
-        if isinstance(exc, kind):
-            return code
-    return 500
+    """The HTTP status for a registry error (its ``status_code``)."""
+    return exc.status_code
 
 
 def install_handlers(app: FastAPI) -> None:
