@@ -25,7 +25,7 @@ from fleetwatch.gateway.recovery.llamacpp import (
 from fleetwatch.gateway.recovery.seam import SeamStop
 from fleetwatch.gateway.recovery.transcript import BrokenStream, Transcript
 from fleetwatch.gateway.report import Usage
-from fleetwatch.http1 import UpstreamPool
+from fleetwatch.http1 import Response, UpstreamPool
 
 _JSON = b"content-type: application/json\r\n"
 
@@ -64,7 +64,7 @@ async def continue_stream(
     emit: Emit,
     *,
     inter_token_timeout: float,
-    hold: Callable[[Any], Any],
+    hold: Callable[[Response], Response],
     first_text: Callable[[], None],
 ) -> None:
     """Continue ``plan``'s reply on the llama.cpp server at ``base_url`` until it ends, sending
@@ -79,7 +79,7 @@ async def continue_stream(
     generated = plan.generated()
     limit = max_tokens(plan.payload)
     if limit is not None and generated >= limit:
-        await _finish(plan, emit, "length", generated)
+        await _finish(plan, emit, "length")
         return
     tokens = [*plan.prompt, *(t for s in transcript.segments if isinstance(s, list) for t in s)]
     body = json.dumps(continuation_body(plan.payload, tokens, generated)).encode()
@@ -97,7 +97,7 @@ async def continue_stream(
             out = seam.feed(text)
             held_ids.extend(ids)
             if seam.stopped:
-                await _finish(plan, emit, "stop", plan.generated())
+                await _finish(plan, emit, "stop")
                 return
             if out:
                 await _text(plan, emit, out, held_ids, first_text)
@@ -110,7 +110,7 @@ async def continue_stream(
     if rest:
         await _text(plan, emit, rest, held_ids, first_text)
     plan.cached = reader.cached
-    await _finish(plan, emit, reader.finish_reason, plan.generated())
+    await _finish(plan, emit, reader.finish_reason)
 
 
 async def _as_ids(
@@ -140,9 +140,11 @@ async def _text(
     await emit(sse(plan.transcript.chunk(text)))
 
 
-async def _finish(plan: StreamPlan, emit: Emit, reason: str, completion: int) -> None:
-    """The stream's last events: the finish reason, usage if asked, [DONE]."""
+async def _finish(plan: StreamPlan, emit: Emit, reason: str) -> None:
+    """The stream's last events: the finish reason, usage if asked (the completion: every
+    token the client received), [DONE]."""
     transcript = plan.transcript
+    completion = plan.generated()
     transcript.finish_reason = reason
     prompt = len(plan.prompt) if plan.prompt is not None else None
     cached = min(plan.cached, prompt) if plan.cached is not None and prompt is not None else None
