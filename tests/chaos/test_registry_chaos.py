@@ -256,7 +256,7 @@ async def test_sentinel_failover_under_load() -> None:
         )
         sentinel = servers.enter_context(SentinelServer(primary))
         await poll_until(lambda: _replica_online(primary.port), True, within=15)
-        await asyncio.sleep(1.5)  # the sentinel has asked the primary about its replica
+        await asyncio.to_thread(sentinel.await_replica)
         # Leases outlast the failover (seconds on a loaded machine): what is proven is that
         # the failover loses no registration, not how leases expire while writes are down.
         async with _fleet_under_load(sentinel.url, ttl=FAILOVER_TTL_S) as fleet:

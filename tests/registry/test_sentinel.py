@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import redis.asyncio
+
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.registry.stores.redis import RedisStore
 from fleetwatch.sandbox import RedisServer, SentinelServer
@@ -23,6 +25,10 @@ async def test_failover_loses_no_registration() -> None:
             for n in range(20):
                 await store.upsert(instance(f"i{n}"))
             before = await store.index()
+            # Replication is asynchronous: what is proven is that the failover keeps what the
+            # replica holds, so the replica is given the writes before the primary dies.
+            async with redis.asyncio.Redis(port=primary.port) as direct:
+                assert await direct.wait(1, 5000) == 1
             await asyncio.to_thread(primary.kill)
             failures = 0
             async with asyncio.timeout(30):

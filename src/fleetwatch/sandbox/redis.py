@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 
+import redis
+
 from fleetwatch.errors import SandboxError
 from fleetwatch.sandbox._process import LocalServer
-from fleetwatch.sandbox.ports import free_port, port_open
+from fleetwatch.sandbox.ports import free_port, port_open, wait_until
 
 
 class RedisServer(LocalServer):
@@ -89,3 +91,25 @@ class SentinelServer(LocalServer):
         self._await_ready(
             lambda: port_open("127.0.0.1", self.port), timeout, f"sentinel on port {self.port}"
         )
+
+    def await_replica(self, timeout: float = 15.0) -> None:
+        """Wait until this sentinel knows a live replica of the primary, so a failover can happen.
+
+        Sentinel learns about replicas from the primary's ``INFO`` (every 10 s once started); a
+        primary killed before then leaves it with nothing to promote.
+        """
+        wait_until(
+            self._knows_live_replica,
+            timeout=timeout,
+            what=f"sentinel on port {self.port} to see a live replica",
+            alive=self._process.running,
+            log=str(self._process.log_path),
+        )
+
+    def _knows_live_replica(self) -> bool:
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2) as client:
+            replicas = client.sentinel_slaves(self.name)
+        return any(
+            not r.get("is_sdown") and r.get("master-link-status") == "ok" for r in replicas
+        )
+
