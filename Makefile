@@ -22,7 +22,7 @@ venv-packages: venv-base
 	@scripts/ensure-venv.sh
 
 llm-artifacts: venv-base
-	@PYTHONPATH=src $(PY) -m fleetwatch.llm.artifacts --quiet
+	@PYTHONPATH=src:testing/src $(PY) -m fleetwatch_testing.llama_build --quiet
 
 demo: setup
 	$(PY) -m fleetwatch demo --duration $(DEMO_SECONDS)
@@ -30,8 +30,8 @@ demo: setup
 test: setup lint typecheck pytest
 
 lint: setup
-	.venv/bin/ruff check src tests bench examples
-	.venv/bin/ruff format --check src tests bench examples
+	.venv/bin/ruff check src testing tests bench examples
+	.venv/bin/ruff format --check src testing tests bench examples
 
 typecheck: setup
 	.venv/bin/mypy

@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from fleetwatch.sandbox.ports import port_open, wait_until
-from fleetwatch.sandbox.raw_http import RawHttpConnection
+from fleetwatch_testing.ports import port_open, wait_until
+from fleetwatch_testing.raw_http import RawHttpConnection
 
 #: The token the benchmarks' registry processes accept.
 BENCH_TOKEN = "bench-token"  # noqa: S105 - a throwaway token for local benchmarks

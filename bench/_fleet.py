@@ -19,7 +19,7 @@ from typing import Any
 from _common import BENCH_TOKEN, child, registry_process
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
 
 SERVICE = "bench"
 MODEL = "test-model"
@@ -32,7 +32,7 @@ def backend(
     port: int, tokens: int = 4, token_delay: float = 0.0
 ) -> contextlib.AbstractContextManager[Any]:
     """A fast OpenAI-compatible backend process."""
-    argv = [sys.executable, "-m", "fleetwatch.sandbox.openai_backend", "--port", str(port)]
+    argv = [sys.executable, "-m", "fleetwatch_testing.openai_backend", "--port", str(port)]
     return child([*argv, "--tokens", str(tokens), "--token-delay", str(token_delay)], port)
 
 

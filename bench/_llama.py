@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import terminate
-from fleetwatch.sandbox import free_port
-from fleetwatch.sandbox.llama import llama_server_argv
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama import llama_server_argv
 
 
 def http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:

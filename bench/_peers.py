@@ -13,7 +13,7 @@ A peer that cannot be installed or started raises :class:`PeerUnavailable` with 
 benchmarks record it and go on.
 
 What the peers need from a worker (checked against llama.cpp's ``llama-server`` and
-``fleetwatch.sandbox.openai_backend``):
+``fleetwatch_testing.openai_backend``):
 
 * sglang-router 0.3.x (``python -m sglang_router.launch_router``): ``GET /health`` for its
   health checks. At registration it also asks ``/server_info``, ``/get_server_info``,
@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import progress
-from fleetwatch.llm.artifacts import cache_root
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama_build import cache_root
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from _common import percentile, progress, registry_process
 from _fleet import gateway, register_all
 from _llama import RunningLlama, http_json, llama_fleet
 from _peers import sglang_router, vllm_router
-from fleetwatch.llm.artifacts import MODEL_NAME
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama_build import MODEL_NAME
 
 CLIENTS = 6
 MAX_TOKENS = 64

@@ -19,7 +19,7 @@ from _common import emit, parser, progress
 from fleetwatch.registry.model import CheckSpec, CheckType, Instance
 from fleetwatch.registry.store import RegistryStore, consistent_read
 from fleetwatch.registry.stores.redis import RedisStore
-from fleetwatch.sandbox import RedisServer
+from fleetwatch_testing import RedisServer
 
 FLEET = 600
 

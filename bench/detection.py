@@ -17,7 +17,7 @@ import time
 
 from _common import BENCH_TOKEN, emit, parser, progress, registry_process
 from fleetwatch.discovery import DiscoveryClient, RegistryClient
-from fleetwatch.sandbox import BackendProcess, free_port
+from fleetwatch_testing import BackendProcess, free_port
 
 
 async def _until(predicate: object, within: float) -> None:

@@ -13,7 +13,7 @@ import re
 import time
 
 from _common import emit, parser, progress
-from fleetwatch.sandbox.fuzz import fuzzable_gateway, fuzzable_registry, run_schemathesis
+from fleetwatch_testing.fuzz import fuzzable_gateway, fuzzable_registry, run_schemathesis
 
 
 def _failures(output: str) -> int:

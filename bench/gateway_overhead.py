@@ -2,7 +2,7 @@
 HAProxy (active health checks) vs the peer routers, on the same fast local OpenAI-compatible
 backends, in one run.
 
-Three backend processes (``fleetwatch.sandbox.openai_backend``: a 4-token chat completion in
+Three backend processes (``fleetwatch_testing.openai_backend``: a 4-token chat completion in
 well under a millisecond) are registered with a ``fleetwatch serve`` registry. Latency: an open
 loop of POST /v1/chat/completions at a fixed rate, from each request's intended send time, to
 one backend directly, through ``fleetwatch gateway``, through HAProxy and through each peer
@@ -30,7 +30,7 @@ from _peers import (
     sglang_router,
     vllm_router,
 )
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
 
 RATE = 200
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from _common import child, emit, open_loop, parser, progress
 from fleetwatch.health.scheduler import DEFAULT_JITTER
-from fleetwatch.sandbox import BackendProcess, PostgresServer, RedisServer, free_port
-from fleetwatch.sandbox.raw_http import RawHttpConnection
+from fleetwatch_testing import BackendProcess, PostgresServer, RedisServer, free_port
+from fleetwatch_testing.raw_http import RawHttpConnection
 
 RATE = 1000.0
 SEED_STYLE_RATE = 50.0

@@ -30,7 +30,7 @@ from _common import emit, parser, progress
 from _fleet import MODEL, fast_fleet, gateway
 from _peers import PeerUnavailable, ensure_peers, installed_versions
 from _stream_kill import ROUTERS, run_router, table
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
 
 CLIENTS = 16
 

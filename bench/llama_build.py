@@ -23,12 +23,12 @@ from typing import Any
 import httpx
 
 from _common import emit, parser, progress
-from fleetwatch.llm.artifacts import ArtifactError, ensure_llama_server, ensure_model
-from fleetwatch.llm.artifacts.build import COMMON_OPTIONS, build_llama_server, cmake_options
-from fleetwatch.llm.artifacts.fetch import fetch, load_pins
-from fleetwatch.llm.artifacts.smoke import smoke_test
-from fleetwatch.sandbox import free_port
-from fleetwatch.sandbox.ports import wait_until
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama_build import ArtifactError, ensure_llama_server, ensure_model
+from fleetwatch_testing.llama_build.build import COMMON_OPTIONS, build_llama_server, cmake_options
+from fleetwatch_testing.llama_build.fetch import fetch, load_pins
+from fleetwatch_testing.llama_build.smoke import smoke_test
+from fleetwatch_testing.ports import wait_until
 
 PROMPT = " ".join(
     f"Instance {n} answered its health check in {n * 7 % 90 + 10} milliseconds, so the gateway "

@@ -27,8 +27,8 @@ import psutil
 
 from _common import BENCH_TOKEN, emit, parser, progress, registry_process, summarize_ms
 from fleetwatch.discovery import DiscoveryClient
-from fleetwatch.sandbox import free_port
-from fleetwatch.sandbox.llama import llama_server_argv
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama import llama_server_argv
 
 SERVICE = "smol"
 

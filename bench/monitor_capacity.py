@@ -24,7 +24,7 @@ from _common import child, emit, parser, progress
 from fleetwatch.registry.model import CheckSpec, Instance
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.stores import MemoryStore
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
 
 INTERVAL_S = 1.0
 JITTER = 0.1

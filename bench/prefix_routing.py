@@ -62,9 +62,9 @@ from _peers import (
     vllm_router,
 )
 from fleetwatch.discovery.balancer import Strategy
-from fleetwatch.errors import SandboxError
-from fleetwatch.llm.artifacts import MODEL_NAME
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
+from fleetwatch_testing.errors import SandboxError
+from fleetwatch_testing.llama_build import MODEL_NAME
 
 SEED = 20261201
 SERVERS = 3

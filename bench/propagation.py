@@ -15,7 +15,7 @@ import time
 from _common import BENCH_TOKEN, emit, parser, progress, registry_process, summarize_ms
 from fleetwatch.discovery import Change, DiscoveryClient, RegistryClient
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox import HttpBackend, RedisServer, free_port
+from fleetwatch_testing import HttpBackend, RedisServer, free_port
 
 
 async def measure(url: str, changes: int) -> list[float]:

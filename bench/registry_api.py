@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 
 from _common import BENCH_TOKEN, emit, parser, progress, registry_process, summarize_ms
-from fleetwatch.sandbox import RedisServer, free_port
-from fleetwatch.sandbox.raw_http import RawHttpConnection
+from fleetwatch_testing import RedisServer, free_port
+from fleetwatch_testing.raw_http import RawHttpConnection
 
 CONNECTIONS = 32
 AUTH = {"Authorization": f"Bearer {BENCH_TOKEN}"}

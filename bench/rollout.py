@@ -26,17 +26,17 @@ import httpx
 from _common import BENCH_TOKEN, emit, parser, percentile, progress, registry_process
 from _fleet import CHAT, MODEL, gateway
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.gateway.loadgen import SdkTraffic
-from fleetwatch.llm.artifacts import MODEL_NAME
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.rollout import Rollout, RolloutSettings
 from fleetwatch.rollout.launcher import launch
-from fleetwatch.sandbox import free_port
-from fleetwatch.sandbox.llama import llama_server_template
-from fleetwatch.sandbox.raw_http import RawHttpConnection
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama import llama_server_template
+from fleetwatch_testing.llama_build import MODEL_NAME
+from fleetwatch_testing.loadgen import SdkTraffic
+from fleetwatch_testing.raw_http import RawHttpConnection
 
 SERVICE = "bench"
-FAST = f"{sys.executable} -m fleetwatch.sandbox.openai_backend --port {{port}} --model {MODEL}"
+FAST = f"{sys.executable} -m fleetwatch_testing.openai_backend --port {{port}} --model {MODEL}"
 
 
 class Load:

@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 
 from _common import BENCH_TOKEN, emit, parser, progress, registry_process
 from fleetwatch.registry.stores.redis import RedisStore
-from fleetwatch.sandbox import RedisServer, free_port
-from fleetwatch.sandbox.http_backend import BackendProcess
+from fleetwatch_testing import RedisServer, free_port
+from fleetwatch_testing.http_backend import BackendProcess
 
 SERVICE = "soak"
 CHURN_PER_S = 200

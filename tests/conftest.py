@@ -20,10 +20,10 @@ from fleetwatch.health import CheckState, HealthScheduler
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.lifecycle.http_limits import HttpLimits
 from fleetwatch.registry.registry import Scope
-from fleetwatch.sandbox import HttpBackend, PostgresServer, RedisServer, free_port
-from fleetwatch.sandbox.llama import LlamaServer
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
+from fleetwatch_testing import HttpBackend, PostgresServer, RedisServer, free_port
+from fleetwatch_testing.llama import LlamaServer
 
 #: Tests that start llama.cpp servers of their own (to kill, pause or load them) need the
 #: machine to themselves: they run in make test's second, one-at-a-time phase

@@ -3,8 +3,9 @@ and replaceable without dropping a request.
 
 Parts live in sub-packages, one per part of the system: ``fleetwatch.health`` (checks,
 scheduling, aggregation, probe endpoints), ``fleetwatch.config`` (TOML configuration),
-``fleetwatch.sandbox`` (throwaway local Redis/PostgreSQL/HTTP servers for tests and demos) and
-``fleetwatch.cli``.
+``fleetwatch.cli`` and the rest. The test harness (throwaway servers, fuzzers, the load
+generator, the llama.cpp build, the demo) is a separate, dev-only distribution,
+``fleetwatch-testing`` under ``testing/``: it never ships in the fleetwatch wheel.
 """
 
 from typing import Any

@@ -37,10 +37,6 @@ class ConfigError(FleetwatchError):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
-class SandboxError(FleetwatchError):
-    """A throwaway local server (Redis, PostgreSQL, HTTP) could not be started or stopped."""
-
-
 class ServeError(FleetwatchError):
     """An HTTP server could not start: the address is in use, or start-up got stuck."""
 
@@ -111,3 +107,16 @@ REGISTRY_ERRORS_BY_STATUS: dict[int, type[RegistryError]] = {
         RegistryUnavailable,
     )
 }
+
+
+class MissingExtraError(FleetwatchError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the feature, the missing module and the extra that installs it, such as
+    ``pip install 'fleetwatch[redis]'``. It is also an :class:`ImportError`, which is what it
+    stands for.
+    """
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra

@@ -15,9 +15,9 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.health import HealthStatus
 from fleetwatch.llm.check import GENERATE_CHECK
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox import free_port
-from fleetwatch.sandbox.llama import LlamaServer
-from fleetwatch.sandbox.openai_backend import OpenAIBackend
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama import LlamaServer
+from fleetwatch_testing.openai_backend import OpenAIBackend
 from tests.agent.conftest import agent_settings, status_of, wait_status
 from tests.conftest import OPS_TOKEN, RunningRegistry
 

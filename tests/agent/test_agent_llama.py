@@ -14,8 +14,8 @@ from fleetwatch.agent import StopReason
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm.check import GENERATE_CHECK
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox import free_port
-from fleetwatch.sandbox.llama import LlamaServer, llama_server_argv
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama import LlamaServer, llama_server_argv
 from tests.agent.conftest import agent_settings, instance_of, status_of, wait_status
 from tests.conftest import RunningRegistry
 from tests.llm.conftest import Throttle

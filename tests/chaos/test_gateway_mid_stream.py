@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.sandbox.llama import LlamaServer
+from fleetwatch_testing.llama import LlamaServer
 from tests.gateway.conftest import register, routed
 
 # Needs the machine to itself: a llama.cpp server killed or paused mid-stream, timed.

@@ -20,10 +20,10 @@ from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.registry.registry import Scope
-from fleetwatch.sandbox import HttpBackend, RedisServer, SentinelServer, free_port
-from fleetwatch.sandbox.tcp_proxy import TcpProxy
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
+from fleetwatch_testing import HttpBackend, RedisServer, SentinelServer, free_port
+from fleetwatch_testing.tcp_proxy import TcpProxy
 from tests.chaos.conftest import RoutedLoad
 from tests.conftest import TOKEN, poll_until, serve_process
 

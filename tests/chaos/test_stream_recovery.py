@@ -22,7 +22,7 @@ import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway.recovery import RecoverySettings
-from fleetwatch.sandbox.llama import LlamaServer
+from fleetwatch_testing.llama import LlamaServer
 from tests.conftest import poll_until
 from tests.gateway.conftest import SERVICE, RunningGateway, register, routed
 

@@ -10,7 +10,7 @@ import pytest
 from fleetwatch.config import parse_config
 from fleetwatch.health import CheckSettings, HealthStatus, run_check
 from fleetwatch.health.checks import HttpCheck, parse_status_spec
-from fleetwatch.sandbox import HttpBackend, free_port
+from fleetwatch_testing import HttpBackend, free_port
 
 
 @pytest.fixture

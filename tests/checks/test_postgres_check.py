@@ -9,7 +9,7 @@ import asyncpg
 
 from fleetwatch.health import CheckSettings, HealthScheduler, HealthStatus, run_check
 from fleetwatch.health.checks import PostgresCheck, PostgresPoolCheck
-from fleetwatch.sandbox import PostgresServer
+from fleetwatch_testing import PostgresServer
 from tests.conftest import wait_for_state
 
 

@@ -15,7 +15,7 @@ from fleetwatch.health import (
     run_check,
 )
 from fleetwatch.health.checks import RedisCheck
-from fleetwatch.sandbox import RedisServer
+from fleetwatch_testing import RedisServer
 from tests.conftest import wait_for_state
 
 

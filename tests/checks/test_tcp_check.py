@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fleetwatch.health import CheckSettings, HealthStatus, run_check
 from fleetwatch.health.checks import TcpCheck
-from fleetwatch.sandbox import HttpBackend, free_port
+from fleetwatch_testing import HttpBackend, free_port
 
 
 async def test_open_port_is_healthy(backend: HttpBackend) -> None:

@@ -11,9 +11,9 @@ import httpx
 
 from fleetwatch.agent import default_instance_id
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.sandbox import free_port, spawned
-from fleetwatch.sandbox.llama import llama_server_argv
-from fleetwatch.sandbox.ports import port_open
+from fleetwatch_testing import free_port, spawned
+from fleetwatch_testing.llama import llama_server_argv
+from fleetwatch_testing.ports import port_open
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 
 

@@ -8,16 +8,18 @@ import sys
 import pytest
 
 from fleetwatch.cli import EXIT_USAGE, main
-from fleetwatch.cli.app import COMMANDS
+from fleetwatch.cli.app import COMMANDS, all_commands
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    """``fleetwatch --help`` names all eight commands and exits 0."""
+    """``fleetwatch --help`` names the six built-in commands and the two the dev-only
+    fleetwatch-testing distribution adds (``demo``, ``demo-llm``), and exits 0."""
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    listed = [name for name in COMMANDS if f" {name} " in out]
-    assert listed == list(COMMANDS)
-    assert len(listed) == 8
+    listed = [name for name in all_commands() if f" {name} " in out]
+    assert listed == list(all_commands())
+    assert sorted(COMMANDS) == ["agent", "check", "gateway", "rollout", "serve", "status"]
+    assert set(listed) - set(COMMANDS) == {"demo", "demo-llm"}
 
 
 def test_a_mistyped_command_exits_64_and_suggests_the_right_one(
@@ -37,7 +39,8 @@ def test_a_command_imports_only_its_own_module() -> None:
         "import sys\n"
         "from fleetwatch.cli import main\n"
         "code = main(['agent', '--help'])\n"
-        "heavy = ['openai', 'fleetwatch.gateway', 'fleetwatch.server.app', 'fleetwatch.cli.demo']\n"
+        "heavy = ['openai', 'fleetwatch.gateway', 'fleetwatch.server.app',\n"
+        "         'fleetwatch_testing.demo']\n"
         "print(code, [m for m in heavy if m in sys.modules])\n"
     )
     done = subprocess.run(

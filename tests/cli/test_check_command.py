@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from fleetwatch.sandbox import HttpBackend, RedisServer, free_port, spawned
+from fleetwatch_testing import HttpBackend, RedisServer, free_port, spawned
 from tests.conftest import poll_until
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fleetwatch.sandbox import free_port, spawned
+from fleetwatch_testing import free_port, spawned
 
 # Needs the machine to itself: three llama.cpp servers under traffic, failures counted.
 # make test runs it in its one-at-a-time phase.

@@ -9,7 +9,7 @@ import re
 import sys
 
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.sandbox import HttpBackend, free_port, spawned
+from fleetwatch_testing import HttpBackend, free_port, spawned
 from tests.conftest import TOKEN, RunningRegistry
 
 

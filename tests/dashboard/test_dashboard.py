@@ -13,7 +13,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox import BackendProcess
+from fleetwatch_testing import BackendProcess
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -11,7 +11,7 @@ import pytest
 from fleetwatch.discovery import Change, DiscoveryClient, RegistryClient
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox import HttpBackend, free_port
+from fleetwatch_testing import HttpBackend, free_port
 from tests.conftest import TOKEN, RunningRegistry
 
 

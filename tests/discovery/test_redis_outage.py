@@ -9,9 +9,9 @@ from fleetwatch.config.registry import ServeConfig
 from fleetwatch.discovery import DiscoveryClient, registration
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.registry import Scope
-from fleetwatch.sandbox import HttpBackend, RedisServer
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
+from fleetwatch_testing import HttpBackend, RedisServer
 
 TOKEN = "redis-outage-token"
 

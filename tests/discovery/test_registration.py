@@ -6,7 +6,7 @@ import asyncio
 from contextlib import AbstractAsyncContextManager
 
 from fleetwatch.discovery import Registered, RegistryClient, registration
-from fleetwatch.sandbox import HttpBackend
+from fleetwatch_testing import HttpBackend
 from tests.conftest import OPS_TOKEN, TOKEN, RunningRegistry
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from fleetwatch import __version__
 from fleetwatch.gateway.openapi import openapi_document
-from fleetwatch.sandbox.fuzz import (
+from fleetwatch_testing.fuzz import (
     fuzzable_gateway,
     fuzzable_registry,
     fuzzable_registry_app,

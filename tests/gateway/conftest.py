@@ -13,7 +13,7 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.http1 import LeanServer
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox.openai_backend import OpenAIBackend
+from fleetwatch_testing.openai_backend import OpenAIBackend
 from tests.agent.conftest import wait_status  # noqa: F401 - re-exported for gateway tests
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 

@@ -1,6 +1,6 @@
 """The gateway against real HTTP backends that misbehave on purpose, and a real registry.
 
-The backends (fleetwatch.sandbox.openai_backend) are real HTTP servers speaking the OpenAI API;
+The backends (fleetwatch_testing.openai_backend) are real HTTP servers speaking the OpenAI API;
 they stand in for LLM servers where a test needs a failure a real llama-server cannot be made
 to produce on cue (a 429 with Retry-After, a 503 while draining, a crash after the first
 chunk). tests/gateway/test_gateway_llama.py runs the same gateway against llama.cpp itself.

@@ -13,8 +13,8 @@ import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm.prometheus import parse_metrics
-from fleetwatch.sandbox import free_port, spawned
-from fleetwatch.sandbox.llama import LlamaServer
+from fleetwatch_testing import free_port, spawned
+from fleetwatch_testing.llama import LlamaServer
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 from tests.gateway.conftest import register, routed
 

@@ -18,7 +18,7 @@ from fleetwatch.health import (
     Observation,
 )
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.sandbox.raw_http import RawHttpConnection
+from fleetwatch_testing.raw_http import RawHttpConnection
 
 
 class Fixed:

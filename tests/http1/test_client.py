@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from fleetwatch.http1 import ConnectFailed, Origin, ReadTimeout, UpstreamError, UpstreamPool
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

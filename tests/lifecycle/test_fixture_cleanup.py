@@ -16,9 +16,9 @@ import warnings
 
 import pytest
 
-from fleetwatch.sandbox import free_port, spawned
-from fleetwatch.sandbox.llama import llama_server_argv
-from fleetwatch.sandbox.ports import port_open
+from fleetwatch_testing import free_port, spawned
+from fleetwatch_testing.llama import llama_server_argv
+from fleetwatch_testing.ports import port_open
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 
 

@@ -14,7 +14,7 @@ import httpx
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.lifecycle import InFlight, LlmService, ServiceOptions
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.sandbox import HttpBackend, free_port, spawned
+from fleetwatch_testing import HttpBackend, free_port, spawned
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llm_api.py"

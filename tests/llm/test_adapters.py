@@ -14,7 +14,7 @@ import pytest
 
 from fleetwatch.llm.adapters import KINDS, LoadSignals, Phase, adapter_for
 from fleetwatch.llm.prometheus import parse_metrics
-from fleetwatch.sandbox.llama import LlamaServer
+from fleetwatch_testing.llama import LlamaServer
 from tests.llm.conftest import fixture_text
 
 BASE = "http://llm.test"

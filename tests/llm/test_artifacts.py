@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.llm import artifacts
-from fleetwatch.llm.artifacts import (
+from fleetwatch_testing import free_port
+from fleetwatch_testing import llama_build as artifacts
+from fleetwatch_testing.llama_build import (
     ArtifactError,
     cmake_options,
     configure_command,
@@ -29,10 +30,9 @@ from fleetwatch.llm.artifacts import (
     smoke_test,
     trust_llama_server,
 )
-from fleetwatch.llm.artifacts.build import build_key
-from fleetwatch.llm.artifacts.cache import MARKER, install_entry, is_complete, locked
-from fleetwatch.llm.artifacts.fetch import fetch
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing.llama_build.build import build_key
+from fleetwatch_testing.llama_build.cache import MARKER, install_entry, is_complete, locked
+from fleetwatch_testing.llama_build.fetch import fetch
 
 X86_64_CONFIGURE = [
     "cmake", "-S", "/src/llama.cpp", "-B", "/build",
@@ -245,7 +245,7 @@ def test_a_setup_killed_mid_write_is_detected_and_redone(cache: Path) -> None:
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from fleetwatch.llm.artifacts.cache import install_entry\n"
+        "from fleetwatch_testing.llama_build.cache import install_entry\n"
         "def populate(into):\n"
         "    (into / 'llama-server').write_bytes(b'half a binary')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -271,7 +271,7 @@ def test_two_setups_at_once_are_serialized(cache: Path) -> None:
     not get in until the first lets go."""
     child = (
         "import time\n"
-        "from fleetwatch.llm.artifacts.cache import locked\n"
+        "from fleetwatch_testing.llama_build.cache import locked\n"
         "with locked('llama-server', lambda line: print(line, flush=True)):\n"
         "    print('acquired', time.time(), flush=True)\n"
     )
@@ -315,12 +315,12 @@ def test_a_binary_dying_on_sigill_is_named_and_explained(tmp_path: Path) -> None
 
 def test_a_cached_binary_that_fails_its_smoke_test_is_never_used(cache: Path) -> None:
     """A finished cache entry whose binary dies on SIGILL: ``python -m
-    fleetwatch.llm.artifacts`` exits 1 with the explanation, and no passing record is
+    fleetwatch_testing.llama_build`` exits 1 with the explanation, and no passing record is
     written, so the next setup tests it again rather than trusting it."""
     _lay_entry(model_path().parent, {model_path().name: "not a real model"})
     _lay_entry(llama_server_path().parent, {"llama-server": SIGILL_SERVER})
     setup = subprocess.run(
-        [sys.executable, "-m", "fleetwatch.llm.artifacts"],
+        [sys.executable, "-m", "fleetwatch_testing.llama_build"],
         capture_output=True,
         text=True,
         timeout=120,

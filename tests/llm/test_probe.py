@@ -9,7 +9,7 @@ import pytest
 
 from fleetwatch.health.status import HealthStatus
 from fleetwatch.llm.probe import NoFirstToken, ProbeReply, generate_probe
-from fleetwatch.sandbox.llama import LlamaServer
+from fleetwatch_testing.llama import LlamaServer
 
 
 def streamed(*events: dict[str, object]) -> httpx.AsyncClient:

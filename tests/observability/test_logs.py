@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from fleetwatch.observability.logs import ConsoleFormatter, JsonFormatter, configure_logging
-from fleetwatch.sandbox import spawned
+from fleetwatch_testing import spawned
 
 
 def _record(message: str, *args: object, **extra: object) -> logging.LogRecord:

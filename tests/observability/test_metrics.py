@@ -17,8 +17,8 @@ from fleetwatch.health.checks import TcpCheck
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm.economy import ProbeGovernor
 from fleetwatch.llm.prometheus import parse_metrics
-from fleetwatch.sandbox import HttpBackend, spawned
-from fleetwatch.sandbox.llama import LlamaServer
+from fleetwatch_testing import HttpBackend, spawned
+from fleetwatch_testing.llama import LlamaServer
 from tests.agent.conftest import agent_settings
 from tests.conftest import RunningRegistry, poll_until
 from tests.gateway.conftest import register, routed

@@ -13,7 +13,7 @@ from fleetwatch.registry.model import Instance
 from fleetwatch.registry.store import RegistryStore
 from fleetwatch.registry.stores import MemoryStore
 from fleetwatch.registry.stores.redis import RedisStore
-from fleetwatch.sandbox import RedisServer
+from fleetwatch_testing import RedisServer
 
 HISTORY = 50
 

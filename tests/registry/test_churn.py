@@ -16,7 +16,7 @@ from fleetwatch.registry.model import CheckSpec, EventType, Instance
 from fleetwatch.registry.monitor import Monitor
 from fleetwatch.registry.store import RegistryStore, consistent_read
 from fleetwatch.registry.stores.redis import RedisStore
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
 from tests.conftest import poll_until
 
 FLEET = 200

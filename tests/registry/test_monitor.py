@@ -15,7 +15,7 @@ from fleetwatch.registry.model import CheckSpec, CheckType, Instance, InstanceSt
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.prober import Prober
 from fleetwatch.registry.stores import MemoryStore
-from fleetwatch.sandbox import BackendProcess, HttpBackend, free_port
+from fleetwatch_testing import BackendProcess, HttpBackend, free_port
 
 Predicate = Callable[[Instance], bool]
 

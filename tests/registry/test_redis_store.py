@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry.model import EventType
 from fleetwatch.registry.stores.redis import RedisStore
-from fleetwatch.sandbox import RedisServer
+from fleetwatch_testing import RedisServer
 from tests.registry.conftest import instance
 
 

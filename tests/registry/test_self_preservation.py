@@ -12,7 +12,7 @@ from fleetwatch.registry.model import CheckSpec, CheckType, EventType, Instance,
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.preservation import PreservationPolicy
 from fleetwatch.registry.stores import MemoryStore
-from fleetwatch.sandbox import free_port
+from fleetwatch_testing import free_port
 
 
 class Switchable:

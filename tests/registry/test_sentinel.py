@@ -9,7 +9,7 @@ import redis.asyncio
 
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.registry.stores.redis import RedisStore
-from fleetwatch.sandbox import RedisServer, SentinelServer
+from fleetwatch_testing import RedisServer, SentinelServer
 from tests.registry.conftest import instance
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.sandbox import HttpBackend, RedisServer, free_port
+from fleetwatch_testing import HttpBackend, RedisServer, free_port
 from tests.conftest import TOKEN, serve_process
 
 # Two registry processes must join, sync and split the checks within seconds: on a machine

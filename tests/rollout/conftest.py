@@ -23,7 +23,7 @@ from fleetwatch.rollout.launcher import Launched, launch
 from tests.conftest import TOKEN, RunningRegistry
 
 SERVICE = "llm"
-FAST_SERVER = f"{sys.executable} -m fleetwatch.sandbox.openai_backend --port {{port}} --tokens 8"
+FAST_SERVER = f"{sys.executable} -m fleetwatch_testing.openai_backend --port {{port}} --tokens 8"
 
 
 def settings(registry: RunningRegistry, tmp_path: Path, **changes: Any) -> RolloutSettings:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.lifecycle.http_limits import HttpLimits
-from fleetwatch.sandbox import free_port, spawned
+from fleetwatch_testing import free_port, spawned
 from tests.conftest import TIGHT_LIMITS, probe_slow_clients, read_until_closed, serve_process
 
 

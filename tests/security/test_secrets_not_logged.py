@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from fleetwatch.sandbox import free_port, spawned
+from fleetwatch_testing import free_port, spawned
 from tests.conftest import poll_until
 
 SECRET = "registry-secret-7f3a9c"

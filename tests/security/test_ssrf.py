@@ -10,9 +10,9 @@ import pytest
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import Forbidden
 from fleetwatch.registry.prober import Prober
-from fleetwatch.sandbox import HttpBackend, free_port, spawned
 from fleetwatch.security import NetworkPolicy
 from fleetwatch.security.networks import AddressNotAllowed
+from fleetwatch_testing import HttpBackend, free_port, spawned
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 
 

@@ -17,10 +17,10 @@ from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import Instance, InstanceStatus
 from fleetwatch.registry.registry import Scope
 from fleetwatch.registry.stores.memory import MemoryStore
-from fleetwatch.sandbox import HttpBackend, RedisServer, free_port, spawned
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch.slo import SloTracker
+from fleetwatch_testing import HttpBackend, RedisServer, free_port, spawned
 from tests.conftest import TOKEN, poll_until
 from tests.observability.test_metrics import promtool_accepts
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-import aiohttp
+import httpx
 
 from fleetwatch.config.alerts import NotifierSection
 
@@ -126,7 +126,7 @@ class WebhookNotifier:
         self._dedup = _Dedup(settings, clock)
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=10_000)
         self._task: asyncio.Task[None] | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: httpx.AsyncClient | None = None
         self.sent = 0
         self.failed = 0
 
@@ -145,9 +145,7 @@ class WebhookNotifier:
             self._queue.put_nowait(alert)
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout), trust_env=False
-        )
+        self._http = httpx.AsyncClient(timeout=self.settings.timeout, trust_env=False)
         self._task = asyncio.create_task(self._run(), name=f"fleetwatch.webhook.{self.name}")
 
     async def aclose(self) -> None:
@@ -155,7 +153,7 @@ class WebhookNotifier:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._http is not None:
-            await self._http.close()
+            await self._http.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -177,12 +175,12 @@ class WebhookNotifier:
         delay = BACKOFF_START_S
         for attempt in range(self.settings.retries + 1):
             try:
-                async with self._http.post(self.url, json=payload) as reply:
-                    if reply.status < 300:
-                        self.sent += 1
-                        return
-                    problem = f"HTTP {reply.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                reply = await self._http.post(self.url, json=payload)
+                if reply.status_code < 300:
+                    self.sent += 1
+                    return
+                problem = f"HTTP {reply.status_code}"
+            except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             log.warning("alert.webhook_failed %s try %d: %s", self.name, attempt + 1, problem)
             if attempt < self.settings.retries:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 from difflib import get_close_matches
+from functools import cache
+from importlib.metadata import entry_points
 
 import typer
 from typer import _click as click  # vendored since Typer 0.29: the classes Typer builds
@@ -22,8 +24,6 @@ from fleetwatch.cli.logsetup import global_options
 COMMANDS: dict[str, tuple[str, str, dict[str, bool]]] = {
     "agent": ("fleetwatch.cli.agent", "agent_command", {"allow_interspersed_args": False}),
     "check": ("fleetwatch.cli.check", "check_command", {}),
-    "demo": ("fleetwatch.cli.demo", "demo_command", {}),
-    "demo-llm": ("fleetwatch.cli.demo_llm", "demo_llm_command", {}),
     "gateway": ("fleetwatch.cli.gateway", "gateway_command", {}),
     "rollout": ("fleetwatch.cli.rollout", "rollout_command", {}),
     "serve": ("fleetwatch.cli.serve", "serve_command", {}),
@@ -31,9 +31,25 @@ COMMANDS: dict[str, tuple[str, str, dict[str, bool]]] = {
 }
 
 
+#: Where other installed distributions add commands: ``name = "module:function"``. The
+#: dev-only ``fleetwatch-testing`` adds ``demo`` and ``demo-llm`` this way, so the shipped
+#: wheel holds no demo, and a checkout with ``make setup`` done still has ``fleetwatch demo``.
+PLUGIN_GROUP = "fleetwatch.commands"
+
+
+@cache
+def all_commands() -> dict[str, tuple[str, str, dict[str, bool]]]:
+    """The built-in :data:`COMMANDS`, then those installed distributions add (read once)."""
+    found = dict(COMMANDS)
+    for point in entry_points(group=PLUGIN_GROUP):
+        module, _, function = point.value.partition(":")
+        found.setdefault(point.name, (module.strip(), function.strip(), {}))
+    return found
+
+
 def command(name: str) -> click.Command:
     """The click command ``name``, built from its module (imported now)."""
-    module, function, settings = COMMANDS[name]
+    module, function, settings = all_commands()[name]
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     single.command(name, context_settings=settings)(
         getattr(importlib.import_module(module), function)
@@ -44,15 +60,15 @@ def command(name: str) -> click.Command:
 
 
 class LazyCommands(TyperGroup):
-    """The top-level group: commands come from :data:`COMMANDS`, built on first use."""
+    """The top-level group: commands come from :func:`all_commands`, built on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         del ctx
-        return list(COMMANDS)
+        return list(all_commands())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         del ctx
-        if cmd_name not in COMMANDS:
+        if cmd_name not in all_commands():
             return None
         if cmd_name not in self.commands:
             self.commands[cmd_name] = command(cmd_name)
@@ -65,7 +81,7 @@ class LazyCommands(TyperGroup):
         try:
             return super().resolve_command(ctx, args)
         except click.exceptions.UsageError as error:
-            matches = get_close_matches(args[0], COMMANDS) if args else []
+            matches = get_close_matches(args[0], all_commands()) if args else []
             if matches and "Did you mean" not in error.message:
                 hint = ", ".join(repr(match) for match in matches)
                 error.message = f"{error.message.rstrip('.')}. Did you mean {hint}?"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fleetwatch.errors import ConfigError
 from fleetwatch.registry.store import RegistryStore
 from fleetwatch.registry.stores import MemoryStore
-from fleetwatch.registry.stores.redis import RedisStore
 
 
 def open_store(url: str, *, namespace: str = "fleetwatch") -> RegistryStore:
@@ -13,6 +12,9 @@ def open_store(url: str, *, namespace: str = "fleetwatch") -> RegistryStore:
     if url == "memory":
         return MemoryStore()
     if url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        # Imported here: redis-py is the `redis` extra, and the memory store needs none of it.
+        from fleetwatch.registry.stores.redis import RedisStore  # noqa: PLC0415
+
         return RedisStore(url, namespace=namespace)
     raise ConfigError(
         f"unknown store {url!r}: use 'memory' (one machine) or a Redis URL such as "

@@ -19,7 +19,7 @@ from fleetwatch.rollout.plan import (
     META_TEMPLATE,
     RolloutSettings,
 )
-from fleetwatch.sandbox.ports import free_port
+from fleetwatch_testing.ports import free_port
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,8 +119,10 @@ class GpuCheck:
             return self._nvml
         try:
             import pynvml  # noqa: PLC0415 - optional at run time: only this check needs it
-        except ImportError as exc:  # pragma: no cover - nvidia-ml-py is a dependency
-            raise _NvmlUnavailableError("nvidia-ml-py is not installed") from exc
+        except ImportError as exc:  # nvidia-ml-py is the `gpu` extra
+            raise _NvmlUnavailableError(
+                "nvidia-ml-py is not installed (the 'gpu' extra: pip install '.[gpu]')"
+            ) from exc
         module: ModuleType = pynvml
         return module
 

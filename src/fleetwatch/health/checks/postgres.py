@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import asyncpg
-
+from fleetwatch.extras import require
 from fleetwatch.health.checks._latency import timed_observation
 from fleetwatch.health.result import Observation
 from fleetwatch.health.status import HealthStatus
@@ -47,6 +46,8 @@ class PostgresCheck:
         slow_after: float | None = DEFAULT_SLOW_AFTER,
         connections_ratio: float = DEFAULT_CONNECTIONS_RATIO,
     ) -> None:
+        # asyncpg is the `postgres` extra: configuring this check without it names the extra.
+        self._asyncpg = require("asyncpg", extra="postgres", needed_for="the postgres check")
         self._dsn = dsn
         self._timeout = timeout
         self._query = query
@@ -56,7 +57,9 @@ class PostgresCheck:
 
     async def check(self) -> Observation:
         started = time.perf_counter()
-        conn = await asyncpg.connect(self._dsn, password=self._password, timeout=self._timeout)
+        conn = await self._asyncpg.connect(
+            self._dsn, password=self._password, timeout=self._timeout
+        )
         try:
             await conn.execute(self._query, timeout=self._timeout)
             elapsed = time.perf_counter() - started

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import OutOfMemoryError
-
+from fleetwatch.extras import require
 from fleetwatch.health.checks._latency import timed_observation
 from fleetwatch.health.result import Observation
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 #: The seed's thresholds: slower than 100 ms, or memory above 90% of maxmemory, is degraded.
 DEFAULT_SLOW_AFTER = 0.1
@@ -42,7 +41,13 @@ class RedisCheck:
         slow_after: float | None = DEFAULT_SLOW_AFTER,
         memory_ratio: float = DEFAULT_MEMORY_RATIO,
     ) -> None:
-        self._client = aioredis.Redis.from_url(
+        # redis-py is the `redis` extra: configuring this check without it names the extra.
+        require("redis", extra="redis", needed_for="the redis check")
+        from redis.asyncio import Redis  # noqa: PLC0415
+        from redis.asyncio.retry import Retry  # noqa: PLC0415
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+
+        self._client: aioredis.Redis = Redis.from_url(
             url,
             password=password,
             socket_timeout=timeout,
@@ -80,6 +85,8 @@ class RedisCheck:
         return timed_observation("Redis", elapsed, self._slow_after, metadata, problems=problems)
 
     async def _write_read_delete(self) -> list[str]:
+        from redis.exceptions import OutOfMemoryError  # noqa: PLC0415 - the `redis` extra
+
         key = f"fleetwatch:health:{uuid.uuid4().hex}"
         try:
             await self._client.set(key, "ok", px=10_000)

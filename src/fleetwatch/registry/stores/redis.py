@@ -23,14 +23,18 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from fleetwatch.cancellation import keep_cancellation
 from fleetwatch.errors import Forbidden, IndexReset, InstanceGone, RegistryUnavailable
+from fleetwatch.extras import missing_extra
 from fleetwatch.registry.model import NOTICE_KEY, Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry.store import DEFAULT_HISTORY, CheckRecord
 from fleetwatch.registry.stores import _redis_scripts as scripts
 from fleetwatch.registry.stores.redis_connect import SENTINEL_SCHEME, client_factory
+
+try:
+    from redis.exceptions import RedisError
+except ImportError as error:
+    raise missing_extra("redis", "the Redis store (--store redis://...)") from error
 
 log = logging.getLogger("fleetwatch.registry")
 

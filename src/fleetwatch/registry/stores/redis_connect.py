@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.connection import BlockingConnectionPool
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import NoBackoff
-
 from fleetwatch.errors import ConfigError
+from fleetwatch.extras import missing_extra
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.connection import BlockingConnectionPool
+    from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+    from redis.backoff import NoBackoff
+except ImportError as error:
+    raise missing_extra("redis", "the Redis store (--store redis://...)") from error
 
 
 class Connector:

@@ -23,8 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.llm.artifacts.build import EXTRA_OPTIONS_ENV, X86_64_CPUINFO_FLAGS
-from fleetwatch.llm.artifacts.errors import ArtifactError
+from fleetwatch_testing.llama_build.build import EXTRA_OPTIONS_ENV, X86_64_CPUINFO_FLAGS
+from fleetwatch_testing.llama_build.errors import ArtifactError
 
 SMOKE_TIMEOUT_S = 120.0
 #: About 300 tokens for SmolLM2's tokenizer: enough to run batched prompt processing.

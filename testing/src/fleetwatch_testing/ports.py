@@ -6,7 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from fleetwatch.errors import SandboxError
+from fleetwatch_testing.errors import SandboxError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -10,9 +10,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from fleetwatch.errors import SandboxError
-from fleetwatch.sandbox._process import LocalServer
-from fleetwatch.sandbox.ports import free_port
+from fleetwatch_testing._process import LocalServer
+from fleetwatch_testing.errors import SandboxError
+from fleetwatch_testing.ports import free_port
 
 #: PostgreSQL refuses to run as root; when we are root we run it as this user (the Debian
 #: package creates it).

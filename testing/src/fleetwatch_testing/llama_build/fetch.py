@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from fleetwatch.llm.artifacts.errors import ArtifactError, Progress
-from fleetwatch.llm.artifacts.steps import run_step
+from fleetwatch_testing.llama_build.errors import ArtifactError, Progress
+from fleetwatch_testing.llama_build.steps import run_step
 
 #: pip retries and times out each connection itself; this bounds the whole fetch.
 FETCH_TIMEOUT_S = 900.0

@@ -1,6 +1,6 @@
 """A throwaway llama.cpp ``llama-server`` serving SmolLM2-135M on loopback.
 
-The binary and the model come from :mod:`fleetwatch.llm.artifacts` (built and cached on first
+The binary and the model come from :mod:`fleetwatch_testing.llama_build` (built and cached on first
 use). The server runs with ``--metrics`` (its Prometheus series) and ``--slots``, on one CPU
 thread per server so that several fit on a small machine.
 """
@@ -12,9 +12,9 @@ import shlex
 import urllib.error
 import urllib.request
 
-from fleetwatch.llm.artifacts import MODEL_NAME, ensure_llama_server, ensure_model
-from fleetwatch.sandbox._process import LocalServer
-from fleetwatch.sandbox.ports import free_port
+from fleetwatch_testing._process import LocalServer
+from fleetwatch_testing.llama_build import MODEL_NAME, ensure_llama_server, ensure_model
+from fleetwatch_testing.ports import free_port
 
 #: Enough for the probe's prompt and a short reply, small enough to start fast.
 DEFAULT_CONTEXT = 512

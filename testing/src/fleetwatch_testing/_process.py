@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from fleetwatch.sandbox.ports import wait_until
+from fleetwatch_testing.ports import wait_until
 
 
 class ServerProcess:

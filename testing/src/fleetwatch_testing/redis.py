@@ -6,9 +6,9 @@ import shutil
 
 import redis
 
-from fleetwatch.errors import SandboxError
-from fleetwatch.sandbox._process import LocalServer
-from fleetwatch.sandbox.ports import free_port, port_open, wait_until
+from fleetwatch_testing._process import LocalServer
+from fleetwatch_testing.errors import SandboxError
+from fleetwatch_testing.ports import free_port, port_open, wait_until
 
 
 class RedisServer(LocalServer):
@@ -109,7 +109,4 @@ class SentinelServer(LocalServer):
     def _knows_live_replica(self) -> bool:
         with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2) as client:
             replicas = client.sentinel_slaves(self.name)
-        return any(
-            not r.get("is_sdown") and r.get("master-link-status") == "ok" for r in replicas
-        )
-
+        return any(not r.get("is_sdown") and r.get("master-link-status") == "ok" for r in replicas)

@@ -30,7 +30,6 @@ from rich.live import Live
 from rich.text import Text
 
 from fleetwatch.cli.check import probe_server_app, probes_for, shared_http_client
-from fleetwatch.cli.demo_scenario import Scenario
 from fleetwatch.cli.logsetup import setup_logs
 from fleetwatch.cli.status import render, snapshot
 from fleetwatch.cli.table import checks_table, transitions_table
@@ -41,11 +40,12 @@ from fleetwatch.errors import RegistryError
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
-from fleetwatch.llm.artifacts import ensure_llama_server, ensure_model
 from fleetwatch.registry.registry import Scope
-from fleetwatch.sandbox import PostgresServer, RedisServer, free_port
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
+from fleetwatch_testing import PostgresServer, RedisServer, free_port
+from fleetwatch_testing.demo_scenario import Scenario
+from fleetwatch_testing.llama_build import ensure_llama_server, ensure_model
 
 Step = tuple[float, str, Callable[[], Awaitable[None]]]
 

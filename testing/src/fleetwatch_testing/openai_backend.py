@@ -9,7 +9,7 @@ regression that a streamed health probe cannot see, for canary tests). It counts
 and requests whose client went away.
 
 In-process: :class:`OpenAIBackend` (an async context manager). As its own process:
-``python -m fleetwatch.sandbox.openai_backend --port P [--model M] [--token-delay S]``.
+``python -m fleetwatch_testing.openai_backend --port P [--model M] [--token-delay S]``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A small real HTTP server to check against: fixed latency, chosen status, chosen body.
 
-Runs in its own process (``python -m fleetwatch.sandbox --port P --delay 0.2``) or
+Runs in its own process (``python -m fleetwatch_testing --port P --delay 0.2``) or
 in-process with :class:`HttpBackend`. Routes:
 
 - ``/`` and ``/health`` answer after ``--delay``;
@@ -26,8 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fleetwatch.lifecycle.serving import AppServer
-from fleetwatch.sandbox._process import LocalServer
-from fleetwatch.sandbox.ports import free_port, port_open
+from fleetwatch_testing._process import LocalServer
+from fleetwatch_testing.ports import free_port, port_open
 
 
 def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
@@ -103,7 +103,7 @@ def backend_app(delay: float = 0.0, body: str = "ok") -> Starlette:
 
 
 class BackendProcess(LocalServer):
-    """The backend in a process of its own (``python -m fleetwatch.sandbox``), on loopback."""
+    """The backend in a process of its own (``python -m fleetwatch_testing``), on loopback."""
 
     def __init__(self, *, delay: float = 0.0, port: int | None = None) -> None:
         super().__init__(prefix="fleetwatch-backend-", log_name="backend.log")
@@ -113,7 +113,7 @@ class BackendProcess(LocalServer):
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the process and wait until it accepts connections."""
-        argv = [sys.executable, "-m", "fleetwatch.sandbox", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "fleetwatch_testing", "--port", str(self.port)]
         self._process.spawn([*argv, "--delay", str(self.delay)])
         self._await_ready(
             lambda: port_open("127.0.0.1", self.port), timeout, f"HTTP backend on port {self.port}"

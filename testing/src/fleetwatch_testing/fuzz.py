@@ -23,12 +23,12 @@ from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import InstanceStatus
 from fleetwatch.registry.registry import Registry, Scope
 from fleetwatch.registry.stores.memory import MemoryStore
-from fleetwatch.sandbox.children import spawned
-from fleetwatch.sandbox.openai_backend import OpenAIBackend
 from fleetwatch.security import NetworkPolicy
 from fleetwatch.server.app import create_app
 from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
+from fleetwatch_testing.children import spawned
+from fleetwatch_testing.openai_backend import OpenAIBackend
 
 FUZZ_TOKEN = "fuzz-token"  # noqa: S105 - a throwaway token for throwaway servers
 SEED = 20261127

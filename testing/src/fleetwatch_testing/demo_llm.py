@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from fleetwatch.llm.artifacts import ArtifactError, ensure_llama_server, ensure_model
-from fleetwatch.sandbox.llama import llama_server_argv
+from fleetwatch_testing.llama import llama_server_argv
+from fleetwatch_testing.llama_build import ArtifactError, ensure_llama_server, ensure_model
 
 
 def demo_llm_command(
