@@ -19,8 +19,7 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.health import CheckState, HealthScheduler
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.lifecycle.http_limits import HttpLimits
-from fleetwatch.registry.registry import Scope
-from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch_testing import HttpBackend, PostgresServer, RedisServer, free_port
 from fleetwatch_testing.llama import LlamaServer

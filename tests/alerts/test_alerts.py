@@ -19,8 +19,7 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import ConfigError
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import Instance, InstanceStatus
-from fleetwatch.registry.registry import Scope
-from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch_testing import BackendProcess, free_port
 from tests.conftest import TOKEN, poll_until

@@ -19,8 +19,7 @@ from fleetwatch.discovery import DiscoveryClient, RegistryClient, registration
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.registry.registry import Scope
-from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch_testing import HttpBackend, RedisServer, SentinelServer, free_port
 from fleetwatch_testing.tcp_proxy import TcpProxy

@@ -8,8 +8,7 @@ import contextlib
 from fleetwatch.config.registry import ServeConfig
 from fleetwatch.discovery import DiscoveryClient, registration
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.registry.registry import Scope
-from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch_testing import HttpBackend, RedisServer
 

@@ -10,8 +10,7 @@ from fleetwatch.config.registry import ServeConfig, SloSection
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.registry.registry import Scope
-from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from tests.conftest import TOKEN, poll_until
 from tests.gateway.conftest import SERVICE, register

@@ -22,9 +22,8 @@ from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm.check import LlmServerSettings
 from fleetwatch.registry.prober import Prober
-from fleetwatch.registry.registry import Scope
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.security.tls import client_context, shared_client_context
-from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch_testing import free_port, spawned
 from fleetwatch_testing.openai_backend import OpenAIBackend

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.registry.registry import Registry, Scope
+from fleetwatch.registry.registry import Registry
 from fleetwatch.registry.stores import MemoryStore
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server import create_app
-from fleetwatch.server.auth import Token, TokenAuth
 
 TEAM_A = {"Authorization": "Bearer secret-a"}
 TEAM_B = {"Authorization": "Bearer secret-b"}

@@ -15,9 +15,8 @@ from fleetwatch.config.registry import ServeConfig, SloSection
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import Instance, InstanceStatus
-from fleetwatch.registry.registry import Scope
 from fleetwatch.registry.stores.memory import MemoryStore
-from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch.slo import SloTracker
 from fleetwatch_testing import HttpBackend, RedisServer, free_port, spawned

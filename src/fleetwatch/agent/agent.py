@@ -83,7 +83,15 @@ class AgentState:
 class Agent:
     """One agent for one upstream. ``await agent.run()`` returns the process exit code."""
 
-    def __init__(self, settings: AgentSettings, *, registry: RegistryClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        registry: RegistryClient | None = None,
+        child: ChildProcess | None = None,
+    ) -> None:
+        """``child``: the server, already started (see :func:`start_on_free_port`); by default
+        the agent starts ``settings.command`` itself."""
         self.settings = settings
         self.state = AgentState(settings.resolved_instance_id())
         self._registry = registry or RegistryClient(
@@ -97,7 +105,9 @@ class Agent:
             service_id=f"{settings.service}/{self.state.instance_id}",
             version=settings.version or None,
         )
-        self.child = ChildProcess(settings.command) if settings.command else None
+        if child is None and settings.command:
+            child = ChildProcess(settings.command)
+        self.child = child
         self.metrics_registry = CollectorRegistry()
         HealthMetrics(self.scheduler, self.metrics_registry)
         AgentMetrics(
@@ -130,7 +140,7 @@ class Agent:
         tasks: list[asyncio.Task[Any]] = []
         self._started_at = loop.time()
         try:
-            if self.child is not None:
+            if self.child is not None and not self.child.started:
                 await self.child.start()
             app = self.probes.asgi_app()
             app.add_route("/v1/agent", self._agent_endpoint, methods=["GET"])

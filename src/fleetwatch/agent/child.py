@@ -28,6 +28,10 @@ class ChildProcess:
         self.exited: asyncio.Future[int] | None = None
 
     @property
+    def started(self) -> bool:
+        return self._process is not None
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from fleetwatch.cli.app import app
 from fleetwatch.errors import FleetwatchError, RegistryUnavailable
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return _exit_code(exit_.code)
     except FleetwatchError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: a message may hold brackets, such as pip install 'fleetwatch[redis]'.
+        message = f"[bold red]error:[/] {escape(str(exc))}"
+        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
         return EXIT_UNAVAILABLE if isinstance(exc, RegistryUnavailable) else EXIT_USAGE
     except KeyboardInterrupt:
         return 130

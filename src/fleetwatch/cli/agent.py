@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from fleetwatch.agent import Agent, AgentSettings
+from fleetwatch.agent import (
+    PORT_PLACEHOLDER,
+    Agent,
+    AgentSettings,
+    needs_port,
+    start_on_free_port,
+)
 from fleetwatch.agent.settings import (
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_PROPAGATION_DELAY_S,
@@ -48,7 +54,12 @@ def agent_command(
     registry: RegistryUrl = None,
     service: Annotated[str, typer.Option(help="Service name to register under.")] = ...,  # type: ignore[assignment]
     upstream: Annotated[
-        str, typer.Option(help="The LLM server's base URL, e.g. http://127.0.0.1:8080.")
+        str,
+        typer.Option(
+            help="The LLM server's base URL, e.g. http://127.0.0.1:8080. With {port} in it "
+            "(and in the command), the agent picks a free port and retries on another if the "
+            "server loses it to another process."
+        ),
     ] = ...,  # type: ignore[assignment]
     kind: Annotated[
         str, typer.Option(help=f"Server family: {', '.join(KINDS)} (openai = generic).")
@@ -141,5 +152,17 @@ def agent_command(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    code = asyncio.run(Agent(settings).run())
-    raise typer.Exit(code)
+    if needs_port(settings) and not any(PORT_PLACEHOLDER in part for part in settings.command):
+        raise ConfigError(
+            f"--upstream has {PORT_PLACEHOLDER} but the command after -- does not: the agent "
+            "chooses the port, so the server must be told it (for example --port {port})"
+        )
+    raise typer.Exit(asyncio.run(_run(settings)))
+
+
+async def _run(settings: AgentSettings) -> int:
+    """Start the server on a port chosen here when asked to, then run the agent."""
+    child = None
+    if needs_port(settings):
+        settings, child = await start_on_free_port(settings)
+    return await Agent(settings, child=child).run()

@@ -15,7 +15,7 @@ from fleetwatch.cli.options import TlsCert, TlsKey
 from fleetwatch.config.registry import load_serve_config
 from fleetwatch.errors import ConfigError
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
-from fleetwatch.registry.registry import TOKEN_ENV
+from fleetwatch.security.auth import TOKEN_ENV
 from fleetwatch.security.networks import NetworkPolicy
 from fleetwatch.security.tls import server_files
 from fleetwatch.server.node import RegistryNode

@@ -15,7 +15,7 @@ from fleetwatch.errors import (
     RegistryUnavailable,
 )
 from fleetwatch.registry.model import Instance, InstanceStatus
-from fleetwatch.registry.registry import TOKEN_ENV
+from fleetwatch.security.auth import TOKEN_ENV
 from fleetwatch.security.tls import client_context
 
 REGISTRY_ENV = "FLEETWATCH_REGISTRY"

@@ -31,7 +31,6 @@ from fleetwatch.discovery import DiscoveryClient, RegistryClient
 from fleetwatch.discovery.client import Change
 from fleetwatch.errors import Forbidden, InstanceNotFound, RegistryError, Unauthorized
 from fleetwatch.gateway.admission import Admission
-from fleetwatch.gateway.auth import client_token
 from fleetwatch.gateway.errors import error_body, error_response
 from fleetwatch.gateway.exchange import ExchangeContext
 from fleetwatch.gateway.load import LoadFeed
@@ -53,6 +52,7 @@ from fleetwatch.routing import (
     TenantAllowed,
     build_pipeline,
 )
+from fleetwatch.security.auth import client_token
 from fleetwatch.security.tls import client_context
 
 log = logging.getLogger(__name__)

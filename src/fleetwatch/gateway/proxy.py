@@ -28,7 +28,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from fleetwatch.gateway.admission import Saturated, parse_retry_after
-from fleetwatch.gateway.auth import client_token
 from fleetwatch.gateway.errors import error_response, sse_error
 from fleetwatch.gateway.exchange import Exchange, client_sender
 from fleetwatch.gateway.openapi import request_problem
@@ -50,6 +49,7 @@ from fleetwatch.http1 import Response as Upstream
 from fleetwatch.registry.model import Instance
 from fleetwatch.routing import RouteRequest, advertised_models, prompt_blocks, render_prompt
 from fleetwatch.routing.filters import serves
+from fleetwatch.security.auth import client_token
 
 if TYPE_CHECKING:
     from fleetwatch.gateway.app import Gateway

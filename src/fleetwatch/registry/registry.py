@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fleetwatch.errors import Conflict, Forbidden, InstanceNotFound, Unauthorized
+from fleetwatch.errors import Conflict, Forbidden, InstanceNotFound
 from fleetwatch.registry.model import (
     CHECKED_STATUSES,
     OPERATOR_STATUSES,
@@ -17,57 +17,12 @@ from fleetwatch.registry.model import (
     InstanceStatus,
 )
 from fleetwatch.registry.store import RegistryStore
+from fleetwatch.security.auth import Principal, Scope
 from fleetwatch.security.networks import NetworkPolicy
-
-#: One token with every scope: the simplest set-up. The server accepts it and every fleetwatch
-#: client command sends it.
-TOKEN_ENV = "FLEETWATCH_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 #: How long an operator's deregistration keeps an instance out (its agent's heartbeats and
 #: re-registrations get 410 Gone meanwhile).
 DEFAULT_TOMBSTONE_S = 300.0
-
-
-class Scope:
-    """Token scopes."""
-
-    READ = "read"
-    REGISTER = "register"
-    ADMIN = "admin"
-    ALL = frozenset({READ, REGISTER, ADMIN})
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: a token's name (never the secret) and its scopes."""
-
-    name: str
-    scopes: frozenset[str] = field(default_factory=frozenset)
-    authenticated: bool = True
-
-    @property
-    def admin(self) -> bool:
-        """Whether this caller may act on anyone's instance."""
-        return Scope.ADMIN in self.scopes
-
-    def require(self, scope: str, what: str) -> None:
-        """Raise unless the caller holds ``scope`` (admin holds every scope): Unauthorized when
-        no token was presented, Forbidden when the token lacks the scope."""
-        if scope in self.scopes or self.admin:
-            return
-        if not self.authenticated:
-            raise Unauthorized(
-                f"{what} needs a bearer token (Authorization: Bearer <token>, e.g. the value of "
-                "FLEETWATCH_TOKEN)"
-            )
-        if scope not in self.scopes and not self.admin:
-            raise Forbidden(
-                f"{what} needs a token with the {scope!r} scope; {self.name!r} has "
-                f"{', '.join(sorted(self.scopes)) or 'none'}"
-            )
-
-
-ANONYMOUS = Principal("anonymous", authenticated=False)
 
 
 @dataclass(frozen=True, slots=True)

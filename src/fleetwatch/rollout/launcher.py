@@ -8,18 +8,19 @@ and stops it when an operator (or a later rollout) sets it to ``draining``.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetwatch.agent.port import PORT_PLACEHOLDER
 from fleetwatch.rollout.plan import (
     META_PREVIOUS_TEMPLATE,
     META_PREVIOUS_VERSION,
     META_TEMPLATE,
     RolloutSettings,
 )
-from fleetwatch_testing.ports import free_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,22 +28,24 @@ class Launched:
     """A new instance the rollout started."""
 
     instance_id: str
-    port: int
     pid: int
     log: Path
 
 
 def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | None) -> Launched:
-    """Start one new instance (``previous``: the version and template it replaces)."""
-    port = free_port()
-    instance_id = f"{settings.service}-{settings.version}-{port}"[:63]
-    command = shlex.split(settings.launch.replace("{port}", str(port)))
+    """Start one new instance (``previous``: the version and template it replaces).
+
+    The agent chooses the port (``{port}`` stays in what it is given), on the machine where the
+    server runs, and starts the server again on another if it loses the port to another process.
+    """
+    instance_id = f"{settings.service}-{settings.version}-{secrets.token_hex(3)}"[:63]
+    command = shlex.split(settings.launch)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     log = settings.log_dir / f"{instance_id}.log"
     agent = [
         sys.executable, "-m", "fleetwatch", "agent",
         "--service", settings.service,
-        "--upstream", f"http://127.0.0.1:{port}",
+        "--upstream", f"http://127.0.0.1:{PORT_PLACEHOLDER}",
         "--kind", settings.kind,
         "--instance-id", instance_id,
         "--version", settings.version,
@@ -74,7 +77,7 @@ def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | N
             ],
             setsid=True,  # its own session: it outlives the rollout command
         )
-    return Launched(instance_id, port, pid, log)
+    return Launched(instance_id, pid, log)
 
 
 def alive(pid: int) -> bool:

@@ -1,5 +1,25 @@
-"""Security: which networks the registry's monitor may contact."""
+"""Security: tokens and scopes (who may do what), which networks the registry's monitor may
+contact, and TLS."""
 
+from fleetwatch.security.auth import (
+    ANONYMOUS,
+    TOKEN_ENV,
+    Principal,
+    Scope,
+    Token,
+    TokenAuth,
+    client_token,
+)
 from fleetwatch.security.networks import DEFAULT_ALLOWED_NETWORKS, NetworkPolicy
 
-__all__ = ["DEFAULT_ALLOWED_NETWORKS", "NetworkPolicy"]
+__all__ = [
+    "ANONYMOUS",
+    "DEFAULT_ALLOWED_NETWORKS",
+    "TOKEN_ENV",
+    "NetworkPolicy",
+    "Principal",
+    "Scope",
+    "Token",
+    "TokenAuth",
+    "client_token",
+]

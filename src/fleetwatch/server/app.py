@@ -10,8 +10,8 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from fleetwatch.registry.registry import Registry
+from fleetwatch.security.auth import TokenAuth
 from fleetwatch.server import routes_discovery, routes_instances
-from fleetwatch.server.auth import TokenAuth
 from fleetwatch.server.errors import install_handlers
 from fleetwatch.server.limits import BodyLimit
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from fleetwatch.registry.registry import Principal, Registry, Scope
-from fleetwatch.server.auth import TokenAuth
+from fleetwatch.registry.registry import Registry
+from fleetwatch.security.auth import Principal, Scope, TokenAuth
 
 #: Service names and instance ids in paths.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"

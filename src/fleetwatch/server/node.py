@@ -34,11 +34,11 @@ from fleetwatch.observability.metrics import HealthMetrics, RegistryMetrics, met
 from fleetwatch.registry.monitor import Monitor, MonitorSettings
 from fleetwatch.registry.open_store import open_store
 from fleetwatch.registry.preservation import PreservationPolicy
-from fleetwatch.registry.registry import Registry, Scope
+from fleetwatch.registry.registry import Registry
 from fleetwatch.registry.store import RegistryStore
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.security.networks import NetworkPolicy
 from fleetwatch.server.app import create_app
-from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.errors import status_of
 from fleetwatch.server.node_metrics import follow_changes, refresh, timed_discovery
 from fleetwatch.slo import SloTracker

@@ -40,8 +40,7 @@ from fleetwatch.errors import RegistryError
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
-from fleetwatch.registry.registry import Scope
-from fleetwatch.server.auth import Token, TokenAuth
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch_testing import PostgresServer, RedisServer, free_port
 from fleetwatch_testing.demo_scenario import Scenario

@@ -21,11 +21,11 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.registry.registry import Registry, Scope
+from fleetwatch.registry.registry import Registry
 from fleetwatch.registry.stores.memory import MemoryStore
 from fleetwatch.security import NetworkPolicy
+from fleetwatch.security.auth import Scope, Token, TokenAuth
 from fleetwatch.server.app import create_app
-from fleetwatch.server.auth import Token, TokenAuth
 from fleetwatch.server.node import RegistryNode
 from fleetwatch_testing.children import spawned
 from fleetwatch_testing.openai_backend import OpenAIBackend
