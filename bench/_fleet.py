@@ -18,7 +18,7 @@ from typing import Any
 
 from _common import BENCH_TOKEN, child, registry_process
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import free_port
 
 SERVICE = "bench"

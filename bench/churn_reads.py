@@ -16,9 +16,9 @@ import statistics
 import time
 
 from _common import emit, parser, progress
-from fleetwatch.registry.model import CheckSpec, CheckType, Instance
-from fleetwatch.registry.store import RegistryStore, consistent_read
-from fleetwatch.registry.stores.redis import RedisStore
+from fleetwatch.registry._model import CheckSpec, CheckType, Instance
+from fleetwatch.registry._store import RegistryStore, consistent_read
+from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import RedisServer
 
 FLEET = 600

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import child, emit, open_loop, parser, progress
-from fleetwatch.health.scheduler import DEFAULT_JITTER
+from fleetwatch.health._scheduler import DEFAULT_JITTER
 from fleetwatch_testing import BackendProcess, PostgresServer, RedisServer, free_port
 from fleetwatch_testing.raw_http import RawHttpConnection
 

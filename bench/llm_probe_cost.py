@@ -23,8 +23,8 @@ import httpx
 from _common import emit, parser, progress
 from _virtual_clock import run_virtual
 from fleetwatch.health import HealthScheduler
-from fleetwatch.llm.check import LlmServer, LlmServerSettings
-from fleetwatch.llm.economy import DEFAULT_HOURLY_BUDGET, ProbeGovernor
+from fleetwatch.llm._check import LlmServer, LlmServerSettings
+from fleetwatch.llm._economy import DEFAULT_HOURLY_BUDGET, ProbeGovernor
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "llm" / "fixtures" / "llamacpp"
 TRAFFIC_EVERY_S = 2.0

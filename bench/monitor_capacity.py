@@ -21,8 +21,8 @@ from pathlib import Path
 import uvloop
 
 from _common import child, emit, parser, progress
-from fleetwatch.registry.model import CheckSpec, Instance
-from fleetwatch.registry.monitor import Monitor, MonitorSettings
+from fleetwatch.registry._model import CheckSpec, Instance
+from fleetwatch.registry._monitor import Monitor, MonitorSettings
 from fleetwatch.registry.stores import MemoryStore
 from fleetwatch_testing import free_port
 

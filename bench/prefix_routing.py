@@ -61,7 +61,7 @@ from _peers import (
     sglang_router,
     vllm_router,
 )
-from fleetwatch.discovery.balancer import Strategy
+from fleetwatch.discovery._balancer import Strategy
 from fleetwatch_testing import free_port
 from fleetwatch_testing.errors import SandboxError
 from fleetwatch_testing.llama_build import MODEL_NAME

@@ -14,7 +14,7 @@ import time
 
 from _common import BENCH_TOKEN, emit, parser, progress, registry_process, summarize_ms
 from fleetwatch.discovery import Change, DiscoveryClient, RegistryClient
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import HttpBackend, RedisServer, free_port
 
 

@@ -26,9 +26,9 @@ import httpx
 from _common import BENCH_TOKEN, emit, parser, percentile, progress, registry_process
 from _fleet import CHAT, MODEL, gateway
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.rollout import Rollout, RolloutSettings
-from fleetwatch.rollout.launcher import launch
+from fleetwatch.rollout._launcher import launch
 from fleetwatch_testing import free_port
 from fleetwatch_testing.llama import llama_server_template
 from fleetwatch_testing.llama_build import MODEL_NAME

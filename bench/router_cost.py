@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from _common import emit, parser, progress
-from fleetwatch.registry.model import Instance, InstanceStatus
+from fleetwatch.registry._model import Instance, InstanceStatus
 from fleetwatch.routing import (
     LoadStats,
     Routable,

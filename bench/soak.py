@@ -30,7 +30,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from _common import BENCH_TOKEN, emit, parser, progress, registry_process
-from fleetwatch.registry.stores.redis import RedisStore
+from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import RedisServer, free_port
 from fleetwatch_testing.http_backend import BackendProcess
 

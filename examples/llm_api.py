@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fleetwatch import serve_llm_app
 from fleetwatch.health import CheckSettings
 from fleetwatch.health.checks import SystemCheck
-from fleetwatch.llm.check import LlmServer, LlmServerSettings
+from fleetwatch.llm import LlmServer, LlmServerSettings
 
 
 def build_app(llm_url: str | None, token_delay: float) -> FastAPI:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from fleetwatch.config.registry import ServeConfig
+from fleetwatch.config._registry import ServeConfig
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.health import CheckState, HealthScheduler
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.lifecycle.http_limits import HttpLimits
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.lifecycle._http_limits import HttpLimits
+from fleetwatch.registry_api._node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch_testing import HttpBackend, PostgresServer, RedisServer, free_port
 from fleetwatch_testing.llama import LlamaServer
 

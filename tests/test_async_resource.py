@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetwatch.async_resource import AsyncResource, ResourceState
+from fleetwatch._async_resource import AsyncResource, ResourceState
 from fleetwatch.discovery import RegistryClient
 
 

@@ -20,7 +20,7 @@ __all__ = ["ConfigError", "FleetwatchError", "__version__", "serve_llm_app"]
 def __getattr__(name: str) -> Any:
     """``fleetwatch.serve_llm_app``, imported on first use (it pulls in the web stack)."""
     if name == "serve_llm_app":
-        from fleetwatch.lifecycle.service import serve_llm_app  # noqa: PLC0415
+        from fleetwatch.lifecycle._service import serve_llm_app  # noqa: PLC0415
 
         return serve_llm_app
     raise AttributeError(f"module 'fleetwatch' has no attribute {name!r}")

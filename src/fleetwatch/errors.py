@@ -10,6 +10,22 @@ result naming the error type (see ``fleetwatch.health.run_check``).
 
 from __future__ import annotations
 
+__all__ = [
+    "REGISTRY_ERRORS_BY_STATUS",
+    "ConfigError",
+    "Conflict",
+    "FleetwatchError",
+    "Forbidden",
+    "IndexReset",
+    "InstanceGone",
+    "InstanceNotFound",
+    "MissingExtraError",
+    "RegistryError",
+    "RegistryUnavailable",
+    "ServeError",
+    "Unauthorized",
+]
+
 
 class FleetwatchError(Exception):
     """Root of every error fleetwatch raises on purpose."""
@@ -48,6 +64,14 @@ class RegistryError(FleetwatchError):
     error again from it (:data:`REGISTRY_ERRORS_BY_STATUS`, the one map used both ways)."""
 
     status_code: int = 500
+
+    def __init__(
+        self, message: str, *, service: str | None = None, instance_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        #: The service and instance the error concerns, where there is one.
+        self.service = service
+        self.instance_id = instance_id
 
 
 class RegistryUnavailable(RegistryError):

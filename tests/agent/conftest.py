@@ -12,8 +12,8 @@ import pytest
 
 from fleetwatch.agent import Agent, AgentSettings, StopReason
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.llm.check import LlmServerSettings
-from fleetwatch.registry.model import Instance, InstanceStatus
+from fleetwatch.llm._check import LlmServerSettings
+from fleetwatch.registry._model import Instance, InstanceStatus
 from tests.conftest import TOKEN, RunningRegistry
 
 SERVICE = "smol"

@@ -13,8 +13,8 @@ from typing import Any
 from fleetwatch.agent import StopReason
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.health import HealthStatus
-from fleetwatch.llm.check import GENERATE_CHECK
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.llm._check import GENERATE_CHECK
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import free_port
 from fleetwatch_testing.llama import LlamaServer
 from fleetwatch_testing.openai_backend import OpenAIBackend

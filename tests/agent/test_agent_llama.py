@@ -12,8 +12,8 @@ import pytest
 
 from fleetwatch.agent import StopReason
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.llm.check import GENERATE_CHECK
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.llm._check import GENERATE_CHECK
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import free_port
 from fleetwatch_testing.llama import LlamaServer, llama_server_argv
 from tests.agent.conftest import agent_settings, instance_of, status_of, wait_status

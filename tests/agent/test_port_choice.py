@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from fleetwatch.agent import AgentSettings, start_on_free_port
-from fleetwatch.agent.port import pick_port, port_held
+from fleetwatch.agent._port import pick_port, port_held
 from fleetwatch.cli import main
 from fleetwatch.errors import FleetwatchError
-from fleetwatch.llm.check import LlmServerSettings
+from fleetwatch.llm._check import LlmServerSettings
 
 BACKEND = [sys.executable, "-m", "fleetwatch_testing.openai_backend", "--port", "{port}"]
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from fleetwatch.agent.verdict import instance_status
+from fleetwatch.agent._verdict import instance_status
 from fleetwatch.health import CheckSettings, HealthStatus
-from fleetwatch.health.result import CheckResult
-from fleetwatch.health.scheduler import CheckState
-from fleetwatch.llm.check import GENERATE_CHECK, READY_CHECK
-from fleetwatch.registry.model import InstanceStatus as I
+from fleetwatch.health._result import CheckResult
+from fleetwatch.health._scheduler import CheckState
+from fleetwatch.llm._check import GENERATE_CHECK, READY_CHECK
+from fleetwatch.registry._model import InstanceStatus as I
 
 H, D, U, K = (
     HealthStatus.HEALTHY,

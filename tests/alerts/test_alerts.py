@@ -13,14 +13,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fleetwatch.alerts import AlertEngine, WebhookNotifier
-from fleetwatch.config.alerts import AlertSection, NotifierSection
-from fleetwatch.config.registry import ServeConfig, load_serve_config
+from fleetwatch.config._alerts import AlertSection, NotifierSection
+from fleetwatch.config._registry import ServeConfig, load_serve_config
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import ConfigError
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.registry.model import Instance, InstanceStatus
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.registry._model import Instance, InstanceStatus
+from fleetwatch.registry_api._node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch_testing import BackendProcess, free_port
 from tests.conftest import TOKEN, poll_until
 

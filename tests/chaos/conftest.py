@@ -7,7 +7,7 @@ from collections import Counter
 
 import httpx
 
-from fleetwatch.async_resource import AsyncResource
+from fleetwatch._async_resource import AsyncResource
 from fleetwatch.discovery import DiscoveryClient
 from tests.gateway.conftest import backends, gateways  # noqa: F401 - fixtures
 

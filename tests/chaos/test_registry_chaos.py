@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio
 
-from fleetwatch.config.registry import MonitorSection, ServeConfig
+from fleetwatch.config._registry import MonitorSection, ServeConfig
 from fleetwatch.discovery import DiscoveryClient, RegistryClient, registration
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.registry._model import InstanceStatus
+from fleetwatch.registry_api._node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch_testing import HttpBackend, RedisServer, SentinelServer, free_port
 from fleetwatch_testing.tcp_proxy import TcpProxy
 from tests.chaos.conftest import RoutedLoad

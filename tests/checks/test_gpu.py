@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from fleetwatch.health.checks.gpu import GpuCheck
-from fleetwatch.health.status import HealthStatus
+from fleetwatch.health._status import HealthStatus
+from fleetwatch.health.checks._gpu import GpuCheck
 
 
 async def test_without_nvml_the_check_is_unknown_with_the_reason() -> None:

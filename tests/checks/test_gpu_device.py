@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleetwatch.health.checks.gpu import GpuCheck
-from fleetwatch.health.status import HealthStatus
+from fleetwatch.health._status import HealthStatus
+from fleetwatch.health.checks._gpu import GpuCheck
 
 
 def _nvml_present() -> bool:

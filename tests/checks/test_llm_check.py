@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from fleetwatch.health import CheckSettings, HealthStatus, run_check
 from fleetwatch.health.checks import LlmCheck
-from fleetwatch.health.checks.llm import MAX_TOKENS_CAP
+from fleetwatch.health.checks._llm import MAX_TOKENS_CAP
 from fleetwatch.lifecycle import AppServer
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from fleetwatch.cli import EXIT_USAGE, main
-from fleetwatch.cli.app import COMMANDS, all_commands
+from fleetwatch.cli._app import COMMANDS, all_commands
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,7 +39,7 @@ def test_a_command_imports_only_its_own_module() -> None:
         "import sys\n"
         "from fleetwatch.cli import main\n"
         "code = main(['agent', '--help'])\n"
-        "heavy = ['openai', 'fleetwatch.gateway', 'fleetwatch.server.app',\n"
+        "heavy = ['openai', 'fleetwatch.gateway', 'fleetwatch.registry_api._app',\n"
         "         'fleetwatch_testing.demo']\n"
         "print(code, [m for m in heavy if m in sys.modules])\n"
     )

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetwatch.config import load_config, parse_config
-from fleetwatch.config.registry import load_serve_config
+from fleetwatch.config._registry import load_serve_config
 from fleetwatch.errors import ConfigError
 
 SCALARS = st.one_of(

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.cli.gateway import recovery_settings
-from fleetwatch.config.recovery import parse_recovery
-from fleetwatch.config.router import load_router
+from fleetwatch.cli._gateway import recovery_settings
+from fleetwatch.config._recovery import parse_recovery
+from fleetwatch.config._router import load_router
 from fleetwatch.errors import ConfigError
 from fleetwatch.gateway.recovery import RecoverySettings
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.cli.gateway import parse_weights, router_settings
-from fleetwatch.config.router import load_router, parse_router
+from fleetwatch.cli._gateway import parse_weights, router_settings
+from fleetwatch.config._router import load_router, parse_router
 from fleetwatch.errors import ConfigError
 from fleetwatch.routing import RouterSettings
 

@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import BackendProcess
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 

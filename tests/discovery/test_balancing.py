@@ -13,7 +13,7 @@ from fleetwatch.discovery import (
     OutlierPolicy,
     balancer_for,
 )
-from fleetwatch.registry.model import Instance, InstanceStatus
+from fleetwatch.registry._model import Instance, InstanceStatus
 
 
 def _fleet(*statuses: InstanceStatus) -> list[Instance]:

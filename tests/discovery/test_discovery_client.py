@@ -10,7 +10,7 @@ import pytest
 
 from fleetwatch.discovery import Change, DiscoveryClient, RegistryClient
 from fleetwatch.errors import RegistryUnavailable
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import HttpBackend, free_port
 from tests.conftest import TOKEN, RunningRegistry
 

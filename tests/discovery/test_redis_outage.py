@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fleetwatch.config.registry import ServeConfig
+from fleetwatch.config._registry import ServeConfig
 from fleetwatch.discovery import DiscoveryClient, registration
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.registry_api._node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch_testing import HttpBackend, RedisServer
 
 TOKEN = "redis-outage-token"

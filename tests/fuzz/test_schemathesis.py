@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from fleetwatch import __version__
-from fleetwatch.gateway.openapi import openapi_document
+from fleetwatch.gateway._openapi import openapi_document
 from fleetwatch_testing.fuzz import (
     fuzzable_gateway,
     fuzzable_registry,
@@ -70,7 +70,7 @@ async def test_schemathesis_finds_no_registry_error_and_no_schema_violation() ->
             exclude_paths=("/v1/events",),
             # Query strings carry no types: a generated `tag=true` meant as a boolean reads as
             # the tag "true", which the server rightly accepts, and this check calls that a
-            # failure. Invalid bodies are refused and tested in tests/server/test_api.py.
+            # failure. Invalid bodies are refused and tested in tests/registry_api/test_api.py.
             exclude_checks=("negative_data_rejection",),
         )
     assert report.passed, report.output[-4000:]

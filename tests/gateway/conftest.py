@@ -12,7 +12,7 @@ import pytest
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.http1 import LeanServer
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing.openai_backend import OpenAIBackend
 from tests.agent.conftest import wait_status  # noqa: F401 - re-exported for gateway tests
 from tests.conftest import TOKEN, RunningRegistry, poll_until

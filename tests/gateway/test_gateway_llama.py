@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.llm.prometheus import parse_metrics
+from fleetwatch.llm._prometheus import parse_metrics
 from fleetwatch_testing import free_port, spawned
 from fleetwatch_testing.llama import LlamaServer
 from tests.conftest import TOKEN, RunningRegistry, poll_until

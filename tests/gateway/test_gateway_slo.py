@@ -6,12 +6,12 @@ from typing import Any
 
 import httpx
 
-from fleetwatch.config.registry import ServeConfig, SloSection
+from fleetwatch.config._registry import ServeConfig, SloSection
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.registry_api._node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
 from tests.conftest import TOKEN, poll_until
 from tests.gateway.conftest import SERVICE, register
 

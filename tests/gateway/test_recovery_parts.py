@@ -17,7 +17,7 @@ from fleetwatch.gateway.recovery import (
     Transcript,
     unrecoverable,
 )
-from fleetwatch.gateway.recovery.llamacpp import NativeStreamReader, continuation_body
+from fleetwatch.gateway.recovery._llamacpp import NativeStreamReader, continuation_body
 
 GREEDY_CHAT: dict[str, Any] = {
     "messages": [{"role": "user", "content": "hi"}],

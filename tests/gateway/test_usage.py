@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from fleetwatch.gateway.report import Usage
-from fleetwatch.gateway.usage import StreamUsage, usage_of, whole_usage
+from fleetwatch.gateway._report import Usage
+from fleetwatch.gateway._usage import StreamUsage, usage_of, whole_usage
 
 
 def _event(payload: object) -> bytes:

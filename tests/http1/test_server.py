@@ -12,7 +12,7 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from fleetwatch.http1 import LeanServer
-from fleetwatch.lifecycle.http_limits import HttpLimits
+from fleetwatch.lifecycle._http_limits import HttpLimits
 from tests.conftest import TIGHT_LIMITS, probe_slow_clients, read_until_closed
 
 

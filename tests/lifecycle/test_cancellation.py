@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fleetwatch.cancellation import keep_cancellation
+from fleetwatch._cancellation import keep_cancellation
 
 
 async def _swallowing() -> str:

@@ -13,7 +13,7 @@ import httpx
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.lifecycle import InFlight, LlmService, ServiceOptions
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import HttpBackend, free_port, spawned
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import httpx
 import pytest
 
-from fleetwatch.llm.adapters import KINDS, LoadSignals, Phase, adapter_for
-from fleetwatch.llm.prometheus import parse_metrics
+from fleetwatch.llm._adapters import KINDS, LoadSignals, Phase, adapter_for
+from fleetwatch.llm._prometheus import parse_metrics
 from fleetwatch_testing.llama import LlamaServer
 from tests.llm.conftest import fixture_text
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleetwatch.llm.economy import ProbeGovernor
+from fleetwatch.llm._economy import ProbeGovernor
 
 
 class Clock:

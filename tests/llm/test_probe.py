@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from fleetwatch.health.status import HealthStatus
-from fleetwatch.llm.probe import NoFirstToken, ProbeReply, generate_probe
+from fleetwatch.health._status import HealthStatus
+from fleetwatch.llm._probe import NoFirstToken, ProbeReply, generate_probe
 from fleetwatch_testing.llama import LlamaServer
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.llm.prometheus import MAX_METRICS_BYTES, MAX_SAMPLES, parse_metrics
+from fleetwatch.llm._prometheus import MAX_METRICS_BYTES, MAX_SAMPLES, parse_metrics
 from tests.llm.conftest import fixture_text
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fleetwatch.observability.logs import ConsoleFormatter, JsonFormatter, configure_logging
+from fleetwatch.observability._logs import ConsoleFormatter, JsonFormatter, configure_logging
 from fleetwatch_testing import spawned
 
 

@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from fleetwatch.cli.check import probe_server_app
+from fleetwatch.cli._check import health_endpoints_app
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.health import CheckSettings, HealthProbes, HealthScheduler
 from fleetwatch.health.checks import TcpCheck
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.llm.economy import ProbeGovernor
-from fleetwatch.llm.prometheus import parse_metrics
+from fleetwatch.llm._economy import ProbeGovernor
+from fleetwatch.llm._prometheus import parse_metrics
 from fleetwatch_testing import HttpBackend, spawned
 from fleetwatch_testing.llama import LlamaServer
 from tests.agent.conftest import agent_settings
@@ -155,7 +155,7 @@ async def test_probe_server_metrics_are_clean(backend: HttpBackend) -> None:
     scheduler = HealthScheduler(
         [(TcpCheck("127.0.0.1", backend.port), CheckSettings("port", interval=0.2))]
     )
-    async with scheduler, AppServer(probe_server_app(HealthProbes(scheduler))) as server:
+    async with scheduler, AppServer(health_endpoints_app(HealthProbes(scheduler))) as server:
         await scheduler.wait_for_change()
         text = await scrape(server.url)
     page = parse_metrics(text)

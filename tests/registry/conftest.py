@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from fleetwatch.registry.model import Instance
-from fleetwatch.registry.store import RegistryStore
+from fleetwatch.registry._model import Instance
+from fleetwatch.registry._store import RegistryStore
 from fleetwatch.registry.stores import MemoryStore
-from fleetwatch.registry.stores.redis import RedisStore
+from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import RedisServer
 
 HISTORY = 50

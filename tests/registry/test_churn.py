@@ -12,10 +12,10 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator
 
-from fleetwatch.registry.model import CheckSpec, EventType, Instance
-from fleetwatch.registry.monitor import Monitor
-from fleetwatch.registry.store import RegistryStore, consistent_read
-from fleetwatch.registry.stores.redis import RedisStore
+from fleetwatch.registry._model import CheckSpec, EventType, Instance
+from fleetwatch.registry._monitor import Monitor
+from fleetwatch.registry._store import RegistryStore, consistent_read
+from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import free_port
 from tests.conftest import poll_until
 

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from fleetwatch.registry.model import CheckSpec, CheckType, Instance, InstanceStatus
-from fleetwatch.registry.monitor import Monitor, MonitorSettings
-from fleetwatch.registry.prober import Prober
+from fleetwatch.registry._model import CheckSpec, CheckType, Instance, InstanceStatus
+from fleetwatch.registry._monitor import Monitor, MonitorSettings
+from fleetwatch.registry._prober import Prober
 from fleetwatch.registry.stores import MemoryStore
 from fleetwatch_testing import BackendProcess, HttpBackend, free_port
 

@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from fleetwatch.errors import IndexReset, RegistryUnavailable
-from fleetwatch.registry.model import EventType
-from fleetwatch.registry.stores.redis import RedisStore
+from fleetwatch.registry._model import EventType
+from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import RedisServer
 from tests.registry.conftest import instance
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fleetwatch.registry.model import CheckSpec, CheckType, EventType, Instance, InstanceStatus
-from fleetwatch.registry.monitor import Monitor, MonitorSettings
-from fleetwatch.registry.preservation import PreservationPolicy
+from fleetwatch.registry._model import CheckSpec, CheckType, EventType, Instance, InstanceStatus
+from fleetwatch.registry._monitor import Monitor, MonitorSettings
+from fleetwatch.registry._preservation import PreservationPolicy
 from fleetwatch.registry.stores import MemoryStore
 from fleetwatch_testing import free_port
 

@@ -8,7 +8,7 @@ import contextlib
 import redis.asyncio
 
 from fleetwatch.errors import RegistryUnavailable
-from fleetwatch.registry.stores.redis import RedisStore
+from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import RedisServer, SentinelServer
 from tests.registry.conftest import instance
 

@@ -8,8 +8,8 @@ from dataclasses import fields
 import pytest
 
 from fleetwatch.errors import IndexReset, InstanceGone
-from fleetwatch.registry.model import EventType, Instance, InstanceStatus
-from fleetwatch.registry.store import CheckRecord, RegistryStore
+from fleetwatch.registry._model import EventType, Instance, InstanceStatus
+from fleetwatch.registry._store import CheckRecord, RegistryStore
 from tests.registry.conftest import HISTORY, instance
 
 AVAILABLE, MAINTENANCE = InstanceStatus.AVAILABLE, InstanceStatus.MAINTENANCE

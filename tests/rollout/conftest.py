@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from fleetwatch.discovery import RegistryClient
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.rollout import RolloutSettings
-from fleetwatch.rollout.launcher import Launched, launch
+from fleetwatch.rollout._launcher import Launched, launch
 from tests.conftest import TOKEN, RunningRegistry
 
 SERVICE = "llm"

@@ -12,7 +12,7 @@ from typing import Any
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.rollout import Rollout
-from fleetwatch.rollout.launcher import alive
+from fleetwatch.rollout._launcher import alive
 from fleetwatch_testing import spawned
 from tests.conftest import TOKEN, RunningRegistry
 from tests.rollout.conftest import FAST_SERVER, SERVICE, settings, start_fleet

@@ -14,7 +14,7 @@ import pytest
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.rollout import Rollout
-from fleetwatch.rollout.launcher import launch
+from fleetwatch.rollout._launcher import launch
 from fleetwatch_testing.llama import llama_server_template
 from tests.conftest import TOKEN, RunningRegistry
 from tests.rollout.conftest import SERVICE, settings, start_fleet

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleetwatch.registry.model import Instance, InstanceStatus
+from fleetwatch.registry._model import Instance, InstanceStatus
 
 
 def fleet(count: int, **metadata: str) -> list[Instance]:

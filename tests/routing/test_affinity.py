@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fleetwatch.routing.affinity import Ring, bounded_choice
+from fleetwatch.routing._affinity import Ring, bounded_choice
 from tests.routing.conftest import fleet
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.routing import (
     LoadScorer,
     LoadStats,
@@ -24,7 +24,7 @@ from fleetwatch.routing import (
     build_pipeline,
     scorer_weights,
 )
-from fleetwatch.routing.scorers import LatencyScorer, OutstandingScorer, relative
+from fleetwatch.routing._scorers import LatencyScorer, OutstandingScorer, relative
 from tests.routing.conftest import fleet
 
 

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.lifecycle.http_limits import HttpLimits
+from fleetwatch.lifecycle._http_limits import HttpLimits
 from fleetwatch_testing import free_port, spawned
 from tests.conftest import TIGHT_LIMITS, probe_slow_clients, read_until_closed, serve_process
 

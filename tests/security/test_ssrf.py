@@ -9,9 +9,9 @@ import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import Forbidden
-from fleetwatch.registry.prober import Prober
+from fleetwatch.registry._prober import Prober
 from fleetwatch.security import NetworkPolicy
-from fleetwatch.security.networks import AddressNotAllowed
+from fleetwatch.security._networks import AddressNotAllowed
 from fleetwatch_testing import HttpBackend, free_port, spawned
 from tests.conftest import TOKEN, RunningRegistry, poll_until
 

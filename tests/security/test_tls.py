@@ -15,16 +15,16 @@ import pytest
 import trustme
 
 from fleetwatch.agent import Agent, AgentSettings, StopReason
-from fleetwatch.config.registry import MonitorSection, ServeConfig
+from fleetwatch.config._registry import MonitorSection, ServeConfig
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.llm.check import LlmServerSettings
-from fleetwatch.registry.prober import Prober
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.security.tls import client_context, shared_client_context
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.llm._check import LlmServerSettings
+from fleetwatch.registry._prober import Prober
+from fleetwatch.registry_api._node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
+from fleetwatch.security._tls import client_context, shared_client_context
 from fleetwatch_testing import free_port, spawned
 from fleetwatch_testing.openai_backend import OpenAIBackend
 from tests.conftest import TOKEN, poll_until

@@ -11,13 +11,13 @@ import sys
 import httpx
 import pytest
 
-from fleetwatch.config.registry import ServeConfig, SloSection
+from fleetwatch.config._registry import ServeConfig, SloSection
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.registry.model import Instance, InstanceStatus
-from fleetwatch.registry.stores.memory import MemoryStore
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.registry._model import Instance, InstanceStatus
+from fleetwatch.registry.stores._memory import MemoryStore
+from fleetwatch.registry_api._node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch.slo import SloTracker
 from fleetwatch_testing import HttpBackend, RedisServer, free_port, spawned
 from tests.conftest import TOKEN, poll_until

@@ -13,7 +13,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from fleetwatch.cli.app import app
+from fleetwatch.cli._app import app
 from fleetwatch.errors import FleetwatchError, RegistryUnavailable
 
 EXIT_USAGE = 64

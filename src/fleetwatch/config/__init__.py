@@ -1,8 +1,8 @@
 """Configuration files: TOML with ``[service]``, ``[aggregation]`` and ``[[checks]]`` tables."""
 
-from fleetwatch.config.checks import CHECK_TYPES, CheckConfig
-from fleetwatch.config.durations import parse_duration
-from fleetwatch.config.loader import (
+from fleetwatch.config._checks import CHECK_TYPES, CheckConfig
+from fleetwatch.config._durations import parse_duration
+from fleetwatch.config._loader import (
     AggregationConfig,
     HealthConfig,
     ServiceConfig,

@@ -1,6 +1,6 @@
 """``fleetwatch gateway``: an OpenAI-compatible proxy routed by discovery and load."""
 
-from fleetwatch.gateway.app import Gateway
-from fleetwatch.gateway.settings import GatewaySettings
+from fleetwatch.gateway._app import Gateway
+from fleetwatch.gateway._settings import GatewaySettings
 
 __all__ = ["Gateway", "GatewaySettings"]

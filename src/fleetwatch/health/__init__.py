@@ -6,20 +6,20 @@ combines them the seed's way; :class:`HealthProbes` serves ``/livez``, ``/readyz
 ``/startupz`` and ``/health`` as ``application/health+json`` from the latest results.
 """
 
-from fleetwatch.health.aggregate import ScoreThresholds, Summary, Verdict, Vote, aggregate
-from fleetwatch.health.check import (
+from fleetwatch.health._aggregate import ScoreThresholds, Summary, Verdict, Vote, aggregate
+from fleetwatch.health._check import (
     DEPENDENCY_GROUPS,
     CheckSettings,
     Group,
     HealthCheck,
     run_check,
 )
-from fleetwatch.health.groups import evaluate
-from fleetwatch.health.hysteresis import Hysteresis
-from fleetwatch.health.probes import HealthProbes
-from fleetwatch.health.result import CheckResult, Observation
-from fleetwatch.health.scheduler import CheckState, HealthScheduler, Transition
-from fleetwatch.health.status import HealthStatus
+from fleetwatch.health._groups import evaluate
+from fleetwatch.health._hysteresis import Hysteresis
+from fleetwatch.health._probes import HealthProbes
+from fleetwatch.health._result import CheckResult, Observation
+from fleetwatch.health._scheduler import CheckState, HealthScheduler, Transition
+from fleetwatch.health._status import HealthStatus
 
 __all__ = [
     "DEPENDENCY_GROUPS",

@@ -1,14 +1,14 @@
 """Lean HTTP/1.1 on asyncio protocols, for the gateway's hot path: its front-end server and
 its upstream client. It needs httptools, which the ``gateway`` extra installs."""
 
-from fleetwatch.extras import missing_extra
+from fleetwatch._extras import missing_extra
 
 try:
     import httptools  # noqa: F401 - checked once here, so every module of the part says the same
 except ImportError as error:
     raise missing_extra("gateway", "the gateway (its HTTP/1.1 layer, fleetwatch.http1)") from error
 
-from fleetwatch.http1.client import (
+from fleetwatch.http1._client import (
     ClosedBeforeReply,
     ConnectFailed,
     Origin,
@@ -17,7 +17,7 @@ from fleetwatch.http1.client import (
     UpstreamError,
     UpstreamPool,
 )
-from fleetwatch.http1.server import LeanServer
+from fleetwatch.http1._server import LeanServer
 
 __all__ = [
     "ClosedBeforeReply",

@@ -1,6 +1,6 @@
 """Observability: Prometheus metrics for every fleetwatch server."""
 
-from fleetwatch.observability.metrics import (
+from fleetwatch.observability._metrics import (
     AgentMetrics,
     GatewayMetrics,
     HealthMetrics,

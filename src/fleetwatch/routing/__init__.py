@@ -5,7 +5,7 @@ Used by the gateway for every request and by :class:`~fleetwatch.discovery.Disco
 for ``get_instance``.
 """
 
-from fleetwatch.routing.filters import (
+from fleetwatch.routing._filters import (
     CircuitsAllow,
     Filter,
     Routable,
@@ -14,10 +14,10 @@ from fleetwatch.routing.filters import (
     advertised_models,
     serves,
 )
-from fleetwatch.routing.pipeline import Pipeline
-from fleetwatch.routing.prefix import PrefixIndex
-from fleetwatch.routing.request import RouteRequest, prompt_blocks, render_prompt
-from fleetwatch.routing.scorers import (
+from fleetwatch.routing._pipeline import Pipeline
+from fleetwatch.routing._prefix import PrefixIndex
+from fleetwatch.routing._request import RouteRequest, prompt_blocks, render_prompt
+from fleetwatch.routing._scorers import (
     LatencyScorer,
     LoadScorer,
     OutstandingScorer,
@@ -25,9 +25,9 @@ from fleetwatch.routing.scorers import (
     Scorer,
     SessionScorer,
 )
-from fleetwatch.routing.settings import RouterSettings
-from fleetwatch.routing.signals import LoadStats, Signals
-from fleetwatch.routing.strategies import (
+from fleetwatch.routing._settings import RouterSettings
+from fleetwatch.routing._signals import LoadStats, Signals
+from fleetwatch.routing._strategies import (
     SCORER_NAMES,
     Strategy,
     build_pipeline,

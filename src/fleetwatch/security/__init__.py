@@ -1,7 +1,7 @@
 """Security: tokens and scopes (who may do what), which networks the registry's monitor may
 contact, and TLS."""
 
-from fleetwatch.security.auth import (
+from fleetwatch.security._auth import (
     ANONYMOUS,
     TOKEN_ENV,
     Principal,
@@ -10,7 +10,7 @@ from fleetwatch.security.auth import (
     TokenAuth,
     client_token,
 )
-from fleetwatch.security.networks import DEFAULT_ALLOWED_NETWORKS, NetworkPolicy
+from fleetwatch.security._networks import DEFAULT_ALLOWED_NETWORKS, NetworkPolicy
 
 __all__ = [
     "ANONYMOUS",

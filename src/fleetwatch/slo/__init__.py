@@ -1,5 +1,5 @@
 """Service-level objectives: availability and capacity SLIs, error budgets, burn rates."""
 
-from fleetwatch.slo.tracker import BURN_WINDOWS, SloReport, SloTracker
+from fleetwatch.slo._tracker import BURN_WINDOWS, SloReport, SloTracker
 
 __all__ = ["BURN_WINDOWS", "SloReport", "SloTracker"]

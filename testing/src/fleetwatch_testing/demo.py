@@ -29,19 +29,19 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from fleetwatch.cli.check import probe_server_app, probes_for, shared_http_client
-from fleetwatch.cli.logsetup import setup_logs
-from fleetwatch.cli.status import render, snapshot
-from fleetwatch.cli.table import checks_table, transitions_table
+from fleetwatch.cli._check import health_endpoints_app, probes_for, shared_http_client
+from fleetwatch.cli._logsetup import setup_logs
+from fleetwatch.cli._status import render, snapshot
+from fleetwatch.cli._table import checks_table, transitions_table
 from fleetwatch.config import HealthConfig, load_config
-from fleetwatch.config.registry import ServeConfig
+from fleetwatch.config._registry import ServeConfig
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import RegistryError
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.registry_api._node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch_testing import PostgresServer, RedisServer, free_port
 from fleetwatch_testing.demo_scenario import Scenario
 from fleetwatch_testing.llama_build import ensure_llama_server, ensure_model
@@ -128,7 +128,7 @@ async def _run_fleet(fleet: _Fleet, console: Console) -> None:
         probes = probes_for(fleet.config, scheduler)
         async with (
             scheduler,
-            AppServer(probe_server_app(probes), port=fleet.probe_port) as probe_server,
+            AppServer(health_endpoints_app(probes), port=fleet.probe_port) as probe_server,
             AppServer(node.app(), port=fleet.registry_port, limits=node.http_limits()) as registry,
             RegistryClient(registry.url, token=fleet.token) as api,
             Gateway(

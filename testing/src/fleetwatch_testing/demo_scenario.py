@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import httpx
 
 from fleetwatch.discovery import DiscoveryClient, RegistryClient
-from fleetwatch.discovery.client import Change
-from fleetwatch.registry.model import InstanceStatus
+from fleetwatch.discovery._client import Change
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.rollout import Rollout, RolloutSettings
-from fleetwatch.rollout.launcher import Launched, alive, launch
+from fleetwatch.rollout._launcher import Launched, alive, launch
 from fleetwatch_testing.llama import llama_server_template
 from fleetwatch_testing.llama_build import MODEL_NAME
 

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.config.registry import ServeConfig
+from fleetwatch.config._registry import ServeConfig
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
-from fleetwatch.registry.model import InstanceStatus
-from fleetwatch.registry.registry import Registry
-from fleetwatch.registry.stores.memory import MemoryStore
+from fleetwatch.registry._model import InstanceStatus
+from fleetwatch.registry._registry import Registry
+from fleetwatch.registry.stores._memory import MemoryStore
+from fleetwatch.registry_api._app import create_app
+from fleetwatch.registry_api._node import RegistryNode
 from fleetwatch.security import NetworkPolicy
-from fleetwatch.security.auth import Scope, Token, TokenAuth
-from fleetwatch.server.app import create_app
-from fleetwatch.server.node import RegistryNode
+from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch_testing.children import spawned
 from fleetwatch_testing.openai_backend import OpenAIBackend
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fleetwatch.lifecycle.serving import AppServer
+from fleetwatch.lifecycle._app_server import AppServer
 from fleetwatch_testing._process import LocalServer
 from fleetwatch_testing.ports import free_port, port_open
 

@@ -28,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from fleetwatch.lifecycle.serving import AppServer
+from fleetwatch.lifecycle._app_server import AppServer
 
 #: die-mid-stream resets the connection after the first chunk; error-mid-stream sends an error
 #: event and [DONE] after it; eof-mid-stream ends the stream there, without a final event;

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 
-from fleetwatch.async_resource import AsyncResource
+from fleetwatch._async_resource import AsyncResource
 
 
 class RawHttpConnection(AsyncResource):

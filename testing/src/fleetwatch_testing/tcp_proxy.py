@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fleetwatch.async_resource import AsyncResource
+from fleetwatch._async_resource import AsyncResource
 
 _CHUNK = 64 * 1024
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fleetwatch.health.result import Observation
-from fleetwatch.health.status import HealthStatus
+from fleetwatch.health._result import Observation
+from fleetwatch.health._status import HealthStatus
 
 
 def timed_observation(

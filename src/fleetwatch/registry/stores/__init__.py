@@ -1,5 +1,5 @@
 """Store implementations: the embedded in-memory store and the Redis store."""
 
-from fleetwatch.registry.stores.memory import MemoryStore
+from fleetwatch.registry.stores._memory import MemoryStore
 
 __all__ = ["MemoryStore"]

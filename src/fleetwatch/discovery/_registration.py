@@ -1,0 +1,97 @@
+"""Self-registration for Python services: register, heartbeat, re-register, deregister."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetwatch.discovery._registry_client import RegistryClient
+from fleetwatch.errors import InstanceGone, InstanceNotFound, RegistryError
+
+log = logging.getLogger("fleetwatch.discovery")
+
+
+@dataclass
+class Registered:
+    """A live self-registration: its state for the service to read."""
+
+    service: str
+    instance_id: str
+    heartbeats: int = 0
+    registrations: int = 0
+    gone: bool = False
+    last_error: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def registration(
+    service: str,
+    instance_id: str,
+    *,
+    host: str,
+    port: int,
+    registry_url: str | None = None,
+    token: str | None = None,
+    ttl: float = 30.0,
+    heartbeat_every: float | None = None,
+    deregister_on_exit: bool = True,
+    client: RegistryClient | None = None,
+    **body: Any,
+) -> AsyncIterator[Registered]:
+    """``async with registration("llm-api", "pod-1", host=..., port=...):`` keeps the instance
+    registered while the block runs.
+
+    Heartbeats every ``ttl / 3`` (jittered). A 404 means the registry lost us (it restarted
+    without persistence): register again. A 410 means an operator removed us: stop
+    heartbeating and set ``gone``. Other errors are retried on the next beat. Leaving the
+    block deregisters (unless told not to).
+    """
+    registry = client or RegistryClient(registry_url, token=token)
+    state = Registered(service, instance_id, body={"host": host, "port": port, "ttl": ttl, **body})
+    every = heartbeat_every or ttl / 3
+
+    async def register() -> None:
+        await registry.register(service, instance_id, state.body)
+        state.registrations += 1
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every * random.uniform(0.8, 1.0))
+            try:
+                await registry.heartbeat(service, instance_id)
+                state.heartbeats += 1
+            except InstanceNotFound:
+                log.warning(
+                    "discovery.reregister %s/%s: the registry lost us", service, instance_id
+                )
+                with contextlib.suppress(RegistryError):
+                    await register()
+            except InstanceGone as exc:
+                log.warning("discovery.removed_by_operator %s/%s: %s", service, instance_id, exc)
+                state.gone = True
+                return
+            except RegistryError as exc:
+                state.last_error = str(exc)
+            except Exception as exc:  # never a silent end of the heartbeats: log, beat on
+                log.exception("discovery.heartbeat_failed %s/%s", service, instance_id)
+                state.last_error = f"{type(exc).__name__}: {exc}"
+
+    await register()
+    task = asyncio.create_task(beat(), name=f"fleetwatch.heartbeat.{service}/{instance_id}")
+    try:
+        yield state
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if deregister_on_exit and not state.gone:
+            with contextlib.suppress(RegistryError):
+                await registry.deregister(service, instance_id, tombstone=False)
+        if client is None:
+            await registry.aclose()

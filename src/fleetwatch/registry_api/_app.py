@@ -1,0 +1,44 @@
+"""The registry HTTP API: an ASGI app over a :class:`~fleetwatch.registry.Registry`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
+
+from fleetwatch.registry._registry import Registry
+from fleetwatch.registry_api import _routes_discovery as routes_discovery
+from fleetwatch.registry_api import _routes_instances as routes_instances
+from fleetwatch.registry_api._errors import install_handlers
+from fleetwatch.registry_api._limits import BodyLimit
+from fleetwatch.security._auth import TokenAuth
+
+#: Registration bodies are small; anything larger is a mistake or an attack.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(
+    registry: Registry,
+    auth: TokenAuth,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> ASGIApp:
+    """The registry API over ``registry``, guarded by ``auth``, bodies capped at a size."""
+    app = FastAPI(
+        title="fleetwatch registry",
+        version="1",
+        description="Service registry and discovery for LLM inference fleets.",
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    app.state.auth = auth
+    install_handlers(app)
+    app.include_router(routes_instances.router)
+    app.include_router(routes_discovery.router)
+    app.router.routes.extend(extra_routes)
+    return BodyLimit(app, max_body_bytes)

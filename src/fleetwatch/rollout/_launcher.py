@@ -1,0 +1,95 @@
+"""Starting a new instance: its server under a ``fleetwatch agent``, detached.
+
+The agent process starts in its own session, so it outlives the rollout command; its output
+goes to a log file the rollout names. The agent registers the instance, checks it, and drains
+and stops it when an operator (or a later rollout) sets it to ``draining``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetwatch.agent._port import PORT_PLACEHOLDER
+from fleetwatch.rollout._plan import (
+    META_PREVIOUS_TEMPLATE,
+    META_PREVIOUS_VERSION,
+    META_TEMPLATE,
+    RolloutSettings,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    """A new instance the rollout started."""
+
+    instance_id: str
+    pid: int
+    log: Path
+
+
+def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | None) -> Launched:
+    """Start one new instance (``previous``: the version and template it replaces).
+
+    The agent chooses the port (``{port}`` stays in what it is given), on the machine where the
+    server runs, and starts the server again on another if it loses the port to another process.
+    """
+    instance_id = f"{settings.service}-{settings.version}-{secrets.token_hex(3)}"[:63]
+    command = shlex.split(settings.launch)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.log_dir / f"{instance_id}.log"
+    agent = [
+        sys.executable, "-m", "fleetwatch", "agent",
+        "--service", settings.service,
+        "--upstream", f"http://127.0.0.1:{PORT_PLACEHOLDER}",
+        "--kind", settings.kind,
+        "--instance-id", instance_id,
+        "--version", settings.version,
+        "--meta", f"{META_TEMPLATE}={settings.launch}",
+        "--meta", f"rollout_batch={number}",
+    ]  # fmt: skip
+    if previous is not None:
+        agent += ["--meta", f"{META_PREVIOUS_VERSION}={previous[0]}"]
+        agent += ["--meta", f"{META_PREVIOUS_TEMPLATE}={previous[1]}"]
+    if settings.registry_url:
+        agent += ["--registry", settings.registry_url]
+    if settings.model:
+        agent += ["--model", settings.model]
+    agent += [*settings.agent_args, "--", *command]
+    env = dict(os.environ)
+    if settings.token:
+        env["FLEETWATCH_TOKEN"] = settings.token
+    # posix_spawn, not Popen: the agent is not our child to wait for (a Popen object would
+    # warn when collected while the process it started runs on, which is the point here).
+    with log.open("ab") as out, open(os.devnull, "rb") as devnull:
+        pid = os.posix_spawn(
+            agent[0],
+            agent,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull.fileno(), 0),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+            ],
+            setsid=True,  # its own session: it outlives the rollout command
+        )
+    return Launched(instance_id, pid, log)
+
+
+def alive(pid: int) -> bool:
+    """Whether a launched agent still runs (reaping it if it was our child and has exited)."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        waited = 0
+    if waited == pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
