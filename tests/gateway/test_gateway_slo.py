@@ -42,9 +42,9 @@ async def test_gateway_requests_become_request_slis(backends: Any) -> None:
                     assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
 
             async def reported() -> int:
-                return int((await api.slos())[0]["requests"])
+                return int((await api.slos())[0].requests)
 
             await poll_until(reported, 10, within=5)
             (slo,) = await api.slos()
-    assert slo["request_success"] == 1.0
-    assert slo["latency_within_threshold"] == 1.0
+    assert slo.request_success == 1.0
+    assert slo.latency_within_threshold == 1.0

@@ -120,7 +120,7 @@ async def test_history_survives_a_registry_restart_on_redis_and_is_exposed(
             await api.register("llm", "a", {"host": "127.0.0.1", "port": backend.port})
 
             async def observed() -> bool:
-                return (await api.slos())[0]["observed_s"] >= 3
+                return (await api.slos())[0].observed_s >= 3
 
             await poll_until(observed, True, within=15)
     finally:
@@ -141,9 +141,9 @@ async def test_history_survives_a_registry_restart_on_redis_and_is_exposed(
     finally:
         with contextlib.suppress(Exception):
             await server.aclose()
-    assert slo["observed_s"] >= 3
-    assert slo["objective"] == 0.99
-    assert set(slo["burn_rates"]) == {"5m", "30m", "1h", "6h"}
+    assert slo.observed_s >= 3
+    assert slo.objective == 0.99
+    assert set(slo.burn_rates) == {"5m", "30m", "1h", "6h"}
     assert "fleetwatch_slo_error_budget_remaining_ratio" in metrics
     await promtool_accepts(metrics)
     assert process.returncode == 0

@@ -30,13 +30,14 @@ from starlette.responses import JSONResponse
 from fleetwatch.agent._child import ChildProcess
 from fleetwatch.agent._settings import AgentSettings
 from fleetwatch.agent._verdict import instance_status
+from fleetwatch.discovery._heartbeat import Heartbeater
 from fleetwatch.discovery._registry_client import RegistryClient
-from fleetwatch.errors import InstanceGone, InstanceNotFound, RegistryError
+from fleetwatch.errors import RegistryError
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm._check import LlmServer
 from fleetwatch.observability._metrics import AgentMetrics, HealthMetrics, metrics_route
-from fleetwatch.registry._model import InstanceStatus
+from fleetwatch.registry._model import CheckSpec, CheckType, InstanceStatus, Registration
 
 log = logging.getLogger("fleetwatch.agent")
 #: How often the drain looks at the upstream's in-flight count.
@@ -98,6 +99,9 @@ class Agent:
             settings.registry_url, token=settings.token, ca_bundle=settings.ca_bundle
         )
         self._own_registry = registry is None
+        self.lease = Heartbeater(
+            self._registry, settings.service, self.state.instance_id, self.registration
+        )
         self.server = LlmServer(settings.llm)
         self.scheduler = HealthScheduler(self.server.checks())
         self.probes = HealthProbes(
@@ -194,7 +198,7 @@ class Agent:
 
     # -- registration and reports ------------------------------------------------------------
 
-    def registration_body(self) -> dict[str, Any]:
+    def registration(self) -> Registration:
         """What the agent registers: the upstream, held by a ttl check on the agent's port."""
         s = self.settings
         assert self.http is not None
@@ -207,51 +211,41 @@ class Agent:
             metadata["model"] = s.llm.model
         if s.command:
             metadata["launch_command"] = " ".join(s.command)[:1000]
-        return {
-            "host": s.advertise_host or s.upstream_host,
-            "port": s.upstream_port,
-            "scheme": s.upstream_scheme,
-            "check": {
-                "type": "ttl",
-                "agent_port": self.http.port,
-                "agent_path": "/livez",
-                "agent_scheme": self.http.scheme,
-            },
-            "tags": sorted(s.tags),
-            "metadata": metadata,
-            "version": s.version,
-            "weight": s.weight,
-            "ttl": s.ttl,
-        }
+        return Registration(
+            host=s.advertise_host or s.upstream_host,
+            port=s.upstream_port,
+            scheme=s.upstream_scheme,
+            check=CheckSpec(
+                type=CheckType.TTL,
+                agent_port=self.http.port,
+                agent_path="/livez",
+                agent_scheme=self.http.scheme,
+            ),
+            tags=s.tags,
+            metadata=metadata,
+            version=s.version,
+            weight=s.weight,
+            ttl=s.ttl,
+        )
 
     async def _register(self) -> None:
-        await self._registry.register(
-            self.settings.service, self.state.instance_id, self.registration_body()
-        )
-        self.state.registrations += 1
+        await self.lease.register()
+        self.state.registrations = self.lease.registrations
         self.state.reported = InstanceStatus.STARTING
         log.info("agent.registered %s/%s", self.settings.service, self.state.instance_id)
 
     async def _send(self, status: InstanceStatus | None, output: str = "") -> None:
-        """One heartbeat (with a verdict when ``status`` is given); re-registers on 404."""
+        """One heartbeat (with a verdict when ``status`` is given), by the one protocol."""
         async with self._report_lock:
-            service, iid = self.settings.service, self.state.instance_id
-            try:
-                instance = await self._registry.heartbeat(
-                    service, iid, status=status.value if status else None, output=output[:1000]
-                )
-            except InstanceNotFound:
-                await self._register()
-                if status is not None:
-                    instance = await self._registry.heartbeat(
-                        service, iid, status=status.value, output=output[:1000]
-                    )
-                else:
-                    return
-            except InstanceGone:
+            instance = await self.lease.beat(status, output)
+            self.state.registrations = self.lease.registrations
+            if self.lease.gone:
                 self.request_stop(StopReason.REMOVED, "by an operator (410)")
                 return
-            self.state.heartbeats += 1
+            if instance is None:  # registered again after a 404, with no verdict to resend
+                self.state.reported = InstanceStatus.STARTING
+                return
+            self.state.heartbeats = self.lease.heartbeats
             if status is not None:
                 self.state.reported, self.state.reported_output = status, output
             if instance.status is InstanceStatus.DRAINING:
@@ -351,7 +345,7 @@ class Agent:
         gone = self.state.stop_reason is StopReason.REMOVED
         if not gone and not child_dead:
             with contextlib.suppress(RegistryError):
-                await self._registry.set_status(service, iid, InstanceStatus.DRAINING.value)
+                await self._registry.set_status(service, iid, InstanceStatus.DRAINING)
             log.info(
                 "agent.draining %s: serving %.1fs more for propagation", iid, s.propagation_delay
             )

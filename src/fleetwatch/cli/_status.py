@@ -17,6 +17,7 @@ from rich.text import Text
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import RegistryError
 from fleetwatch.registry._model import Instance, InstanceStatus
+from fleetwatch.slo import SloReport
 
 _STYLE = {
     InstanceStatus.AVAILABLE: "bold green",
@@ -92,7 +93,7 @@ def render(index: int, found: dict[str, list[Instance]], url: str) -> Table:
     return table
 
 
-def slo_table(slos: list[dict[str, Any]]) -> Table:
+def slo_table(slos: list[SloReport]) -> Table:
     """Objectives with their SLIs, budget left, burn rates and alerts."""
     table = Table(title="service-level objectives", title_justify="left")
     for column in (
@@ -112,19 +113,21 @@ def slo_table(slos: list[dict[str, Any]]) -> Table:
         return "-" if value is None else f"{value * 100:.3f}%"
 
     for slo in slos:
-        rates = slo["burn_rates"]
+        rates = slo.burn_rates
         burn = "/".join(
             "-" if rates.get(w) is None else f"{rates[w]:g}" for w in ("5m", "1h", "6h")
         )
-        alerts = [name for name, on in slo["alerts"].items() if on]
+        alerts = [
+            name for name, on in (("fast_burn", slo.fast_burn), ("slow_burn", slo.slow_burn)) if on
+        ]
         table.add_row(
-            slo["service"],
-            pct(slo["objective"]),
-            pct(slo["availability"]),
-            pct(slo["capacity"]),
-            pct(slo.get("request_success")),
-            pct(slo.get("latency_within_threshold")),
-            pct(slo["error_budget_remaining"]),
+            slo.service,
+            pct(slo.objective),
+            pct(slo.availability),
+            pct(slo.capacity),
+            pct(slo.request_success),
+            pct(slo.latency_within_threshold),
+            pct(slo.budget_remaining),
             burn,
             Text(", ".join(alerts), style="bold red") if alerts else Text("ok", style="green"),
         )
@@ -150,7 +153,7 @@ async def _run(
                 "services": {name: [i.to_dict() for i in items] for name, items in found.items()},
             }
             if slo:
-                payload["slos"] = slos
+                payload["slos"] = [one.as_dict() for one in slos]
             console.print_json(json.dumps(payload))
             return
         if not watch:

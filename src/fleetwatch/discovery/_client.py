@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -24,7 +24,7 @@ from fleetwatch.discovery._balancer import Balancer, LoadStats, Strategy, balanc
 from fleetwatch.discovery._outlier import OutlierDetector, OutlierPolicy
 from fleetwatch.discovery._registry_client import RegistryClient
 from fleetwatch.errors import InstanceNotFound, RegistryError, RegistryUnavailable
-from fleetwatch.registry._model import Instance, InstanceStatus
+from fleetwatch.registry._model import Instance, InstanceStatus, Registration
 
 log = logging.getLogger("fleetwatch.discovery")
 
@@ -298,7 +298,7 @@ class DiscoveryClient(AsyncResource):
         self,
         service: str,
         instance_id: str,
-        status: Literal["draining", "maintenance", "active"],
+        status: InstanceStatus | Literal["active"],
         *,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
@@ -319,7 +319,9 @@ class DiscoveryClient(AsyncResource):
                     instance_id=instance_id,
                 )
             await self._registry.register(
-                service, instance_id, registration_body(current, {**current.metadata, **metadata})
+                service,
+                instance_id,
+                replace(Registration.of(current), metadata={**current.metadata, **metadata}),
             )
         await self._registry.set_status(service, instance_id, status)
 
@@ -392,28 +394,3 @@ def _definition(instance: Instance) -> tuple[object, ...]:
         instance.version,
         instance.weight,
     )
-
-
-def registration_body(
-    instance: Instance, metadata: Mapping[str, str] | None = None
-) -> dict[str, object]:
-    """The PUT body that registers ``instance`` as it is (optionally with other metadata)."""
-    stored = instance.to_dict()
-    body = {key: stored[key] for key in REGISTRATION_FIELDS}
-    if metadata is not None:
-        body["metadata"] = dict(metadata)
-    return body
-
-
-#: What a registrant says about its instance; everything else is the registry's to know.
-REGISTRATION_FIELDS = (
-    "host",
-    "port",
-    "scheme",
-    "check",
-    "tags",
-    "metadata",
-    "version",
-    "weight",
-    "ttl",
-)

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetwatch.discovery._heartbeat import Heartbeater
 from fleetwatch.discovery._registry_client import RegistryClient
-from fleetwatch.errors import InstanceGone, InstanceNotFound, RegistryError
+from fleetwatch.errors import RegistryError
+from fleetwatch.registry._model import Registration
 
 log = logging.getLogger("fleetwatch.discovery")
 
@@ -54,35 +56,24 @@ async def registration(
     """
     registry = client or RegistryClient(registry_url, token=token)
     state = Registered(service, instance_id, body={"host": host, "port": port, "ttl": ttl, **body})
+    lease = Heartbeater(registry, service, instance_id, lambda: Registration.from_body(state.body))
     every = heartbeat_every or ttl / 3
 
-    async def register() -> None:
-        await registry.register(service, instance_id, state.body)
-        state.registrations += 1
-
     async def beat() -> None:
-        while True:
+        while not lease.gone:
             await asyncio.sleep(every * random.uniform(0.8, 1.0))
             try:
-                await registry.heartbeat(service, instance_id)
-                state.heartbeats += 1
-            except InstanceNotFound:
-                log.warning(
-                    "discovery.reregister %s/%s: the registry lost us", service, instance_id
-                )
-                with contextlib.suppress(RegistryError):
-                    await register()
-            except InstanceGone as exc:
-                log.warning("discovery.removed_by_operator %s/%s: %s", service, instance_id, exc)
-                state.gone = True
-                return
+                await lease.beat()
             except RegistryError as exc:
                 state.last_error = str(exc)
             except Exception as exc:  # never a silent end of the heartbeats: log, beat on
                 log.exception("discovery.heartbeat_failed %s/%s", service, instance_id)
                 state.last_error = f"{type(exc).__name__}: {exc}"
+            state.heartbeats, state.registrations = lease.heartbeats, lease.registrations
+            state.gone = lease.gone
 
-    await register()
+    await lease.register()
+    state.registrations = lease.registrations
     task = asyncio.create_task(beat(), name=f"fleetwatch.heartbeat.{service}/{instance_id}")
     try:
         yield state

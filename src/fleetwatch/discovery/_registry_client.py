@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -14,9 +14,15 @@ from fleetwatch.errors import (
     RegistryError,
     RegistryUnavailable,
 )
-from fleetwatch.registry._model import Instance, InstanceStatus
+from fleetwatch.registry._model import (
+    OPERATOR_STATUSES,
+    Instance,
+    InstanceStatus,
+    Registration,
+)
 from fleetwatch.security._auth import TOKEN_ENV
 from fleetwatch.security._tls import client_context
+from fleetwatch.slo._tracker import SloReport
 
 REGISTRY_ENV = "FLEETWATCH_REGISTRY"
 DEFAULT_REGISTRY = "http://127.0.0.1:8760"
@@ -85,18 +91,35 @@ class RegistryClient(AsyncResource):
             )
         return response
 
-    async def register(self, service: str, instance_id: str, body: Mapping[str, Any]) -> Instance:
-        """PUT a registration; returns the stored instance."""
+    async def register(
+        self, service: str, instance_id: str, registration: Registration | Mapping[str, Any]
+    ) -> Instance:
+        """PUT a registration; returns the stored instance.
+
+        A mapping is sent as the raw JSON body, as the HTTP API takes it (so a field the
+        API refuses comes back as its error).
+        """
+        body = (
+            registration.as_body() if isinstance(registration, Registration) else dict(registration)
+        )
         response = await self._call(
-            "PUT", f"/v1/services/{service}/instances/{instance_id}", json=dict(body)
+            "PUT", f"/v1/services/{service}/instances/{instance_id}", json=body
         )
         return instance_from_api(response.json()["instance"])
 
     async def heartbeat(
-        self, service: str, instance_id: str, *, status: str | None = None, output: str = ""
+        self,
+        service: str,
+        instance_id: str,
+        *,
+        status: InstanceStatus | None = None,
+        output: str = "",
     ) -> Instance:
-        """Renew the lease (raises InstanceNotFound: register again; InstanceGone: stop)."""
-        body = {"status": status, "output": output} if status else None
+        """Renew the lease (raises InstanceNotFound: register again; InstanceGone: stop).
+
+        ``status``: an agent-held instance's own verdict, with ``output`` saying why.
+        """
+        body = {"status": InstanceStatus(status).value, "output": output} if status else None
         response = await self._call(
             "PUT", f"/v1/services/{service}/instances/{instance_id}/heartbeat", json=body
         )
@@ -115,10 +138,18 @@ class RegistryClient(AsyncResource):
         response = await self._call("GET", f"/v1/services/{service}/load")
         return dict(response.json()["load"])
 
-    async def set_status(self, service: str, instance_id: str, status: str) -> None:
-        """``draining``, ``maintenance`` or ``active``."""
+    async def set_status(
+        self, service: str, instance_id: str, status: InstanceStatus | Literal["active"]
+    ) -> None:
+        """An operator's status: ``DRAINING`` or ``MAINTENANCE``, or ``"active"`` to hand the
+        instance back to its checks."""
+        value = status if status == "active" else InstanceStatus(status)
+        if value not in OPERATOR_STATUSES and value != "active":
+            raise ValueError(f"an operator sets draining, maintenance or active, not {status!r}")
         await self._call(
-            "PUT", f"/v1/services/{service}/instances/{instance_id}/status", json={"status": status}
+            "PUT",
+            f"/v1/services/{service}/instances/{instance_id}/status",
+            json={"status": str(value)},
         )
 
     async def deregister(self, service: str, instance_id: str, *, tombstone: bool = True) -> bool:
@@ -172,10 +203,10 @@ class RegistryClient(AsyncResource):
         body = response.json()
         return int(body["index"]), dict(body["services"])
 
-    async def slos(self) -> list[dict[str, Any]]:
+    async def slos(self) -> list[SloReport]:
         """Every service-level objective, judged now."""
         response = await self._call("GET", "/v1/slo")
-        return list(response.json()["slos"])
+        return [SloReport.from_dict(one) for one in response.json()["slos"]]
 
     async def report_requests(self, service: str, total: int, ok: int, fast: int) -> None:
         """Requests a gateway served for ``service`` (for its request SLIs)."""

@@ -220,8 +220,8 @@ class Gateway(AsyncResource):
             await asyncio.sleep(self.settings.slo_report_every)
             with contextlib.suppress(RegistryError):
                 for slo in await self._registry.slos():
-                    if slo["service"] == self.service and slo.get("latency_threshold_s"):
-                        self.sli.latency_threshold_s = float(slo["latency_threshold_s"])
+                    if slo.service == self.service and slo.latency_threshold_s:
+                        self.sli.latency_threshold_s = slo.latency_threshold_s
                 await self._send_sli()
 
     async def _send_sli(self) -> None:

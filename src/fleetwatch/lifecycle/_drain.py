@@ -25,6 +25,7 @@ from fleetwatch.discovery._registry_client import RegistryClient
 from fleetwatch.errors import RegistryError
 from fleetwatch.health._probes import HealthProbes
 from fleetwatch.lifecycle._inflight import InFlight
+from fleetwatch.registry._model import InstanceStatus
 
 log = logging.getLogger("fleetwatch.lifecycle")
 #: What the change feed needs to reach every client (bench/propagation.py: p99 ~13 ms), with a
@@ -72,7 +73,7 @@ async def drain(
     if membership is not None:
         try:
             await membership.registry.set_status(
-                membership.service, membership.instance_id, "draining"
+                membership.service, membership.instance_id, InstanceStatus.DRAINING
             )
         except RegistryError as exc:
             log.warning("lifecycle.drain_status_failed %s", exc)

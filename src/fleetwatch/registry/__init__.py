@@ -12,11 +12,12 @@ from fleetwatch.registry._model import (
     EventType,
     Instance,
     InstanceStatus,
+    Registration,
 )
 from fleetwatch.registry._monitor import Monitor, MonitorSettings
 from fleetwatch.registry._open_store import open_store
 from fleetwatch.registry._preservation import PreservationPolicy
-from fleetwatch.registry._registry import Registration, Registry
+from fleetwatch.registry._registry import Registry
 from fleetwatch.registry._store import RegistryStore
 
 __all__ = [

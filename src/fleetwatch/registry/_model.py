@@ -227,6 +227,68 @@ _INSTANCE_FIELDS = frozenset(f.name for f in fields(Instance) if f.init)
 _CHECK_FIELDS = frozenset(f.name for f in fields(CheckSpec))
 
 
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What a registrant says about its instance: the one shape of a registration.
+
+    The client sends it (:meth:`as_body`), the agent and ``registration()`` build it, the API
+    parses its body into it, and the registry stores an :class:`Instance` from it. Everything
+    else about an instance (status, owner, check results) is the registry's to know.
+    """
+
+    host: str
+    port: int
+    scheme: str = "http"
+    check: CheckSpec = field(default_factory=CheckSpec)
+    tags: frozenset[str] = frozenset()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    version: str = ""
+    weight: float = 1.0
+    ttl: float = 30.0
+
+    def as_body(self) -> dict[str, Any]:
+        """The JSON body of ``PUT /v1/services/{service}/instances/{instance_id}``."""
+        check = self.check
+        return {
+            "host": self.host,
+            "port": self.port,
+            "scheme": self.scheme,
+            "check": {name: getattr(check, name) for name in sorted(_CHECK_FIELDS)}
+            | {"type": check.type.value},
+            "tags": sorted(self.tags),
+            "metadata": dict(self.metadata),
+            "version": self.version,
+            "weight": self.weight,
+            "ttl": self.ttl,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Registration:
+        """A registration from a PUT body's fields (as :meth:`as_body` writes them)."""
+        values = {
+            k: v for k, v in body.items() if k in REGISTRATION_FIELDS and k not in _COLLECTIONS
+        }
+        check = dict(body.get("check") or {})
+        if "type" in check:
+            check["type"] = CheckType(check["type"])
+        return cls(
+            **values,
+            check=CheckSpec(**check),
+            tags=frozenset(body.get("tags") or ()),
+            metadata=dict(body.get("metadata") or {}),
+        )
+
+    @classmethod
+    def of(cls, instance: Instance) -> Registration:
+        """What registering ``instance`` again, as it is, would say."""
+        return cls(**{name: getattr(instance, name) for name in REGISTRATION_FIELDS})
+
+
+#: The fields of a registration, in order: what the API's body and the client's carry.
+REGISTRATION_FIELDS = tuple(f.name for f in fields(Registration))
+_COLLECTIONS = frozenset({"check", "tags", "metadata"})
+
+
 class EventType(StrEnum):
     """What happened to an instance (or, for the notices, to the registry itself)."""
 

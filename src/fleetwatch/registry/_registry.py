@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from fleetwatch.errors import Conflict, Forbidden, InstanceNotFound
 from fleetwatch.registry._model import (
     CHECKED_STATUSES,
     OPERATOR_STATUSES,
-    CheckSpec,
     CheckType,
     Event,
     Instance,
     InstanceStatus,
+    Registration,
 )
 from fleetwatch.registry._store import RegistryStore
 from fleetwatch.security._auth import Principal, Scope
@@ -23,21 +22,6 @@ from fleetwatch.security._networks import NetworkPolicy
 #: How long an operator's deregistration keeps an instance out (its agent's heartbeats and
 #: re-registrations get 410 Gone meanwhile).
 DEFAULT_TOMBSTONE_S = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """What a registrant says about its instance (the body of a PUT)."""
-
-    host: str
-    port: int
-    scheme: str = "http"
-    check: CheckSpec = field(default_factory=CheckSpec)
-    tags: frozenset[str] = frozenset()
-    metadata: dict[str, str] = field(default_factory=dict)
-    version: str = ""
-    weight: float = 1.0
-    ttl: float = 30.0
 
 
 class Registry:

@@ -19,8 +19,13 @@ from pydantic import (
 )
 
 from fleetwatch.config._durations import parse_duration
-from fleetwatch.registry._model import CheckSpec, CheckType, Instance
-from fleetwatch.registry._registry import Registration
+from fleetwatch.registry._model import (
+    REGISTRATION_FIELDS,
+    CheckSpec,
+    CheckType,
+    Instance,
+    Registration,
+)
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -172,17 +177,9 @@ class RegistrationBody(BaseModel):
 
     def registration(self) -> Registration:
         """As the registry's Registration."""
-        return Registration(
-            host=self.host,
-            port=self.port,
-            scheme=self.scheme,
-            check=self.check.spec(),
-            tags=frozenset(self.tags),
-            metadata=dict(self.metadata),
-            version=self.version,
-            weight=self.weight,
-            ttl=self.ttl,
-        )
+        plain = {name: getattr(self, name) for name in REGISTRATION_FIELDS}
+        plain.update(check=self.check.spec(), tags=frozenset(self.tags), metadata=self.metadata)
+        return Registration(**plain)
 
 
 class StatusBody(BaseModel):

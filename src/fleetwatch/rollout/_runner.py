@@ -147,7 +147,7 @@ class Rollout:
     async def _retire(self, api: RegistryClient, batch: list[Instance]) -> None:
         """Drain the old instances and wait until they have left."""
         for old in batch:
-            await api.set_status(old.service, old.instance_id, "draining")
+            await api.set_status(old.service, old.instance_id, InstanceStatus.DRAINING)
             self.say(f"draining {old.instance_id} (version {old.version or '?'})")
         await asyncio.gather(*(self._gone(api, old) for old in batch))
         for old in batch:
@@ -173,7 +173,9 @@ class Rollout:
         """Take new instances away again: drain through the registry, then end their agents."""
         for one in new:
             with contextlib.suppress(RegistryError):
-                await api.set_status(self.settings.service, one.instance_id, "draining")
+                await api.set_status(
+                    self.settings.service, one.instance_id, InstanceStatus.DRAINING
+                )
         await self._until_exited(new)
         for one in new:
             if alive(one.pid):

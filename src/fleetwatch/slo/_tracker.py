@@ -19,8 +19,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fleetwatch.config._registry import SloSection
@@ -79,6 +79,18 @@ class SloReport:
             "request_burn_rates": self.request_burn_rates,
             "alerts": {"fast_burn": self.fast_burn, "slow_burn": self.slow_burn},
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SloReport:
+        """The inverse of :meth:`as_dict` (what ``GET /v1/slo`` answers, one entry)."""
+        alerts = data.get("alerts") or {}
+        known = {f.name for f in fields(cls)} - {"budget_remaining", "fast_burn", "slow_burn"}
+        return cls(
+            **{k: v for k, v in data.items() if k in known},
+            budget_remaining=data.get("error_budget_remaining"),
+            fast_burn=bool(alerts.get("fast_burn")),
+            slow_burn=bool(alerts.get("slow_burn")),
+        )
 
 
 class SloTracker:

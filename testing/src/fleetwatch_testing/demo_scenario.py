@@ -172,7 +172,7 @@ class Scenario:
             async with RegistryClient(self.registry_url, token=self.token) as api:
                 _, instances = await api.instances(SERVICE)
                 for instance in instances:
-                    await api.set_status(SERVICE, instance.instance_id, "draining")
+                    await api.set_status(SERVICE, instance.instance_id, InstanceStatus.DRAINING)
         deadline = time.monotonic() + 15
         # The agents are other processes: polling is the honest wait.
         while any(alive(pid) for pid in self.pids) and time.monotonic() < deadline:  # noqa: ASYNC110
