@@ -33,6 +33,7 @@ async def measure(url: str, changes: int) -> list[float]:
             seen.put_nowait(change.instance.status)
 
         client.watch("bench", on_change)
+        await client.follow("bench")
         async with asyncio.timeout(10):
             while (await seen.get()) is not InstanceStatus.AVAILABLE:
                 pass

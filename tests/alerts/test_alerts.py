@@ -12,8 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fleetwatch.alerts import AlertEngine, WebhookNotifier
-from fleetwatch.config._alerts import AlertSection, NotifierSection
+from fleetwatch.alerts import AlertEngine, AlertRule, NotifierSettings, WebhookNotifier
 from fleetwatch.config._registry import ServeConfig, load_serve_config
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import ConfigError
@@ -83,7 +82,7 @@ async def test_a_condition_fires_after_for_and_resolves() -> None:
     async def no_slos() -> list[Any]:
         return []
 
-    rule = AlertSection.model_validate({"name": "down", "kind": "instance_status", "for": 30})
+    rule = AlertRule(name="down", kind="instance_status", for_=30)
     engine = AlertEngine(
         [rule], {"recorder": recorder}, instances=instances, slos=no_slos, clock=clock
     )
@@ -102,7 +101,7 @@ async def test_a_condition_fires_after_for_and_resolves() -> None:
 async def test_a_flapping_instance_pages_once_and_resolves_once() -> None:
     """100 flaps within the flap window: one firing queued, then one resolution after it."""
     clock = Clock()
-    settings = NotifierSection(name="n", type="webhook", url="http://127.0.0.1:9/", flap_window=60)
+    settings = NotifierSettings(name="n", type="webhook", url="http://127.0.0.1:9/", flap_window=60)
     notifier = WebhookNotifier(settings, clock=clock)
     status = {"value": InstanceStatus.UNAVAILABLE}
 
@@ -112,7 +111,7 @@ async def test_a_flapping_instance_pages_once_and_resolves_once() -> None:
     async def no_slos() -> list[Any]:
         return []
 
-    rule = AlertSection.model_validate({"name": "down", "kind": "instance_status"})
+    rule = AlertRule(name="down", kind="instance_status")
     engine = AlertEngine([rule], {"n": notifier}, instances=instances, slos=no_slos, clock=clock)
     for _ in range(100):
         status["value"] = InstanceStatus.UNAVAILABLE

@@ -86,6 +86,7 @@ async def test_watch_reports_each_kind_of_change(
     seen: list[tuple[str, str]] = []
     async with DiscoveryClient(registry.url, token=TOKEN) as client:
         stop = client.watch("llm", lambda c: seen.append((c.kind, c.instance.instance_id)))
+        await client.follow("llm")
         await asyncio.sleep(0.2)
         await _register(api, "a", backend.port)
         await _wait_for(lambda: _has(seen, ("status_changed", "a")), 5)

@@ -18,7 +18,7 @@ from fleetwatch.registry._model import Instance, InstanceStatus
 from fleetwatch.registry.stores._memory import MemoryStore
 from fleetwatch.registry_api._node import RegistryNode
 from fleetwatch.security._auth import Scope, Token, TokenAuth
-from fleetwatch.slo import SloTracker
+from fleetwatch.slo import SloObjective, SloTracker
 from fleetwatch_testing import HttpBackend, RedisServer, free_port, spawned
 from tests.conftest import TOKEN, poll_until
 from tests.observability.test_metrics import promtool_accepts
@@ -41,7 +41,7 @@ async def test_an_outage_spends_budget_and_fires_the_fast_burn_alert() -> None:
     """An hour sampled each second: 10 minutes with no instance available spends the 99.9 %
     budget several times over, burns fast over 5 min and 1 h, and capacity counts 1 of 2."""
     store, clock = MemoryStore(), Clock()
-    objective = SloSection(service="llm", objective=0.999, window=86400, desired=2)
+    objective = SloObjective(service="llm", objective=0.999, window=86400, desired=2)
     tracker = SloTracker(store, [objective], sample_every=1.0, clock=clock)
     await _instance(store, "a", InstanceStatus.AVAILABLE)
     for second in range(3600):
@@ -62,7 +62,7 @@ async def test_an_outage_spends_budget_and_fires_the_fast_burn_alert() -> None:
 async def test_a_healthy_service_keeps_its_budget() -> None:
     """Always available: availability 1, budget untouched, burn 0, no alert."""
     store, clock = MemoryStore(), Clock()
-    tracker = SloTracker(store, [SloSection(service="llm")], clock=clock)
+    tracker = SloTracker(store, [SloObjective(service="llm")], clock=clock)
     await _instance(store, "a", InstanceStatus.AVAILABLE)
     for _ in range(600):
         await tracker.sample()
@@ -77,7 +77,7 @@ async def test_request_slis_count_gateway_reports() -> None:
     """Requests reported by gateways: success and first-token-in-time shares; a failing
     stream of requests burns the request budget and fires the fast alert."""
     store, clock = MemoryStore(), Clock()
-    objective = SloSection(
+    objective = SloObjective(
         service="llm", request_objective=0.99, latency_objective=0.9, latency_threshold=2
     )
     tracker = SloTracker(store, [objective], clock=clock)
@@ -93,7 +93,7 @@ async def test_request_slis_count_gateway_reports() -> None:
 
 async def test_reports_for_a_service_without_an_objective_are_refused() -> None:
     """add_requests names only configured services."""
-    tracker = SloTracker(MemoryStore(), [SloSection(service="llm")])
+    tracker = SloTracker(MemoryStore(), [SloObjective(service="llm")])
     with pytest.raises(KeyError):
         await tracker.add_requests("other", total=1, ok=1, fast=1)
 

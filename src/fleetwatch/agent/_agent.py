@@ -27,6 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.responses import JSONResponse
 
+from fleetwatch._supervisor import Policy, Supervisor
 from fleetwatch.agent._child import ChildProcess
 from fleetwatch.agent._settings import AgentSettings
 from fleetwatch.agent._verdict import instance_status
@@ -36,10 +37,17 @@ from fleetwatch.errors import RegistryError
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm._check import LlmServer
-from fleetwatch.observability._metrics import AgentMetrics, HealthMetrics, metrics_route
+from fleetwatch.observability._metrics import (
+    AgentMetrics,
+    HealthMetrics,
+    TaskMetrics,
+    metrics_route,
+)
 from fleetwatch.registry._model import CheckSpec, CheckType, InstanceStatus, Registration
 
 log = logging.getLogger("fleetwatch.agent")
+#: The exit status after a loop crash failed the agent (sysexits.h EX_SOFTWARE).
+EXIT_CRASHED = 70
 #: How often the drain looks at the upstream's in-flight count.
 DRAIN_POLL_S = 0.2
 #: A blocking query on the agent's own service waits at most this long per round.
@@ -55,6 +63,8 @@ class StopReason(StrEnum):
     REMOVED = "removed"
     #: An operator set the instance to draining through the registry.
     DRAINING = "draining"
+    #: One of the agent's loops whose policy is to fail the agent crashed.
+    CRASHED = "crashed"
     #: The supervised server process exited by itself.
     CHILD_EXITED = "child_exited"
     #: The code that embeds the agent asked (a test, a host agent).
@@ -114,6 +124,7 @@ class Agent:
         self.child = child
         self.metrics_registry = CollectorRegistry()
         HealthMetrics(self.scheduler, self.metrics_registry)
+        TaskMetrics(self.metrics_registry)
         AgentMetrics(
             self.metrics_registry,
             load=lambda: self.server.load.as_load(),  # noqa: PLW0108 - server.load is replaced on every reading
@@ -122,6 +133,12 @@ class Agent:
         )
         self._stop = asyncio.Event()
         self._report_lock = asyncio.Lock()
+        self.loops = Supervisor(
+            "agent",
+            on_fail=lambda task, exc: self.request_stop(
+                StopReason.CRASHED, f"{task}: {type(exc).__name__}: {exc}"
+            ),
+        )
         self.http: AppServer | None = None
         self.ready = asyncio.Event()  # registered and serving its probe endpoints
         self._started_at = 0.0
@@ -141,7 +158,6 @@ class Agent:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop, StopReason.SIGNAL, sig.name)
-        tasks: list[asyncio.Task[Any]] = []
         self._started_at = loop.time()
         try:
             if self.child is not None and not self.child.started:
@@ -159,26 +175,24 @@ class Agent:
             await self._register()
             self.scheduler.start()
             self.ready.set()
-            tasks = [
-                asyncio.create_task(coro, name=f"fleetwatch.agent.{name}")
-                for name, coro in (
-                    ("reporter", self._report_changes()),
-                    ("heartbeat", self._heartbeat()),
-                    ("load", self._publish_load()),
-                    ("watch", self._watch_operator()),
-                    ("child", self._watch_child()),
-                )
-            ]
+            # Reports, heartbeats, load and the operator watch restart after a crash (the
+            # next round does the same work); the child watcher is how the agent learns its
+            # server died, so its crash fails the agent rather than leave it blind.
+            self.loops.start("reporter", self._report_changes)
+            self.loops.start("heartbeat", self._heartbeat)
+            self.loops.start("load", self._publish_load)
+            self.loops.start("watch", self._watch_operator)
+            self.loops.start("child", self._watch_child, policy=Policy.FAIL)
             await self._stop.wait()
             await self._drain()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loops.aclose()
             await self._shutdown()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+        if self.state.stop_reason is StopReason.CRASHED:
+            return EXIT_CRASHED
         if self.state.stop_reason is not StopReason.CHILD_EXITED:
             return 0
         code = self.state.child_exit or 1

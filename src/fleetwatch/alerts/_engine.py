@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fleetwatch.alerts._notifiers import Notifier
-from fleetwatch.config._alerts import AlertSection
+from fleetwatch.alerts._rules import AlertRule
 from fleetwatch.errors import RegistryError
 from fleetwatch.registry._model import Instance
 from fleetwatch.slo._tracker import SloReport
@@ -57,7 +57,7 @@ class AlertEngine:
 
     def __init__(
         self,
-        rules: Sequence[AlertSection],
+        rules: Sequence[AlertRule],
         notifiers: Mapping[str, Notifier],
         *,
         instances: Callable[[], Awaitable[list[Instance]]],
@@ -107,10 +107,10 @@ class AlertEngine:
                 await self.evaluate()
             await asyncio.sleep(every)
 
-    def _rule(self, name: str) -> AlertSection:
+    def _rule(self, name: str) -> AlertRule:
         return next(r for r in self.rules if r.name == name)
 
-    def _targets(self, rule: AlertSection) -> list[Notifier]:
+    def _targets(self, rule: AlertRule) -> list[Notifier]:
         names = rule.notify if rule.notify is not None else list(self.notifiers)
         return [self.notifiers[n] for n in names if n in self.notifiers]
 

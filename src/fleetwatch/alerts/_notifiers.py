@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from fleetwatch.config._alerts import NotifierSection
+from fleetwatch.alerts._rules import NotifierSettings
 
 if TYPE_CHECKING:
     from fleetwatch.alerts._engine import Alert
@@ -53,7 +53,7 @@ class _Dedup:
     resolution goes out.
     """
 
-    def __init__(self, settings: NotifierSection, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: NotifierSettings, clock: Callable[[], float]) -> None:
         self.settings = settings
         self._clock = clock
         self._open: dict[tuple[str, str], float] = {}  # sent firing, not yet resolved: when
@@ -88,7 +88,7 @@ class _Dedup:
 class LogNotifier:
     """Alerts as warning log lines."""
 
-    def __init__(self, settings: NotifierSection, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: NotifierSettings, clock: Callable[[], float] = time.time) -> None:
         self.name = settings.name
         self._dedup = _Dedup(settings, clock)
 
@@ -118,7 +118,7 @@ class LogNotifier:
 class WebhookNotifier:
     """JSON POSTs: ``{"notifier", "rule", "alerts": [...]}``, one per rule and group."""
 
-    def __init__(self, settings: NotifierSection, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: NotifierSettings, clock: Callable[[], float] = time.time) -> None:
         assert settings.url is not None
         self.name = settings.name
         self.settings = settings
@@ -189,7 +189,7 @@ class WebhookNotifier:
         self.failed += 1
 
 
-def notifier_for(settings: NotifierSection) -> Notifier:
+def notifier_for(settings: NotifierSettings) -> Notifier:
     """The notifier a ``[[notifiers]]`` table describes."""
     if settings.type == "webhook":
         return WebhookNotifier(settings)

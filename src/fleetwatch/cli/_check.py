@@ -20,7 +20,7 @@ from fleetwatch.cli._table import checks_table, status_text, transitions_table
 from fleetwatch.config import HealthConfig, load_config
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer, wait_for_stop_signal
-from fleetwatch.observability._metrics import HealthMetrics, metrics_route
+from fleetwatch.observability._metrics import HealthMetrics, TaskMetrics, metrics_route
 
 Background = Callable[[Console], Coroutine[Any, Any, None]]
 
@@ -84,6 +84,7 @@ def health_endpoints_app(probes: HealthProbes) -> Starlette:
     """The probe endpoints plus ``/metrics`` (check durations and statuses)."""
     registry = CollectorRegistry()
     HealthMetrics(probes.scheduler, registry)
+    TaskMetrics(registry)
     return Starlette(routes=[*probes.routes(), metrics_route(registry)])
 
 

@@ -41,6 +41,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from fleetwatch.alerts._rules import AlertRule, NotifierSettings
 from fleetwatch.config._durations import parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -71,6 +72,10 @@ class NotifierSection(BaseModel):
             raise ValueError("url goes with type = 'webhook'")
         return self
 
+    def as_settings(self) -> NotifierSettings:
+        """As the notifiers take it."""
+        return NotifierSettings(**self.model_dump())
+
 
 def _unavailable() -> list[Status]:
     return ["unavailable"]
@@ -99,3 +104,16 @@ class AlertSection(BaseModel):
         if self.kind == "slo_burn" and self.service is None:
             raise ValueError("an slo_burn alert names the `service` of an [[slos]] objective")
         return self
+
+    def as_rule(self) -> AlertRule:
+        """As the alert engine takes it."""
+        return AlertRule(
+            name=self.name,
+            kind=self.kind,
+            service=self.service,
+            statuses=frozenset(self.statuses),
+            below=self.below,
+            severity=self.severity,
+            for_=self.for_,
+            notify=tuple(self.notify) if self.notify is not None else None,
+        )

@@ -51,6 +51,7 @@ from fleetwatch.config._durations import parse_duration
 from fleetwatch.config._validation import Where, validate
 from fleetwatch.errors import ConfigError
 from fleetwatch.security._networks import NetworkPolicy
+from fleetwatch.slo._objective import SloObjective
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 #: Names fleetwatch gives callers itself: no configured token may take them.
@@ -130,6 +131,10 @@ class SloSection(BaseModel):
         if value < 3600:
             raise ValueError(f"must be at least 1h (burn rates look back up to 6h), got {value:g}s")
         return value
+
+    def as_objective(self) -> SloObjective:
+        """As the SLO tracker takes it."""
+        return SloObjective(**self.model_dump())
 
 
 class ServeConfig(BaseModel):

@@ -20,6 +20,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from fleetwatch._async_resource import AsyncResource
+from fleetwatch._supervisor import Supervisor
 from fleetwatch.discovery._balancer import Balancer, LoadStats, Strategy, balancer_for
 from fleetwatch.discovery._outlier import OutlierDetector, OutlierPolicy
 from fleetwatch.discovery._registry_client import RegistryClient
@@ -61,7 +62,6 @@ class _View:
     last_error: str = ""
     updated_at: float = 0.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
     callbacks: list[Callback] = field(default_factory=list)
     #: The routable instances of ``instances``, worked out once per change of it.
     routable: tuple[Instance, ...] | None = None
@@ -113,28 +113,34 @@ class DiscoveryClient(AsyncResource):
         self._balancers: dict[tuple[str, Strategy], Balancer] = {}
         self._strategy = Strategy(strategy)
         self._closed = False
+        #: One follower loop per service; a crash (a bug: registry errors are handled inside)
+        #: is logged, counted and restarted.
+        self.loops = Supervisor("discovery")
 
     async def aclose(self) -> None:
         """Stop following every service and close the HTTP client."""
         self._closed = True
-        tasks = [v.task for v in self._views.values() if v.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.loops.aclose()
         if self._own_registry:
             await self._registry.aclose()
 
     # -- the view --------------------------------------------------------------------------
 
     def _view(self, service: str) -> _View:
+        """The view of ``service`` (created empty; nothing is started here)."""
         view = self._views.get(service)
         if view is None:
             view = self._views[service] = _View(service)
-        if (view.task is None or view.task.done()) and not self._closed:
-            view.task = asyncio.create_task(
-                self._follow(view), name=f"fleetwatch.discover.{service}"
-            )
         return view
+
+    async def follow(self, service: str) -> None:
+        """Start following ``service`` through the change feed, if not already; every
+        asynchronous read does this. Synchronous reads (:meth:`cached`, :meth:`routable`,
+        :meth:`watch`) start nothing: they read what a follower has fetched."""
+        view = self._view(service)
+        name = f"follow.{service}"
+        if not self._closed and not self.loops.is_running(name):
+            self.loops.start(name, lambda: self._follow(view))
 
     async def _follow(self, view: _View) -> None:
         backoff = BACKOFF_START_S
@@ -184,6 +190,7 @@ class DiscoveryClient(AsyncResource):
                     log.exception("discovery.watch_callback_failed %s", view.service)
 
     async def _known(self, service: str) -> list[Instance]:
+        await self.follow(service)
         view = self._view(service)
         if not view.fetched:
             with contextlib.suppress(TimeoutError):
@@ -226,17 +233,20 @@ class DiscoveryClient(AsyncResource):
 
     def cached(self, service: str, *, passing: bool = True) -> list[Instance]:
         """The local view of ``service`` as it is now, without waiting or asking (empty before
-        the first answer, unless there is a static fallback). Starts following it."""
+        the first answer, unless there is a static fallback). It starts nothing: follow the
+        service first (:meth:`follow`, or any asynchronous read)."""
         if passing:
             return list(self.routable(service))
-        view = self._view(service)
-        return list(view.instances.values() if view.fetched else self._static.get(service, ()))
+        view = self._views.get(service)
+        if view is None or not view.fetched:
+            return list(self._static.get(service, ()))
+        return list(view.instances.values())
 
     def routable(self, service: str) -> tuple[Instance, ...]:
         """:meth:`cached` ``(service)`` as a tuple that stays the same object until the view
         changes: the gateway's router keys its per-request work on it."""
-        view = self._view(service)
-        if not view.fetched:
+        view = self._views.get(service)
+        if view is None or not view.fetched:
             return tuple(i for i in self._static.get(service, ()) if i.status.routable)
         if view.routable is None:
             view.routable = tuple(i for i in view.instances.values() if i.status.routable)
@@ -267,7 +277,8 @@ class DiscoveryClient(AsyncResource):
         return view is None or view.stale or not view.fetched
 
     def watch(self, service: str, callback: Callback) -> Callable[[], None]:
-        """Call ``callback`` for every change of ``service``; returns a function that stops it."""
+        """Call ``callback`` for every change of ``service`` that its follower sees (follow it,
+        see :meth:`follow`); returns a function that stops the calls."""
         view = self._view(service)
         view.callbacks.append(callback)
 
@@ -279,6 +290,7 @@ class DiscoveryClient(AsyncResource):
 
     async def refresh(self, service: str) -> None:
         """Ask the registry now, bypassing the view (raises if it cannot be reached)."""
+        await self.follow(service)
         view = self._view(service)
         index, instances = await self._registry.instances(service)
         await self._apply(view, index, instances)
@@ -289,8 +301,7 @@ class DiscoveryClient(AsyncResource):
             view = self._views.pop(name, None)
             if view is None:
                 continue
-            if view.task is not None:
-                view.task.cancel()
+            self.loops.cancel(f"follow.{name}")
             if view.callbacks:  # watchers keep watching the fresh view
                 self._view(name).callbacks.extend(view.callbacks)
 

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleetwatch import __version__
 from fleetwatch._async_resource import AsyncResource
+from fleetwatch._supervisor import Supervisor
 from fleetwatch.discovery import DiscoveryClient, RegistryClient
 from fleetwatch.discovery._client import Change
 from fleetwatch.errors import Forbidden, InstanceNotFound, RegistryError, Unauthorized
@@ -41,7 +42,7 @@ from fleetwatch.gateway._stats import GatewayStats, SliCounter
 from fleetwatch.gateway._telemetry import MetricsListener
 from fleetwatch.http1 import LeanServer, UpstreamPool
 from fleetwatch.lifecycle._http_limits import BodySizeLimit, HttpLimits
-from fleetwatch.observability._metrics import GatewayMetrics, metrics_route
+from fleetwatch.observability._metrics import GatewayMetrics, TaskMetrics, metrics_route
 from fleetwatch.registry._model import Instance
 from fleetwatch.routing import (
     CircuitsAllow,
@@ -109,6 +110,7 @@ class Gateway(AsyncResource):
             ),
         )
         self.metrics_registry = CollectorRegistry()
+        TaskMetrics(self.metrics_registry)
         self.metrics = GatewayMetrics(self.metrics_registry)
         self.metrics.watch_circuits(outliers.snapshot)
         prefix = self.router.scorer("prefix")
@@ -125,7 +127,8 @@ class Gateway(AsyncResource):
             self.discovery,
             listeners=(self.stats, self.sli, self._metrics_listener),
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        #: Load following and SLO reporting: each restarts after a crash, logged and counted.
+        self.loops = Supervisor("gateway")
         self._stop_watching: Callable[[], None] = _nothing
         self._models: tuple[float, list[dict[str, Any]]] = (-math.inf, [])
 
@@ -144,16 +147,12 @@ class Gateway(AsyncResource):
                     index.forget(change.instance.key)
 
             self._stop_watching = self.discovery.watch(self.service, forget_gone)
-        for name, job in (("load", self.load.run()), ("slo", self._report_slo())):
-            task = asyncio.create_task(job, name=f"fleetwatch.gateway.{name}")
-            task.add_done_callback(_seen)
-            self._tasks.append(task)
+        self.loops.start("load", self.load.run)
+        self.loops.start("slo", self._report_slo)
 
     async def aclose(self) -> None:
         self._stop_watching()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loops.aclose()
         with contextlib.suppress(RegistryError):
             await self._send_sli()  # what was counted since the last report
         await self.upstream.aclose()
@@ -317,9 +316,3 @@ def _nothing() -> None:
 
 def _key(instance: Instance) -> tuple[str, str]:
     return instance.key
-
-
-def _seen(task: asyncio.Task[None]) -> None:
-    """A background task that ended other than by cancellation is logged, never silent."""
-    if not task.cancelled() and task.exception() is not None:
-        log.error("gateway task %s crashed", task.get_name(), exc_info=task.exception())

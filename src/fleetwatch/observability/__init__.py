@@ -5,7 +5,15 @@ from fleetwatch.observability._metrics import (
     GatewayMetrics,
     HealthMetrics,
     RegistryMetrics,
+    TaskMetrics,
     metrics_route,
 )
 
-__all__ = ["AgentMetrics", "GatewayMetrics", "HealthMetrics", "RegistryMetrics", "metrics_route"]
+__all__ = [
+    "AgentMetrics",
+    "GatewayMetrics",
+    "HealthMetrics",
+    "RegistryMetrics",
+    "TaskMetrics",
+    "metrics_route",
+]

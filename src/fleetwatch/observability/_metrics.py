@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fleetwatch._supervisor import CRASHES
 from fleetwatch.health._result import CheckResult
 from fleetwatch.health._scheduler import HealthScheduler
 from fleetwatch.health._status import HealthStatus
@@ -60,6 +61,25 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return self._build()
+
+
+class TaskMetrics:
+    """``fleetwatch_task_crashes_total{task}``: crashes of supervised background loops in
+    this process (see ``fleetwatch._supervisor``); every server exports it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        registry.register(_StateCollector(self._families))
+
+    @staticmethod
+    def _families() -> Iterable[Metric]:
+        crashes = CounterMetricFamily(
+            "fleetwatch_task_crashes",
+            "Crashes of supervised background loops (each is logged as task.crashed).",
+            labels=["task"],
+        )
+        for task, count in sorted(CRASHES.items()):
+            crashes.add_metric([task], count)
+        return [crashes]
 
 
 class HealthMetrics:

@@ -11,46 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import random
-import socket
-import time
-import uuid
-from collections import deque
 from dataclasses import dataclass, field
 
 from fleetwatch._async_resource import AsyncResource
+from fleetwatch._supervisor import Supervisor
 from fleetwatch.errors import IndexReset, RegistryUnavailable
-from fleetwatch.registry._judge import judge
+from fleetwatch.registry._membership import NODE_BEAT_S, Membership
 from fleetwatch.registry._model import (
-    CHECKED_STATUSES,
     CheckType,
     EventType,
     Instance,
-    InstanceStatus,
 )
 from fleetwatch.registry._preservation import PreservationPolicy, SelfPreservation
-from fleetwatch.registry._prober import Prober, ProbeResult
-from fleetwatch.registry._store import CheckRecord, RegistryStore, consistent_read
+from fleetwatch.registry._reaper import Reaper
+from fleetwatch.registry._store import RegistryStore, consistent_read
+from fleetwatch.registry._watcher import Watcher
 from fleetwatch.security._networks import NetworkPolicy
 
 log = logging.getLogger("fleetwatch.registry")
 
 Key = tuple[str, str]
-#: After a failure that has not yet made an instance unavailable, the next probe comes this
-#: soon instead of a whole interval later.
-FAST_RECHECK_S = 0.1
-#: ... and this soon when the failure followed the instance's connection closing.
-CLOSE_RECHECK_S = 0.01
-#: Registry nodes heartbeat this often and count as gone this long after their last beat.
-NODE_BEAT_S = 1.0
-NODE_TTL_S = 3.0
-
-
-def _weight(node: str, name: str) -> int:
-    digest = hashlib.blake2b(f"{node}|{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,184 +53,12 @@ class MonitorSettings:
     ca_bundle: str | None = None
 
 
-class _Watcher:
-    """Probes one instance until cancelled.
-
-    The hot path (a passing probe with nothing to report) touches no store and allocates
-    little: counters live here as plain integers, and the wait between probes is one future
-    with one timer, which an idle-connection close resolves early.
-    """
-
-    def __init__(self, monitor: Monitor, instance: Instance, *, spread: bool = False) -> None:
-        self.monitor = monitor
-        self.instance = instance
-        self.failures = instance.consecutive_failures
-        self.successes = instance.consecutive_successes
-        self._wake: asyncio.Future[None] | None = None
-        self.prober = self._prober(instance)
-        self.last_write = 0.0
-        self.suspect = False
-        self.after_close = False
-        # Watchers started together (a node starting, a resync taking over a dead node's share)
-        # spread their first probes over one interval instead of all probing at once.
-        self.first_delay = random.uniform(0, instance.check.interval) if spread else 0.0
-        self.task = asyncio.create_task(
-            self._run(), name=f"fleetwatch.watch.{instance.service}/{instance.instance_id}"
-        )
-
-    @property
-    def agent_only(self) -> bool:
-        """An agent-held instance: probe its agent, leave the verdict to the agent's reports."""
-        return self.instance.check.type is CheckType.TTL
-
-    def _prober(self, instance: Instance) -> Prober:
-        check = instance.check
-        path = None if check.type is CheckType.TCP else check.path
-        port, scheme = instance.port, instance.scheme
-        if check.type is CheckType.TTL and check.agent_port is not None:
-            path, port, scheme = check.agent_path, check.agent_port, check.agent_scheme
-        return Prober(
-            instance.host,
-            port,
-            path=path,
-            scheme=scheme,
-            ca_bundle=self.monitor.settings.ca_bundle,
-            on_close=self._closed,
-            node=self.monitor.node_id,
-            policy=self.monitor.settings.policy,
-        )
-
-    def wake(self) -> None:
-        """Probe now."""
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    def _closed(self) -> None:
-        # The idle connection closed: the process may have died. Probe now, and if that probe
-        # fails without a verdict (a dying process's socket resets before it refuses), again
-        # almost at once.
-        self.after_close = True
-        self.wake()
-
-    def refresh(self, latest: Instance) -> None:
-        """A newer copy from the store (an operator's status, a re-registration)."""
-        target_changed = (latest.host, latest.port, latest.scheme, latest.check) != (
-            self.instance.host,
-            self.instance.port,
-            self.instance.scheme,
-            self.instance.check,
-        )
-        if target_changed:
-            self.prober.close()
-            self.prober = self._prober(latest)
-            self.wake()
-        if latest.status is not self.instance.status or target_changed:
-            self.instance = latest
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        jitter = self.monitor.settings.jitter
-        try:
-            if self.first_delay:
-                await asyncio.sleep(self.first_delay)
-            while True:
-                started = loop.time()
-                result = await self.prober.probe(self.instance.check.timeout)
-                self.monitor.probes += 1
-                try:
-                    await self._apply(result)
-                except RegistryUnavailable as exc:
-                    log.warning("registry.monitor_write_failed %s: %s", self.instance.key, exc)
-                except Exception:  # keep probing; the next result may be written
-                    log.exception("registry.monitor_apply_error %s", self.instance.key)
-                wait = self.instance.check.interval * (1 - random.uniform(0, jitter))
-                if self.suspect:
-                    # HAProxy's "fastinter": while a failure is unconfirmed, look again soon.
-                    wait = min(wait, CLOSE_RECHECK_S if self.after_close else FAST_RECHECK_S)
-                self.after_close = False
-                if started + wait > loop.time():
-                    self._wake = loop.create_future()
-                    handle = loop.call_at(started + wait, self.wake)
-                    try:
-                        await self._wake
-                    finally:
-                        handle.cancel()
-                        self._wake = None
-        finally:
-            self.prober.close()
-
-    async def _apply(self, result: ProbeResult) -> None:
-        monitor, instance = self.monitor, self.instance
-        now = time.time()
-        verdict = judge(instance, self.failures, self.successes, result, now)
-        status = verdict.status
-        if self.agent_only and (result.passed or status is not InstanceStatus.UNAVAILABLE):
-            # The agent reports the instance's health; a reachable agent changes nothing here.
-            status = instance.status
-        self.suspect = not result.passed and status is not InstanceStatus.UNAVAILABLE
-        maybe_ours = not result.passed and not result.definitive
-        # Instances long unavailable do not count: a few dead hosts timing out for hours must
-        # not keep self-preservation on and hold back the next genuine failures.
-        monitor.preservation.observe(
-            instance.key, failing=maybe_ours and instance.status is not InstanceStatus.UNAVAILABLE
-        )
-        if (
-            status is InstanceStatus.UNAVAILABLE
-            and instance.status is not InstanceStatus.UNAVAILABLE
-            and maybe_ours
-            and monitor.preservation.engaged
-        ):
-            status = instance.status  # hold: the failure may be ours (self-preservation)
-        # Written at once: a status change, or a check that starts or stops failing (so the
-        # API shows it); otherwise at least every write_every seconds, renewing the lease.
-        changed = (
-            status is not instance.status
-            or (verdict.failures > 0) != (self.failures > 0)
-            or (verdict.successes > 0) != (self.successes > 0)
-        )
-        self.failures, self.successes = verdict.failures, verdict.successes
-        if not changed and time.monotonic() - self.last_write < monitor.settings.write_every:
-            return
-        output = f"agent: {result.output}" if self.agent_only else result.output
-        record = CheckRecord(
-            now, output, verdict.failures, verdict.successes, renews_lease=not self.agent_only
-        )
-        reason = output if status is not instance.status else ""
-        # Checks move only the statuses they own; under an operator's status they still record
-        # their results, on the condition that the operator's status is still the one we saw.
-        guard = (
-            CHECKED_STATUSES
-            if instance.status in CHECKED_STATUSES
-            else frozenset({instance.status})
-        )
-        written = await monitor.store.set_status(
-            *instance.key, status, reason=reason, record=record, only_from=guard
-        )
-        self.last_write = time.monotonic()
-        if written is None:  # an operator stepped in, or it was removed: read what is there
-            latest = await monitor.store.get(*instance.key)
-            if latest is not None:
-                self.instance = latest
-            return
-        self.instance = written[0]
-        if written[1] is not None:
-            monitor.transitions += 1
-            log.info(
-                "registry.instance_status %s/%s: %s -> %s (%s)",
-                *instance.key,
-                instance.status.value,
-                status.value,
-                result.output,
-            )
-
-
 class Monitor(AsyncResource):
     """Watches the instances this node is responsible for, and reaps lapsed leases.
 
-    Several nodes on one store split the fleet: each heartbeats its name into the store every
-    ``NODE_BEAT_S`` and checks the instances that rendezvous hashing gives it among the live
-    nodes, so every instance is checked by exactly one node. A node that stops heartbeating
-    drops out after ``NODE_TTL_S`` and the others take its instances over at their next sync.
+    It keeps one :class:`~fleetwatch.registry._watcher.Watcher` per instance this node owns
+    (:class:`~fleetwatch.registry._membership.Membership` says which), in step with the store,
+    and runs the :class:`~fleetwatch.registry._reaper.Reaper`.
     """
 
     def __init__(
@@ -262,18 +71,34 @@ class Monitor(AsyncResource):
         self.store = store
         self.settings = settings or MonitorSettings()
         self.preservation = SelfPreservation(self.settings.preservation, self._announce)
-        self._lease_preserving = False
-        self.node_id = node_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self.nodes: list[str] = [self.node_id]
-        self._watchers: dict[Key, _Watcher] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self.membership = Membership(store, node_id)
+        self.reaper = Reaper(store, self.settings)
+        self._watchers: dict[Key, Watcher] = {}
+        #: The sync, reap and membership loops: each restarts after a crash (the next round
+        #: redoes its work), counted and logged.
+        self.loops = Supervisor("monitor")
         self._spare: set[asyncio.Task[None]] = set()
         self._sync_lock = asyncio.Lock()
-        self._lapse_evictions: deque[float] = deque()
         self.probes = 0
         self.transitions = 0
-        self.evictions = 0
-        self.lease_preservations = 0
+
+    @property
+    def node_id(self) -> str:
+        return self.membership.node_id
+
+    @property
+    def nodes(self) -> list[str]:
+        """The live registry nodes sharing the fleet."""
+        return self.membership.nodes
+
+    @property
+    def evictions(self) -> int:
+        return self.reaper.evictions
+
+    @property
+    def lease_preservations(self) -> int:
+        """Reaper ticks that held evictions back because many leases lapsed together."""
+        return self.reaper.leases.holds
 
     @property
     def watched(self) -> int:
@@ -300,28 +125,26 @@ class Monitor(AsyncResource):
 
     def owns(self, instance: Instance) -> bool:
         """Whether this node checks ``instance`` (highest random weight among live nodes)."""
-        if len(self.nodes) <= 1:
-            return True
-        name = f"{instance.service}/{instance.instance_id}"
-        return max(self.nodes, key=lambda node: _weight(node, name)) == self.node_id
+        return self.membership.owns(instance)
 
     async def start(self) -> None:
         """Start the sync, reap and membership loops (``async with`` does it)."""
-        self._tasks = [
-            asyncio.create_task(self._sync_loop(), name="fleetwatch.monitor-sync"),
-            asyncio.create_task(self._reap_loop(), name="fleetwatch.monitor-reap"),
-            asyncio.create_task(self._membership_loop(), name="fleetwatch.monitor-nodes"),
-        ]
+        self.loops.start("sync", self._sync_loop)
+        self.loops.start("reap", self._reap_loop)
+        self.loops.start("nodes", self._membership_loop)
 
     async def aclose(self) -> None:
         """Stop every watcher and loop, and close their connections."""
-        tasks = self._tasks + [w.task for w in self._watchers.values()] + list(self._spare)
-        self._tasks, self._watchers = [], {}
+        await self.loops.aclose()
+        tasks = [w.task for w in self._watchers.values()] + list(self._spare)
+        if self._watchers:
+            log.info("task.cancelled monitor: %d instance watchers", len(self._watchers))
+        self._watchers = {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(RegistryUnavailable):
-            await self.store.node_leave(self.node_id)
+            await self.membership.leave()
 
     async def sync(self) -> int:
         """Full resync: start watchers for new instances, stop them for removed ones, pass on
@@ -347,7 +170,7 @@ class Monitor(AsyncResource):
         existing = self._watchers.get(instance.key)
         # A watcher that died (a bug) is replaced at the next sync.
         if existing is None or existing.task.done():
-            self._watchers[instance.key] = _Watcher(self, instance, spread=spread)
+            self._watchers[instance.key] = Watcher(self, instance, spread=spread)
         else:
             existing.refresh(instance)
 
@@ -392,23 +215,17 @@ class Monitor(AsyncResource):
                 log.warning("registry.monitor_sync_failed: %s", exc)
                 index = None
                 await asyncio.sleep(1.0)
-            except Exception:  # a bug must not stop the monitor for good: log, back off, resync
-                log.exception("registry.monitor_sync_error")
-                index = None
-                await asyncio.sleep(1.0)
+            # Anything else is a bug: the supervisor logs it, counts it, and restarts the
+            # loop after a backoff, with a full resync.
 
     async def _membership_loop(self) -> None:
         while True:
             try:
-                nodes = await self.store.node_heartbeat(self.node_id, NODE_TTL_S)
-                if nodes != self.nodes:
-                    log.info("registry.nodes %s: %s", self.node_id, ", ".join(nodes))
-                    self.nodes = nodes or [self.node_id]
+                if await self.membership.beat():
                     await self.sync()
             except RegistryUnavailable as exc:
                 log.warning("registry.node_heartbeat_failed: %s", exc)
-            except Exception:  # a bug must not stop the membership loop for good
-                log.exception("registry.node_heartbeat_error")
+            # Anything else is a bug: the supervisor logs it, counts it and restarts the loop.
             await asyncio.sleep(NODE_BEAT_S)
 
     async def _reap_loop(self) -> None:
@@ -418,53 +235,11 @@ class Monitor(AsyncResource):
                 await self.reap()
             except RegistryUnavailable as exc:
                 log.warning("registry.reap_failed: %s", exc)
-            except Exception:  # a bug must not stop the reaper for good
-                log.exception("registry.reap_error")
+            # Anything else is a bug: the supervisor logs it, counts it and restarts the loop.
 
     async def reap(self) -> None:
         """Evict lapsed leases (unless too many lapse together) and long-unavailable instances."""
-        instances = await self.store.instances()
-        # Maintenance is an operator's promise that the instance will be back: never evicted.
-        held = {i.key for i in instances if i.status is InstanceStatus.MAINTENANCE}
-        lapsed = [key for key in await self.store.lapsed() if key not in held]
-        # Leases of a cut-off fleet lapse over a heartbeat period, not in one reaper tick: count
-        # what was evicted for a lapse within the last window together with what lapses now.
-        horizon = time.monotonic() - self.settings.lapse_window
-        while self._lapse_evictions and self._lapse_evictions[0] < horizon:
-            self._lapse_evictions.popleft()
-        recent = len(self._lapse_evictions)
-        if lapsed and self.settings.preservation.suspicious(
-            len(lapsed) + recent, len(instances) + recent
-        ):
-            self.lease_preservations += 1
-            reason = f"{len(lapsed)} of {len(instances)} leases lapsed together; not evicting"
-            log.warning("registry.self_preservation: %s", reason)
-            if not self._lease_preserving:
-                self._lease_preserving = True
-                await self.store.note(EventType.SELF_PRESERVATION_ENGAGED, reason)
-        else:
-            if self._lease_preserving:
-                self._lease_preserving = False
-                await self.store.note(EventType.SELF_PRESERVATION_RELEASED, "leases renewed")
-            for service, instance_id in lapsed:
-                if await self.store.evict_if_lapsed(service, instance_id, "lease lapsed"):
-                    self.evictions += 1
-                    self._lapse_evictions.append(time.monotonic())
-        now = await self.store.now()
-        for instance in instances:
-            if (
-                instance.status is InstanceStatus.UNAVAILABLE
-                and now - instance.status_since > self.settings.deregister_after
-            ):
-                latest = await self.store.get(*instance.key)  # it may have recovered since
-                if latest is None or (latest.status, latest.status_since) != (
-                    instance.status,
-                    instance.status_since,
-                ):
-                    continue
-                reason = f"unavailable for more than {self.settings.deregister_after:g}s"
-                if await self.store.remove(*instance.key, evicted=True, reason=reason):
-                    self.evictions += 1
+        await self.reaper.reap()
 
     def snapshot(self) -> dict[str, object]:
         """Counters and self-preservation state, for the API."""

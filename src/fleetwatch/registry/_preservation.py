@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -105,3 +106,36 @@ class SelfPreservation:
             "failing": len(self._failing),
             "watched": self._watched,
         }
+
+
+class LapsedLeases:
+    """The same rule for leases: when too many lapse together, suspect the registry.
+
+    A registry cut off from its agents sees their leases lapse over a heartbeat period, not in
+    one reaper tick, so evictions for a lapse within ``window`` seconds count together with
+    what lapses now. While that looks like the registry's own trouble (:class:`PreservationPolicy`,
+    as for probe failures), nothing is evicted for a lapse.
+    """
+
+    def __init__(self, policy: PreservationPolicy, window: float) -> None:
+        self.policy = policy
+        self.window = window
+        self._evicted_at: deque[float] = deque()
+        self.engaged = False
+        #: Reaper ticks that held evictions back.
+        self.holds = 0
+
+    def hold(self, lapsed: int, total: int) -> bool:
+        """Whether ``lapsed`` of ``total`` leases lapsing now must not be evicted."""
+        horizon = time.monotonic() - self.window
+        while self._evicted_at and self._evicted_at[0] < horizon:
+            self._evicted_at.popleft()
+        recent = len(self._evicted_at)
+        held = lapsed > 0 and self.policy.suspicious(lapsed + recent, total + recent)
+        if held:
+            self.holds += 1
+        return held
+
+    def evicted(self) -> None:
+        """One instance was evicted for a lapsed lease just now."""
+        self._evicted_at.append(time.monotonic())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from fleetwatch._supervisor import Supervisor
 from fleetwatch.alerts import AlertEngine, notifier_for
 from fleetwatch.config._registry import ServeConfig
 from fleetwatch.errors import RegistryError, RegistryUnavailable
@@ -30,7 +30,12 @@ from fleetwatch.health import (
     Observation,
 )
 from fleetwatch.lifecycle._http_limits import HttpLimits
-from fleetwatch.observability._metrics import HealthMetrics, RegistryMetrics, metrics_route
+from fleetwatch.observability._metrics import (
+    HealthMetrics,
+    RegistryMetrics,
+    TaskMetrics,
+    metrics_route,
+)
 from fleetwatch.registry._monitor import Monitor, MonitorSettings
 from fleetwatch.registry._open_store import open_store
 from fleetwatch.registry._preservation import PreservationPolicy
@@ -117,12 +122,12 @@ class RegistryNode:
         self.probes = HealthProbes(self.health, service_id="fleetwatch-registry")
         self.slo = SloTracker(
             self.store,
-            config.slos,
+            [slo.as_objective() for slo in config.slos],
             is_sampler=self._leads,
         )
-        self.notifiers = {n.name: notifier_for(n) for n in config.notifiers}
+        self.notifiers = {n.name: notifier_for(n.as_settings()) for n in config.notifiers}
         self.alerts = AlertEngine(
-            config.alerts,
+            [alert.as_rule() for alert in config.alerts],
             self.notifiers,
             instances=self.store.instances,
             slos=self.slo.reports,
@@ -131,6 +136,7 @@ class RegistryNode:
         self.metrics_registry = CollectorRegistry()
         self.metrics = RegistryMetrics(self.metrics_registry)
         HealthMetrics(self.health, self.metrics_registry)
+        TaskMetrics(self.metrics_registry)
         if auth is None:
             tokens = [Token(name, secret, scopes) for name, secret, scopes in config.secrets()]
             auth = TokenAuth.from_environment(tokens, open_reads=registry_config.open_reads)
@@ -155,20 +161,18 @@ class RegistryNode:
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            follower = asyncio.create_task(
-                follow_changes(self.registry, self.metrics), name="fleetwatch.metrics-follow"
-            )
-            sampler = asyncio.create_task(self.slo.run(), name="fleetwatch.slo-sampler")
+            # Metrics following, SLO sampling and alert evaluation restart after a crash.
+            loops = Supervisor("node")
+            loops.start("metrics-follow", lambda: follow_changes(self.registry, self.metrics))
+            loops.start("slo-sampler", self.slo.run)
             for notifier in self.notifiers.values():
                 await notifier.start()
-            evaluator = asyncio.create_task(self.alerts.run(), name="fleetwatch.alerts")
+            loops.start("alerts", self.alerts.run)
             try:
                 async with self.health, self.monitor:
                     yield
             finally:
-                for task in (follower, sampler, evaluator):
-                    task.cancel()
-                await asyncio.gather(follower, sampler, evaluator, return_exceptions=True)
+                await loops.aclose()
                 for notifier in self.notifiers.values():
                     await notifier.aclose()
                 # Last: the monitor still talks to the store while it stops (it leaves the

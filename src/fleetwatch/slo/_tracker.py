@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fleetwatch.config._registry import SloSection
 from fleetwatch.errors import RegistryError
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.registry._store import RegistryStore
+from fleetwatch.slo._objective import SloObjective
 
 log = logging.getLogger("fleetwatch.slo")
 #: Burn-rate windows, seconds.
@@ -99,7 +99,7 @@ class SloTracker:
     def __init__(
         self,
         store: RegistryStore,
-        objectives: Sequence[SloSection],
+        objectives: Sequence[SloObjective],
         *,
         sample_every: float = 1.0,
         clock: Callable[[], float] = time.time,

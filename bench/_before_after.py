@@ -1,0 +1,173 @@
+"""Two revisions side by side in one run: every numeric headline figure, before and after.
+
+``.venv/bin/python bench/_before_after.py BASE [--benches a,b,...] [--rounds N]`` checks
+``BASE`` out in a temporary git worktree and runs each benchmark ``--quick`` on both trees,
+alternating (before, after, before, after...) so that the machine's noise falls on both
+alike. The median of each figure over the rounds is compared: ``ratio`` is after / before.
+The old tree runs from its own sources (``PYTHONPATH``) with this venv's packages. Writes
+``bench/results/before_after.json`` and ``bench/results/before_after.md``; its last stdout
+line is the JSON, as for every benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+#: The benchmarks whose figures a refactoring could move: the hot paths and the loops.
+DEFAULT_BENCHES = (
+    "gateway_overhead",
+    "registry_api",
+    "health_endpoint",
+    "monitor_capacity",
+    "propagation",
+    "router_cost",
+    "detection",
+)
+#: A ratio outside this band is flagged (the issue's ±10 %).
+TOLERANCE = 0.10
+
+
+@contextlib.contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """``revision`` checked out in a temporary worktree, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="fleetwatch-before-")) / "tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--quiet", str(folder), revision],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, check=False)
+
+
+def run_one(tree: Path, bench: str) -> dict[str, object]:
+    """One ``--quick`` run of ``bench`` in ``tree``; its JSON result."""
+    env = dict(os.environ)
+    # The tree's own sources come first (before this venv's editable installs).
+    sources = [str(tree / "src")] + (
+        [str(tree / "testing" / "src")] if (tree / "testing").exists() else []
+    )
+    env["PYTHONPATH"] = os.pathsep.join(sources)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, f"bench/{bench}.py", "--quick"],
+        cwd=tree,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{bench} failed in {tree} with exit code {done.returncode}")
+    result: dict[str, object] = json.loads(lines[-1])
+    print(f"    {bench} in {tree.name}: {time.monotonic() - started:.0f} s", flush=True)
+    return result
+
+
+def numeric_headline(result: dict[str, object]) -> dict[str, float]:
+    """The headline figures that are plain numbers."""
+    headline = result.get("headline", {})
+    assert isinstance(headline, dict)
+    return {
+        k: float(v)
+        for k, v in headline.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def compare(
+    before: list[dict[str, float]], after: list[dict[str, float]]
+) -> list[dict[str, object]]:
+    """Median of each figure over the rounds, before and after, and their ratio."""
+    rows: list[dict[str, object]] = []
+    for key in before[0]:
+        old = statistics.median(run[key] for run in before if key in run)
+        new = statistics.median(run[key] for run in after if key in run)
+        ratio = new / old if old else (1.0 if new == old else float("inf"))
+        rows.append(
+            {
+                "figure": key,
+                "before": round(old, 4),
+                "after": round(new, 4),
+                "ratio": round(ratio, 3),
+                "within_10pct": abs(ratio - 1) <= TOLERANCE,
+            }
+        )
+    return rows
+
+
+def markdown(base: str, head: str, table: dict[str, list[dict[str, object]]]) -> str:
+    out = [
+        f"# Before / after: `{base}` vs `{head}`",
+        "",
+        "Each figure is the median over the rounds, the two trees run alternately in one run "
+        "(`--quick`). Ratio = after / before; outside ±10 % is in bold.",
+        "",
+        "| bench | figure | before | after | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for bench, rows in table.items():
+        for row in rows:
+            ratio = f"{row['ratio']}" if row["within_10pct"] else f"**{row['ratio']}**"
+            out.append(
+                f"| {bench} | {row['figure']} | {row['before']} | {row['after']} | {ratio} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base", help="the revision to compare against (e.g. a commit)")
+    parser.add_argument("--benches", default=",".join(DEFAULT_BENCHES))
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    benches = [b for b in args.benches.split(",") if b]
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    table: dict[str, list[dict[str, object]]] = {}
+    with worktree(args.base) as old_tree:
+        for bench in benches:
+            print(f"==> {bench}: {args.rounds} rounds, before and after alternately", flush=True)
+            before, after = [], []
+            for _ in range(args.rounds):
+                before.append(numeric_headline(run_one(old_tree, bench)))
+                after.append(numeric_headline(run_one(ROOT, bench)))
+            table[bench] = compare(before, after)
+    RESULTS.mkdir(exist_ok=True)
+    result = {
+        "bench": "before_after",
+        "base": args.base,
+        "head": head,
+        "rounds": args.rounds,
+        "table": table,
+    }
+    (RESULTS / "before_after.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "before_after.md").write_text(markdown(args.base, head, table))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
