@@ -126,6 +126,7 @@ async def test_the_discovery_follower_restarts_after_a_crash(
         assert client.loops.running == ["follow.llm"]
     assert crash_logged(caplog, "discovery.follow.llm")
     assert CRASHES["discovery.follow.llm"] == before + 1
+    assert exported_crashes("discovery.follow.llm") == before + 1
 
 
 async def test_a_synchronous_read_starts_nothing(registry: RunningRegistry) -> None:
@@ -200,3 +201,41 @@ async def test_agent_load_publisher_restarts_after_a_crash(
             agent.request_stop(StopReason.REQUESTED)
             await asyncio.wait_for(run, 30)
     assert crash_logged(caplog, "agent.load")
+
+
+async def test_a_cancellation_from_inside_a_loop_is_a_crash_not_a_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A loop ended by a CancelledError it did not ask for (something it awaited was
+    cancelled) is counted and restarted; only a cancel of the loop itself stops it."""
+    before = CRASHES["unit.inner"]
+    runs: list[int] = []
+
+    async def awaits_a_cancelled_future() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        await asyncio.Event().wait()
+
+    loops = Supervisor("unit", first_backoff=0.01)
+    loops.start("inner", awaits_a_cancelled_future)
+    await until(lambda: len(runs) >= 2, within=2)
+    assert CRASHES["unit.inner"] == before + 1
+    assert crash_logged(caplog, "unit.inner")
+    assert await loops.aclose() == ["inner"]
+    assert CRASHES["unit.inner"] == before + 1  # the stop itself is no crash
+
+
+async def test_invalidate_keeps_following_a_followed_service(
+    registry: RunningRegistry, api: RegistryClient
+) -> None:
+    """After invalidate(), a service that was followed is followed again, so synchronous
+    readers (the gateway's router) see its instances without an asynchronous read."""
+    await api.register("llm", "a", {"host": "127.0.0.1", "port": 9})
+    async with DiscoveryClient(registry.url, token=TOKEN) as client:
+        await client.instances("llm", passing=False)
+        client.invalidate("llm")
+        assert client.loops.running == ["follow.llm"]
+        await until(lambda: client.cached("llm", passing=False), within=5)

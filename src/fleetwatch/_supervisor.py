@@ -13,7 +13,6 @@ them, and logs what it cancelled. It is the structured-concurrency guarantee of 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -48,11 +47,15 @@ class Supervisor:
         self,
         owner: str,
         *,
+        detail: str = "",
         on_fail: Callable[[str, BaseException], None] | None = None,
         first_backoff: float = FIRST_BACKOFF_S,
         max_backoff: float = MAX_BACKOFF_S,
     ) -> None:
+        """``owner`` names the kind of owner (metrics labels stay bounded); ``detail`` says
+        which one in the logs (an instance, a notifier)."""
         self.owner = owner
+        self.detail = detail
         self._on_fail = on_fail
         self._first_backoff = first_backoff
         self._max_backoff = max_backoff
@@ -78,43 +81,61 @@ class Supervisor:
         loop: Callable[[], Coroutine[Any, Any, None]],
         *,
         policy: Policy = Policy.RESTART,
+        max_backoff: float | None = None,
     ) -> None:
-        """Run ``loop()`` (called again for each restart) as ``OWNER.NAME``."""
+        """Run ``loop()`` (called again for each restart) as ``OWNER.NAME``; ``max_backoff``
+        caps this loop's wait before a restart (a heartbeat must not pause for long)."""
         if self._closing:
             raise RuntimeError(f"{self.owner} is closing: no new loop {name!r}")
         if name in self._tasks and not self._tasks[name].done():
             raise RuntimeError(f"{self.owner} already runs a loop named {name!r}")
         task_name = f"{self.owner}.{name}"
+        cap = self._max_backoff if max_backoff is None else max_backoff
         self._tasks[name] = asyncio.create_task(
-            self._supervise(task_name, loop, policy), name=f"fleetwatch.{task_name}"
+            self._supervise(task_name, loop, policy, cap), name=f"fleetwatch.{task_name}"
         )
 
     async def _supervise(
-        self, name: str, loop: Callable[[], Coroutine[Any, Any, None]], policy: Policy
+        self,
+        name: str,
+        loop: Callable[[], Coroutine[Any, Any, None]],
+        policy: Policy,
+        max_backoff: float,
     ) -> None:
         clock = asyncio.get_running_loop().time
-        backoff = self._first_backoff
+        backoff = min(self._first_backoff, max_backoff)
+        where = f" ({self.detail})" if self.detail else ""
         while True:
             started = clock()
             try:
                 await loop()
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # cancelled from outside: the owner is closing
+                # A CancelledError raised inside the loop (something it awaited was cancelled)
+                # is no stop request: it is a crash like any other.
+                crash: Exception = RuntimeError(f"cancelled from inside: {exc!r}")
             except Exception as exc:
-                CRASHES[name] += 1
-                if policy is Policy.FAIL:
-                    log.error("task.crashed %s (policy fail): the owner fails", name, exc_info=exc)
-                    self._fail(name, exc)
-                    return
-                if clock() - started >= HEALTHY_RUN_S:
-                    backoff = self._first_backoff
-                log.error("task.crashed %s (policy restart in %.1fs)", name, backoff, exc_info=exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
-                continue
-            # A loop that returns has finished its work (a stop was asked): not a crash.
-            log.debug("task.finished %s", name)
-            return
+                crash = exc
+            else:
+                # A loop that returns has finished its work (a stop was asked): not a crash.
+                log.debug("task.finished %s%s", name, where)
+                return
+            CRASHES[name] += 1
+            if policy is Policy.FAIL:
+                log.error(
+                    "task.crashed %s%s (policy fail): the owner fails", name, where, exc_info=crash
+                )
+                self._fail(name, crash)
+                return
+            if clock() - started >= HEALTHY_RUN_S:
+                backoff = min(self._first_backoff, max_backoff)
+            log.error(
+                "task.crashed %s%s (policy restart in %.1fs)", name, where, backoff, exc_info=crash
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
 
     def _fail(self, name: str, exc: BaseException) -> None:
         if self.failure is None:
@@ -146,10 +167,11 @@ class Supervisor:
         cancelled = [name for name, task in self._tasks.items() if not task.done()]
         for name in cancelled:
             self._tasks[name].cancel()
-        for task in [*self._tasks.values(), *self._stopping]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # gather, not a suppressed await: a cancellation of the caller itself goes on up.
+        await asyncio.gather(*self._tasks.values(), *self._stopping, return_exceptions=True)
         if cancelled:
-            log.info("task.cancelled %s: %s", self.owner, ", ".join(cancelled))
+            where = f" ({self.detail})" if self.detail else ""
+            log.info("task.cancelled %s%s: %s", self.owner, where, ", ".join(cancelled))
         self._tasks.clear()
+        self._closing = False  # an owner that starts again (a scheduler) may use it again
         return cancelled

@@ -65,7 +65,9 @@ async def test_custom_check_in_a_fastapi_app() -> None:
         assert (warn.status_code, warn.json()["status"]) == (200, "warn")
         probes.start_draining()
         assert (await client.get("/readyz")).status_code == 503
-        assert any(t.get_name() == "fleetwatch.check.jobs" for t in asyncio.all_tasks())
+        assert any(t.get_name() == "fleetwatch.health.check.jobs" for t in asyncio.all_tasks())
     # The app's lifespan shutdown left the scheduler's context: no check loop runs on.
-    leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith("fleetwatch.check")]
+    leftover = [
+        t for t in asyncio.all_tasks() if t.get_name().startswith("fleetwatch.health.check")
+    ]
     assert leftover == []

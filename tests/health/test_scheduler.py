@@ -87,7 +87,9 @@ async def test_close_cancels_loops_and_closes_checks() -> None:
     await asyncio.sleep(0.05)
     assert check.closed
     assert check.calls == calls
-    leftover = [t for t in asyncio.all_tasks() if t.get_name().startswith("fleetwatch.check")]
+    leftover = [
+        t for t in asyncio.all_tasks() if t.get_name().startswith("fleetwatch.health.check")
+    ]
     assert leftover == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,8 +22,16 @@ PIP = ["-m", "pip", "--disable-pip-version-check", "--quiet"]
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fleetwatch's wheel, built from this checkout as a user would (pip, build isolation)."""
     out = tmp_path_factory.mktemp("wheel")
+    # From a copy of what the build reads: setuptools keeps a build/ folder in the tree it
+    # builds, and files left there by an older layout would end up in the wheel.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     subprocess.run(
-        [sys.executable, *PIP, "wheel", "--no-deps", str(ROOT), "-w", str(out)],
+        [sys.executable, *PIP, "wheel", "--no-deps", str(source), "-w", str(out)],
         check=True,
         timeout=300,
     )
@@ -105,3 +114,22 @@ def test_a_missing_extra_names_the_extra_to_install(
     assert f"pip install 'fleetwatch[{extra}]'" in done.stderr
     assert f"pip install '.[{extra}]'" in done.stderr
     assert done.stderr.count("error:") == 1
+
+
+@pytest.mark.serial
+def test_help_works_in_a_core_install_and_names_what_needs_an_extra(core_venv: Path) -> None:
+    """``fleetwatch --help`` without extras lists every command and exits 0; the gateway's
+    line says which extra it needs."""
+    done = subprocess.run(
+        [str(core_venv), "-m", "fleetwatch", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("agent", "check", "gateway", "rollout", "serve", "status"):
+        assert f" {name} " in done.stdout
+    gateway_line = next(line for line in done.stdout.splitlines() if " gateway " in line)
+    assert "needs the 'gateway' extra" in gateway_line

@@ -117,7 +117,12 @@ async def start_on_free_port(
         concrete = with_port(settings, port)
         child = ChildProcess(concrete.command)
         await child.start()
-        if not await _lost_port(child, host, port, bind_window):
+        try:
+            lost = await _lost_port(child, host, port, bind_window)
+        except BaseException:  # cancelled or broken while watching: no server left behind
+            await child.stop(timeout=1.0)
+            raise
+        if not lost:
             return concrete, child
         await child.stop(timeout=1.0)
         log.warning(

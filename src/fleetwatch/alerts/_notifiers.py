@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
+from fleetwatch._supervisor import Supervisor
 from fleetwatch.alerts._rules import NotifierSettings
 
 if TYPE_CHECKING:
@@ -125,7 +126,8 @@ class WebhookNotifier:
         self.url = settings.url
         self._dedup = _Dedup(settings, clock)
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=10_000)
-        self._task: asyncio.Task[None] | None = None
+        #: The sender loop; a crash is logged, counted and the loop restarted.
+        self.loops = Supervisor("webhook", detail=settings.name)
         self._http: httpx.AsyncClient | None = None
         self.sent = 0
         self.failed = 0
@@ -146,12 +148,10 @@ class WebhookNotifier:
 
     async def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=self.settings.timeout, trust_env=False)
-        self._task = asyncio.create_task(self._run(), name=f"fleetwatch.webhook.{self.name}")
+        self.loops.start("send", self._run)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self.loops.aclose()
         if self._http is not None:
             await self._http.aclose()
 

@@ -165,4 +165,10 @@ async def _run(settings: AgentSettings) -> int:
     child = None
     if needs_port(settings):
         settings, child = await start_on_free_port(settings)
-    return await Agent(settings, child=child).run()
+    try:
+        agent = Agent(settings, child=child)
+    except BaseException:
+        if child is not None:  # the server started here must not outlive a failed start
+            await child.stop(settings.stop_timeout)
+        raise
+    return await agent.run()

@@ -10,15 +10,18 @@ and imports them all).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from difflib import get_close_matches
 from functools import cache
 from importlib.metadata import entry_points
+from typing import Annotated
 
 import typer
 from typer import _click as click  # vendored since Typer 0.29: the classes Typer builds
 from typer.core import TyperGroup
 
 from fleetwatch.cli._logsetup import global_options
+from fleetwatch.errors import MissingExtraError
 
 #: Command name -> (module, function, extra click context settings).
 COMMANDS: dict[str, tuple[str, str, dict[str, bool]]] = {
@@ -50,13 +53,30 @@ def all_commands() -> dict[str, tuple[str, str, dict[str, bool]]]:
 def command(name: str) -> click.Command:
     """The click command ``name``, built from its module (imported now)."""
     module, function, settings = all_commands()[name]
+    try:
+        target = getattr(importlib.import_module(module), function)
+    except MissingExtraError as missing:
+        target, settings = _needs_extra(missing), {"ignore_unknown_options": True}
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    single.command(name, context_settings=settings)(
-        getattr(importlib.import_module(module), function)
-    )
+    single.command(name, context_settings=settings)(target)
     built = typer.main.get_command(single)
     built.name = name
     return built
+
+
+def _needs_extra(missing: MissingExtraError) -> Callable[..., None]:
+    """A command whose optional dependency is not installed: still listed (``--help`` works
+    in a core install), and raising the error that names the extra when it is run."""
+
+    def refuse(
+        args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    ) -> None:
+        raise missing
+
+    refuse.__doc__ = (
+        f"(needs the {missing.extra!r} extra: pip install 'fleetwatch[{missing.extra}]')"
+    )
+    return refuse
 
 
 class LazyCommands(TyperGroup):

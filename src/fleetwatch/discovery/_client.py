@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import random
@@ -301,9 +302,13 @@ class DiscoveryClient(AsyncResource):
             view = self._views.pop(name, None)
             if view is None:
                 continue
+            followed = self.loops.is_running(f"follow.{name}")
             self.loops.cancel(f"follow.{name}")
-            if view.callbacks:  # watchers keep watching the fresh view
-                self._view(name).callbacks.extend(view.callbacks)
+            fresh = self._view(name)
+            if view.callbacks:  # watchers keep watching the fresh view...
+                fresh.callbacks.extend(view.callbacks)
+            if followed and not self._closed:  # ...which is followed as the old one was
+                self.loops.start(f"follow.{name}", functools.partial(self._follow, fresh))
 
     async def update_status(
         self,

@@ -8,7 +8,8 @@ instance: stop, and never register again. The agent and ``registration()`` both 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from fleetwatch.discovery._registry_client import RegistryClient
 from fleetwatch.errors import InstanceGone, InstanceNotFound
@@ -24,7 +25,10 @@ class Heartbeater:
     """One instance's lease with the registry.
 
     ``registration`` is called at every (re-)registration, so what is registered is always
-    current (the agent's port, its metadata). Counters are for endpoints, logs and tests.
+    current (the agent's port, its metadata). It gives a :class:`Registration`, or a raw body
+    that the registry's API validates (``registration(**body)`` passes its caller's keywords
+    on, so a misspelt field is refused by the API, not dropped). Counters are for endpoints,
+    logs and tests.
     """
 
     def __init__(
@@ -32,7 +36,7 @@ class Heartbeater:
         client: RegistryClient,
         service: str,
         instance_id: str,
-        registration: Callable[[], Registration],
+        registration: Callable[[], Registration | Mapping[str, Any]],
     ) -> None:
         self.client = client
         self.service = service
@@ -61,20 +65,15 @@ class Heartbeater:
             return None
         output = output[:MAX_OUTPUT]
         try:
-            instance = await self.client.heartbeat(
-                self.service, self.instance_id, status=status, output=output
-            )
-        except InstanceNotFound:
-            log.warning(
-                "discovery.reregister %s/%s: the registry lost us", self.service, self.instance_id
-            )
-            await self.register()
-            if status is None:
+            try:
+                instance: Instance | None = await self.client.heartbeat(
+                    self.service, self.instance_id, status=status, output=output
+                )
+            except InstanceNotFound:
+                instance = await self._again(status, output)
+            if instance is None:  # registered again, with no verdict to resend
                 return None
-            instance = await self.client.heartbeat(
-                self.service, self.instance_id, status=status, output=output
-            )
-        except InstanceGone as exc:
+        except InstanceGone as exc:  # from the heartbeat, or from registering again
             log.warning(
                 "discovery.removed_by_operator %s/%s: %s", self.service, self.instance_id, exc
             )
@@ -82,3 +81,15 @@ class Heartbeater:
             return None
         self.heartbeats += 1
         return instance
+
+    async def _again(self, status: InstanceStatus | None, output: str) -> Instance | None:
+        """After a 404: register again, then resend the verdict if there was one."""
+        log.warning(
+            "discovery.reregister %s/%s: the registry lost us", self.service, self.instance_id
+        )
+        await self.register()
+        if status is None:
+            return None
+        return await self.client.heartbeat(
+            self.service, self.instance_id, status=status, output=output
+        )

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetwatch._supervisor import Supervisor
 from fleetwatch.discovery._heartbeat import Heartbeater
 from fleetwatch.discovery._registry_client import RegistryClient
 from fleetwatch.errors import RegistryError
-from fleetwatch.registry._model import Registration
 
 log = logging.getLogger("fleetwatch.discovery")
 
@@ -56,7 +56,7 @@ async def registration(
     """
     registry = client or RegistryClient(registry_url, token=token)
     state = Registered(service, instance_id, body={"host": host, "port": port, "ttl": ttl, **body})
-    lease = Heartbeater(registry, service, instance_id, lambda: Registration.from_body(state.body))
+    lease = Heartbeater(registry, service, instance_id, lambda: state.body)
     every = heartbeat_every or ttl / 3
 
     async def beat() -> None:
@@ -66,21 +66,19 @@ async def registration(
                 await lease.beat()
             except RegistryError as exc:
                 state.last_error = str(exc)
-            except Exception as exc:  # never a silent end of the heartbeats: log, beat on
-                log.exception("discovery.heartbeat_failed %s/%s", service, instance_id)
-                state.last_error = f"{type(exc).__name__}: {exc}"
-            state.heartbeats, state.registrations = lease.heartbeats, lease.registrations
-            state.gone = lease.gone
+            finally:
+                state.heartbeats, state.registrations = lease.heartbeats, lease.registrations
+                state.gone = lease.gone
 
     await lease.register()
     state.registrations = lease.registrations
-    task = asyncio.create_task(beat(), name=f"fleetwatch.heartbeat.{service}/{instance_id}")
+    # Anything but a registry error is a bug: logged, counted, and the heartbeats go on.
+    loops = Supervisor("registration", detail=f"{service}/{instance_id}")
+    loops.start("heartbeat", beat)
     try:
         yield state
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await loops.aclose()
         if deregister_on_exit and not state.gone:
             with contextlib.suppress(RegistryError):
                 await registry.deregister(service, instance_id, tombstone=False)

@@ -8,6 +8,7 @@ included, on every ``/health`` request).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import deque
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from fleetwatch._supervisor import Supervisor
 from fleetwatch.health._check import CheckSettings, HealthCheck, run_check
 from fleetwatch.health._hysteresis import Hysteresis
 from fleetwatch.health._result import CheckResult
@@ -105,7 +107,10 @@ class HealthScheduler:
             raise ValueError(f"jitter must be in [0, 1), got {jitter}")
         self._jitter = jitter
         self._entries: dict[str, _Entry] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        #: One loop per check; a crash (a bug: run_check itself never raises) is logged,
+        #: counted and the loop restarted, so a check never goes quietly stale.
+        self.loops = Supervisor("health")
+        self._started = False
         self._changed = asyncio.Event()
         #: Called with every result (metrics observe durations here); must not block.
         self.listeners: list[Callable[[CheckResult], None]] = []
@@ -118,7 +123,7 @@ class HealthScheduler:
         """Register a check (built-in or your own). Names must be unique."""
         if settings.name in self._entries:
             raise ValueError(f"a check named {settings.name!r} is already registered")
-        if self._tasks:
+        if self._started:
             raise RuntimeError("add checks before the scheduler starts")
         self._entries[settings.name] = _Entry(check, settings)
 
@@ -152,7 +157,7 @@ class HealthScheduler:
         For one-shot use: while the background loops run, a second execution of the same check
         would race with them, so that is refused.
         """
-        if self._tasks:
+        if self._started:
             raise RuntimeError("run_all() is for a scheduler that is not running its loops")
         entries = list(self._entries.values())
         if parallel:
@@ -181,21 +186,16 @@ class HealthScheduler:
 
     def start(self) -> None:
         """Start one background loop per check."""
-        if self._tasks:
+        if self._started:
             raise RuntimeError("the scheduler is already running")
-        self._tasks = [
-            asyncio.create_task(self._loop(entry), name=f"fleetwatch.check.{name}")
-            for name, entry in self._entries.items()
-        ]
-        for task in self._tasks:
-            task.add_done_callback(_report_death)
+        self._started = True
+        for name, entry in self._entries.items():
+            self.loops.start(f"check.{name}", functools.partial(self._loop, entry))
 
     async def aclose(self) -> None:
         """Cancel the loops, wait for them, and close every check that can be closed."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.loops.aclose()
+        self._started = False
         for entry in self._entries.values():
             close = getattr(entry.check, "aclose", None)
             if close is not None:
@@ -205,8 +205,8 @@ class HealthScheduler:
                     log.exception("health.check_close_failed", extra={"check": entry.settings.name})
 
     async def _loop(self, entry: _Entry) -> None:
-        # run_check never raises except for cancellation; should the loop die anyway, the
-        # check goes stale (unhealthy) and _report_death logs why.
+        # run_check never raises except for cancellation; should the loop crash anyway, the
+        # supervisor logs and counts it and runs the loop again.
         # The loop's clock, not time.monotonic(): the same on a real loop, and a benchmark can
         # run the schedule under a virtual clock.
         loop = asyncio.get_running_loop()
@@ -241,8 +241,3 @@ class HealthScheduler:
                 result.output,
                 extra={"check": entry.settings.name, "from": before.value, "to": after.value},
             )
-
-
-def _report_death(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("health.check_loop_died %s: %r", task.get_name(), error, exc_info=error)

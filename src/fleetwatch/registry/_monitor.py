@@ -129,9 +129,12 @@ class Monitor(AsyncResource):
 
     async def start(self) -> None:
         """Start the sync, reap and membership loops (``async with`` does it)."""
-        self.loops.start("sync", self._sync_loop)
+        # The sync loop resyncs within a second after a crash, as after a store error; the
+        # membership heartbeat must not pause longer than a beat, or the other nodes would
+        # take this node's instances over while it still probes them.
+        self.loops.start("sync", self._sync_loop, max_backoff=1.0)
         self.loops.start("reap", self._reap_loop)
-        self.loops.start("nodes", self._membership_loop)
+        self.loops.start("nodes", self._membership_loop, max_backoff=NODE_BEAT_S)
 
     async def aclose(self) -> None:
         """Stop every watcher and loop, and close their connections."""

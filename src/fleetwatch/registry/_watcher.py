@@ -138,9 +138,12 @@ class Watcher:
                         self._wake = None
         except Exception:
             # Seen and counted, never silent; the next sync starts a new watcher.
-            name = f"monitor.watch.{self.instance.service}/{self.instance.instance_id}"
-            CRASHES[name] += 1
-            log.exception("task.crashed %s (restarted at the next sync)", name)
+            CRASHES["monitor.watch"] += 1
+            log.exception(
+                "task.crashed monitor.watch (%s/%s): restarted at the next sync",
+                self.instance.service,
+                self.instance.instance_id,
+            )
         finally:
             self.prober.close()
 
