@@ -6,7 +6,7 @@ DEMO_SECONDS ?= 0
 # chaos) one at a time. PYTEST_WORKERS=0 runs the first phase in one process too.
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup venv-base venv-packages llm-artifacts demo test lint typecheck pytest bench lock clean
+.PHONY: setup venv-base venv-packages llm-artifacts demo test test-fast lint typecheck docs-build docs pytest bench lock clean
 
 # The llama-server build is the long pole of a first setup, and fetching and building it needs
 # only the standard library and pip: it starts as soon as the venv exists, beside the install
@@ -27,7 +27,19 @@ llm-artifacts: venv-base
 demo: setup
 	$(PY) -m fleetwatch demo --duration $(DEMO_SECONDS)
 
-test: setup lint typecheck pytest
+test: setup lint typecheck docs-build pytest
+
+# The edit loop: lint, types and the tests not marked slow (no llama.cpp, no chaos), on the
+# same two workers; under 3 minutes. `make test` still runs everything.
+test-fast: setup lint typecheck
+	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+# The docs site, built strictly: a broken link or a page left out of the nav fails.
+docs-build: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir .site
+
+docs: setup
+	.venv/bin/mkdocs serve
 
 lint: setup
 	.venv/bin/ruff check src testing tests bench examples
@@ -48,4 +60,4 @@ lock: setup
 	   .venv/bin/pip freeze --exclude-editable | grep -v '^fleetwatch'; } > requirements.lock
 
 clean:
-	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts .site

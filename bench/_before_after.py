@@ -83,14 +83,25 @@ def run_one(tree: Path, bench: str) -> dict[str, object]:
 
 
 def numeric_headline(result: dict[str, object]) -> dict[str, float]:
-    """The headline figures that are plain numbers."""
+    """The headline figures that are numbers: plain ones, and each of ``"a / b / c"``."""
     headline = result.get("headline", {})
     assert isinstance(headline, dict)
-    return {
-        k: float(v)
-        for k, v in headline.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    figures: dict[str, float] = {}
+    for key, value in headline.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            figures[key] = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                numbers = [float(part) for part in value.split(" / ")]
+                for n, number in enumerate(numbers):
+                    figures[key if len(numbers) == 1 else f"{key} [{n + 1}]"] = number
+    # A ratio measured within one run (both sides under the same noise), where there is one.
+    gateway, haproxy = result.get("gateway_rps"), result.get("haproxy_rps")
+    if isinstance(gateway, int | float) and isinstance(haproxy, int | float) and haproxy:
+        figures["gateway / HAProxy req/s, same run"] = gateway / haproxy
+    return figures
 
 
 def compare(

@@ -29,13 +29,34 @@ from fleetwatch_testing.llama import LlamaServer
 #: (scripts/run-pytest.sh). Whole modules that do the same mark themselves ``serial``.
 SERIAL = pytest.mark.serial
 SERIAL_FIXTURES = frozenset({"llama_servers", "own_llama"})
+#: ``make test-fast`` (the edit loop) leaves out tests marked ``slow``: every serial one, every
+#: one with a llama.cpp server, and these folders and modules, which build venvs, drive a
+#: browser, fuzz, play chaos or wait out real timeouts.
+SLOW_FIXTURES = SERIAL_FIXTURES | {"llama_server"}
+SLOW_PATHS = (
+    "tests/chaos/",
+    "tests/fuzz/",
+    "tests/packaging/test_wheel.py",
+    "tests/dashboard/",
+    "tests/llm/",
+    "tests/rollout/",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a fixture of SERIAL_FIXTURES ``serial``."""
+    """Mark every test that uses a fixture of SERIAL_FIXTURES ``serial``, and the slow ones
+    ``slow``."""
     for item in items:
-        if SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERIAL_FIXTURES & fixtures:
             item.add_marker(SERIAL)
+        where = item.nodeid.replace("\\", "/")
+        if (
+            SLOW_FIXTURES & fixtures
+            or item.get_closest_marker("serial") is not None
+            or where.startswith(SLOW_PATHS)
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 Checks (built-in or your own :class:`HealthCheck`) run in the background on their own schedule
 (:class:`HealthScheduler`); rise/fall hysteresis keeps statuses from flapping; :func:`aggregate`
-combines them the seed's way; :class:`HealthProbes` serves ``/livez``, ``/readyz``,
+combines them (critical checks, then a weighted score); :class:`HealthProbes` serves
+``/livez``, ``/readyz``,
 ``/startupz`` and ``/health`` as ``application/health+json`` from the latest results.
 """
 

@@ -1,4 +1,4 @@
-"""The seed's composite verdict: critical checks, weights and a weighted score."""
+"""The composite verdict: critical checks, weights and a weighted score."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fleetwatch.health._status import HealthStatus
 class ScoreThresholds:
     """Weighted-score cut-offs: >= ``healthy`` is healthy, >= ``degraded`` is degraded.
 
-    The seed's 0.8 and 0.5 are the defaults.
+    0.8 and 0.5 are the defaults.
     """
 
     healthy: float = 0.8
@@ -39,7 +39,7 @@ class Vote:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """The seed's summary: counts per status, average duration and health percentage."""
+    """The summary: counts per status, average duration and health percentage."""
 
     total: int
     healthy: int
@@ -81,7 +81,7 @@ def summarize(votes: Iterable[Vote]) -> Summary:
 
 
 def aggregate(votes: Iterable[Vote], thresholds: ScoreThresholds | None = None) -> Verdict:
-    """Combine check statuses the seed's way.
+    """Combine check statuses: critical checks first, then the weighted score.
 
     Any critical check unhealthy makes the whole unhealthy. Otherwise each check scores its
     status (healthy 1, degraded 0.5, unhealthy and unknown 0) times its weight; the weighted

@@ -58,7 +58,7 @@ class HealthCheck(Protocol):
 class CheckSettings:
     """How a check is scheduled and weighed.
 
-    Defaults: the seed's 5 s timeout; a 10 s interval, the Kubernetes probe period; rise 2 and
+    Defaults: a 5 s timeout; a 10 s interval, the Kubernetes probe period; rise 2 and
     fall 3, HAProxy's defaults, so one lost packet neither takes a dependency out of rotation
     nor does one lucky answer put a dead one back.
     """

@@ -6,7 +6,7 @@ top-level ``status`` pass/warn/fail, ``output`` (for warn and fail only, as the 
 ``component:measurement``, each a list of measurements with ``componentId``, ``componentType``,
 ``observedValue``, ``observedUnit``, ``status``, ``time`` and ``output``. fleetwatch adds a few
 fields the draft allows as extensions: ``critical``, ``weight``, ``groups``, ``durationMs``,
-``executions``, ``pending``, ``metadata`` and, at the top, the seed's ``summary``.
+``executions``, ``pending``, ``metadata`` and, at the top, a ``summary``.
 """
 
 from __future__ import annotations

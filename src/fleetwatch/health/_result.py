@@ -30,7 +30,7 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """One execution of a check: the seed's result fields plus the observed value and unit."""
+    """One execution of a check: the usual result fields plus the observed value and unit."""
 
     name: str
     status: HealthStatus
@@ -44,5 +44,5 @@ class CheckResult:
 
     @property
     def duration_ms(self) -> float:
-        """Duration in milliseconds, as the seed reports it."""
+        """Duration in milliseconds, as health reports show it."""
         return self.duration_s * 1000.0

@@ -1,8 +1,8 @@
 """Runs checks in the background on their own schedule and keeps the latest results.
 
 Endpoints read results from here; they never run a check themselves. A flood of probe requests
-therefore costs no extra check executions (the seed re-ran every check, a paid LLM generation
-included, on every ``/health`` request).
+therefore costs no extra check executions (a design that runs every check on every
+``/health`` request pays for an LLM generation each time).
 """
 
 from __future__ import annotations

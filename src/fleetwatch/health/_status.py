@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class HealthStatus(StrEnum):
-    """The four statuses of the seed lesson.
+    """The four statuses of a check: healthy, degraded, unhealthy, unknown.
 
     ``unknown`` means "no result yet" or "nothing configured": it fails readiness and startup
     (do not route to what you have not checked) and does not affect liveness.
@@ -24,7 +24,7 @@ class HealthStatus(StrEnum):
 
     @property
     def score(self) -> float:
-        """Weight of this status in the aggregate score (the seed's 1 / 0.5 / 0 / 0)."""
+        """Weight of this status in the aggregate score (1 / 0.5 / 0 / 0)."""
         return _SCORE[self]
 
     @property

@@ -10,7 +10,7 @@ On SIGTERM (or SIGINT, or an authenticated drain request):
    and says how many;
 4. it deregisters (leaving no tombstone: a successor may take the id at once), and returns.
 
-This replaces the seed's fixed ``sleep(10)``.
+A fixed ``sleep(10)`` would cut requests still running or wait for nothing.
 """
 
 from __future__ import annotations

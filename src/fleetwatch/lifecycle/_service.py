@@ -1,6 +1,7 @@
 """``serve_llm_app``: run a Python LLM service as a well-behaved fleet member.
 
-The seed's integrated service, done properly. Given an ASGI app (FastAPI, Starlette, ...):
+An integrated LLM service: health, registration and a graceful drain. Given an ASGI app
+(FastAPI, Starlette, ...):
 
 - the probe endpoints (``/livez``, ``/readyz``, ``/startupz``, ``/health``, ``/healthz``,
   ``/health/<check>``) over the checks you pass, each run on its own schedule;

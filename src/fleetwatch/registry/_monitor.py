@@ -36,7 +36,8 @@ Key = tuple[str, str]
 
 @dataclass(frozen=True, slots=True)
 class MonitorSettings:
-    """How the monitor and reaper behave. ``deregister_after`` is the seed's 10 minutes."""
+    """How the monitor and reaper behave. ``deregister_after``: an instance unavailable for
+    10 minutes is removed."""
 
     jitter: float = 0.1
     deregister_after: float = 600.0

@@ -92,7 +92,8 @@ async def load(*, service: Name, who: Reader, registry: RegistryDep) -> schemas.
 async def discover(
     *, service: Name, response: Response, who: Reader, registry: RegistryDep
 ) -> schemas.DiscoverReply:
-    """The seed's ``/discover/{service}``: the healthiest routable instance, and all of them."""
+    """``/discover/{service}``, the one-call discovery read: the healthiest routable instance,
+    and all of them."""
     # The index read before the answer, never after: a change between the two would otherwise
     # be labelled as included, and a client waiting from that index would miss it.
     current, found = await consistent_read(

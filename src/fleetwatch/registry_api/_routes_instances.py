@@ -83,7 +83,7 @@ async def set_status(
 async def drain(
     *, service: Name, instance_id: Name, who: Caller, registry: RegistryDep
 ) -> schemas.EmptyReply:
-    """The seed's ``/admin/drain``: mark an instance draining."""
+    """``/admin/drain``, an operator's drain: mark an instance draining."""
     await registry.set_operator_status(service, instance_id, InstanceStatus.DRAINING, who)
     return schemas.EmptyReply(index=await registry.store.index())
 

@@ -293,7 +293,8 @@ class ServicesReply(BaseModel):
 
 
 class DiscoverReply(BaseModel):
-    """The seed's ``/discover/{service}``: the healthiest instance and every routable one."""
+    """``/discover/{service}``, the one-call discovery read: the healthiest instance and every
+    routable one."""
 
     service: str
     index: int

@@ -3,7 +3,7 @@
 ``GET /v1/models`` proves the server answers and (with ``model`` set) serves the expected model.
 With a ``prompt`` it also asks for a tiny chat completion at temperature 0 with ``max_tokens``
 capped, so a health check can never run up a token bill; an empty reply is degraded, as is a
-reply slower than ``slow_after`` (the seed's 10 s).
+reply slower than ``slow_after`` (10 s by default).
 """
 
 from __future__ import annotations

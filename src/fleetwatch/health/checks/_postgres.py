@@ -10,7 +10,7 @@ from fleetwatch.health._result import Observation
 from fleetwatch.health._status import HealthStatus
 from fleetwatch.health.checks._latency import timed_observation
 
-#: The seed's threshold: a query slower than 1 s is degraded.
+#: A query slower than 1 s is degraded.
 DEFAULT_SLOW_AFTER = 1.0
 #: Connections at or above this share of what ordinary clients may open is degraded: new
 #: clients are about to be refused ("sorry, too many clients already").
@@ -93,7 +93,7 @@ class PostgresCheck:
 class PostgresPoolCheck:
     """Run ``query`` on the application's own asyncpg pool and report its size and idle count.
 
-    The seed's pool check, made honest: the pool is "exhausted" (degraded) when no connection is
+    A pool check that does not cry wolf: the pool is "exhausted" (degraded) when no connection is
     idle and it cannot grow (size == max_size). Then the check reports at once rather than
     queueing behind the application's own work until it times out.
     """

@@ -13,13 +13,13 @@ from fleetwatch.health.checks._latency import timed_observation
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-#: The seed's thresholds: slower than 100 ms, or memory above 90% of maxmemory, is degraded.
+#: Defaults: slower than 100 ms, or memory above 90% of maxmemory, is degraded.
 DEFAULT_SLOW_AFTER = 0.1
 DEFAULT_MEMORY_RATIO = 0.9
 
 
 class RedisCheck:
-    """Check a Redis server the seed's way, without its flaws.
+    """Check a Redis server: reachable, writable, its memory and its latency.
 
     PING, then SET/GET/DEL of a unique key with a short expiry (a crash mid-check leaves nothing
     behind for long); a read-back mismatch is degraded. On a replica (``role:slave``) the write

@@ -1,10 +1,10 @@
 """``system`` check: CPU, memory and disk against thresholds, aware of cgroup v2 limits.
 
 CPU is sampled without blocking: each execution compares CPU time used since the previous one
-(the seed's ``psutil.cpu_percent(interval=1)`` stalled the event loop for a second on every
-check). File reads run in a worker thread. Inside a container with cgroup v2 limits, usage is
-measured against the container's limits, not the host's: a container at 95% of its memory limit
-is about to be OOM-killed even if the host is idle.
+(``psutil.cpu_percent(interval=1)``, the usual call, would stall the event loop for a second
+on every check). File reads run in a worker thread. Inside a container with cgroup v2 limits,
+usage is measured against the container's limits, not the host's: a container at 95% of its
+memory limit is about to be OOM-killed even if the host is idle.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import psutil
 from fleetwatch.health._result import Observation
 from fleetwatch.health._status import HealthStatus
 
-#: The seed's thresholds, in percent.
+#: Default thresholds, in percent.
 DEFAULT_CPU_THRESHOLD = 80.0
 DEFAULT_MEMORY_THRESHOLD = 85.0
 DEFAULT_DISK_THRESHOLD = 90.0
