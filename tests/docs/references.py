@@ -215,7 +215,8 @@ async def _exported() -> dict[str, dict[str, Any]]:
                         "servers": [],
                     },
                 )
-                entry["labels"].update(labels or {k for s in family.samples for k in s.labels})
+                declared = labels or tuple(getattr(family, "_labelnames", ()))
+                entry["labels"].update(declared or {k for s in family.samples for k in s.labels})
                 if server not in entry["servers"]:
                     entry["servers"].append(server)
     await gateway.aclose()
