@@ -3,12 +3,9 @@ and that Prometheus' own linter (``promtool check metrics``) accepts every page.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from typing import Any
 
 import httpx
-import pytest
 
 from fleetwatch.cli._check import health_endpoints_app
 from fleetwatch.discovery import RegistryClient
@@ -17,35 +14,12 @@ from fleetwatch.health.checks import TcpCheck
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm._economy import ProbeGovernor
 from fleetwatch.llm._prometheus import parse_metrics
-from fleetwatch_testing import HttpBackend, spawned
+from fleetwatch_testing import HttpBackend
 from fleetwatch_testing.llama import LlamaServer
+from tests._support.metrics import promtool_accepts, scrape
 from tests.agent.conftest import agent_settings
 from tests.conftest import RunningRegistry, poll_until
 from tests.gateway.conftest import register, routed
-
-PROMTOOL = shutil.which("promtool")
-
-
-async def promtool_accepts(text: str) -> str:
-    """Run ``promtool check metrics`` on a page; its complaints (empty when clean)."""
-    if PROMTOOL is None:  # pragma: no cover - make setup installs Debian's prometheus
-        pytest.fail("promtool is missing: run `make setup` (Debian package prometheus)")
-    async with spawned(
-        PROMTOOL, "check", "metrics",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    ) as process, asyncio.timeout(30):  # fmt: skip
-        out, _ = await process.communicate(text.encode())
-    assert process.returncode == 0, out.decode()
-    return out.decode()
-
-
-async def scrape(url: str) -> str:
-    async with httpx.AsyncClient(timeout=10) as client:
-        reply = await client.get(f"{url}/metrics")
-    assert reply.status_code == 200
-    assert reply.headers["content-type"].startswith("text/plain")
-    return reply.text
 
 
 async def test_registry_metrics_count_changes_and_members(

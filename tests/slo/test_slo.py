@@ -20,8 +20,8 @@ from fleetwatch.registry_api._node import RegistryNode
 from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch.slo import SloObjective, SloTracker
 from fleetwatch_testing import HttpBackend, RedisServer, free_port, spawned
+from tests._support.metrics import promtool_accepts
 from tests.conftest import TOKEN, poll_until
-from tests.observability.test_metrics import promtool_accepts
 
 
 class Clock:

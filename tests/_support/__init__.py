@@ -1,0 +1,1 @@
+"""Helpers shared by test modules (no fixtures here: conftest files hold those)."""
