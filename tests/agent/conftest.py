@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -67,7 +67,7 @@ class RunningAgent:
 
 
 @pytest.fixture
-async def agents() -> AsyncIterator[Callable[[AgentSettings], Any]]:
+async def agents() -> AsyncIterator[Callable[[AgentSettings], Awaitable[RunningAgent]]]:
     """Start agents; every one still running is stopped after the test."""
     running: list[RunningAgent] = []
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -35,7 +35,9 @@ class RunningGateway:
 
 
 @pytest.fixture
-async def gateways(registry: RunningRegistry) -> AsyncIterator[Callable[..., Any]]:
+async def gateways(
+    registry: RunningRegistry,
+) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
     """Start gateways for SERVICE (settings overridable); all closed after the test."""
     stack = contextlib.AsyncExitStack()
 
@@ -53,7 +55,7 @@ async def gateways(registry: RunningRegistry) -> AsyncIterator[Callable[..., Any
 
 
 @pytest.fixture
-async def backends() -> AsyncIterator[Callable[..., Any]]:
+async def backends() -> AsyncIterator[Callable[..., Awaitable[OpenAIBackend]]]:
     """Start OpenAI-compatible test backends in this process; all stopped after the test."""
     stack = contextlib.AsyncExitStack()
 
