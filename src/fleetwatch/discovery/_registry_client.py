@@ -143,13 +143,12 @@ class RegistryClient(AsyncResource):
     ) -> None:
         """An operator's status: ``DRAINING`` or ``MAINTENANCE``, or ``"active"`` to hand the
         instance back to its checks."""
-        value = status if status == "active" else InstanceStatus(status)
-        if value not in OPERATOR_STATUSES and value != "active":
+        if status != "active" and InstanceStatus(status) not in OPERATOR_STATUSES:
             raise ValueError(f"an operator sets draining, maintenance or active, not {status!r}")
         await self._call(
             "PUT",
             f"/v1/services/{service}/instances/{instance_id}/status",
-            json={"status": str(value)},
+            json={"status": str(status)},
         )
 
     async def deregister(self, service: str, instance_id: str, *, tombstone: bool = True) -> bool:
