@@ -1,9 +1,13 @@
 """Two revisions side by side in one run: every numeric headline figure, before and after.
 
-``.venv/bin/python bench/_before_after.py BASE [--benches a,b,...] [--rounds N]`` checks
-``BASE`` out in a temporary git worktree and runs each benchmark ``--quick`` on both trees,
-alternating (before, after, before, after...) so that the machine's noise falls on both
-alike. The median of each figure over the rounds is compared: ``ratio`` is after / before.
+``.venv/bin/python bench/_before_after.py BASE [--benches a,b,...] [--rounds N] [--full]``
+checks ``BASE`` out in a temporary git worktree and runs each benchmark (``--quick`` unless
+``--full``) on both trees, alternating (before, after, before, after...) so that the
+machine's noise falls on both alike. The median of each figure over the rounds is compared:
+``ratio`` is after / before. ``noise`` is how far the before tree's own rounds spread
+(max / min - 1): a ratio outside ±10 % but inside that spread is the machine, not the code.
+The same-run ratios a benchmark reports (gateway / HAProxy, memory / Redis...) are the
+headline ratios: both sides of each share one run's noise.
 The old tree runs from its own sources (``PYTHONPATH``) with this venv's packages. Writes
 ``bench/results/before_after.json`` and ``bench/results/before_after.md``; its last stdout
 line is the JSON, as for every benchmark.
@@ -38,6 +42,8 @@ DEFAULT_BENCHES = (
 )
 #: A ratio outside this band is flagged (the issue's ±10 %).
 TOLERANCE = 0.10
+#: Marks a ratio whose two sides were measured in one run.
+SAME_RUN = "(same-run ratio)"
 
 
 @contextlib.contextmanager
@@ -56,8 +62,8 @@ def worktree(revision: str) -> Iterator[Path]:
         subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, check=False)
 
 
-def run_one(tree: Path, bench: str) -> dict[str, object]:
-    """One ``--quick`` run of ``bench`` in ``tree``; its JSON result."""
+def run_one(tree: Path, bench: str, *, quick: bool) -> dict[str, object]:
+    """One run of ``bench`` in ``tree``; its JSON result."""
     env = dict(os.environ)
     # The tree's own sources come first (before this venv's editable installs).
     sources = [str(tree / "src")] + (
@@ -66,12 +72,12 @@ def run_one(tree: Path, bench: str) -> dict[str, object]:
     env["PYTHONPATH"] = os.pathsep.join(sources)
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, f"bench/{bench}.py", "--quick"],
+        [sys.executable, f"bench/{bench}.py", *(["--quick"] if quick else [])],
         cwd=tree,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
-        timeout=900,
+        timeout=1800,
         check=False,
     )
     lines = [line for line in done.stdout.splitlines() if line.strip()]
@@ -97,10 +103,15 @@ def numeric_headline(result: dict[str, object]) -> dict[str, float]:
                 numbers = [float(part) for part in value.split(" / ")]
                 for n, number in enumerate(numbers):
                     figures[key if len(numbers) == 1 else f"{key} [{n + 1}]"] = number
-    # A ratio measured within one run (both sides under the same noise), where there is one.
+    # Ratios measured within one run (both sides under the same noise): the headline ratios.
+    comparison = result.get("comparison", {})
+    assert isinstance(comparison, dict)
+    for key, value in comparison.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            figures[f"{key} {SAME_RUN}"] = float(value)
     gateway, haproxy = result.get("gateway_rps"), result.get("haproxy_rps")
     if isinstance(gateway, int | float) and isinstance(haproxy, int | float) and haproxy:
-        figures["gateway / HAProxy req/s, same run"] = gateway / haproxy
+        figures[f"gateway / HAProxy req/s (unrounded) {SAME_RUN}"] = gateway / haproxy
     return figures
 
 
@@ -113,34 +124,56 @@ def compare(
         old = statistics.median(run[key] for run in before if key in run)
         new = statistics.median(run[key] for run in after if key in run)
         ratio = new / old if old else (1.0 if new == old else float("inf"))
+        own = [run[key] for run in before if key in run]
+        low, high = min(own), max(own)
+        noise = high / low - 1 if low > 0 else float("inf") if high != low else 0.0
         rows.append(
             {
                 "figure": key,
+                "headline_ratio": key.endswith(SAME_RUN),
                 "before": round(old, 4),
                 "after": round(new, 4),
                 "ratio": round(ratio, 3),
+                "noise": round(noise, 3),
                 "within_10pct": abs(ratio - 1) <= TOLERANCE,
+                "within_noise": abs(ratio - 1) <= max(TOLERANCE, noise),
             }
         )
     return rows
 
 
-def markdown(base: str, head: str, table: dict[str, list[dict[str, object]]]) -> str:
+def markdown(
+    base: str, head: str, mode: str, rounds: int, table: dict[str, list[dict[str, object]]]
+) -> str:
     out = [
         f"# Before / after: `{base}` vs `{head}`",
         "",
-        "Each figure is the median over the rounds, the two trees run alternately in one run "
-        "(`--quick`). Ratio = after / before; outside ±10 % is in bold.",
+        f"Each figure is the median over {rounds} rounds, the two trees run alternately in one "
+        f"run (`{mode}` mode). Ratio = after / before; outside ±10 % is in bold. Noise = the "
+        "before tree's own spread over its rounds (max / min - 1). Headline ratios (same-run "
+        "ratios) have both sides measured in one run.",
         "",
-        "| bench | figure | before | after | ratio |",
-        "|---|---|---|---|---|",
+        "| bench | figure | before | after | ratio | noise |",
+        "|---|---|---|---|---|---|",
     ]
     for bench, rows in table.items():
         for row in rows:
             ratio = f"{row['ratio']}" if row["within_10pct"] else f"**{row['ratio']}**"
+            figure = f"**{row['figure']}**" if row["headline_ratio"] else row["figure"]
             out.append(
-                f"| {bench} | {row['figure']} | {row['before']} | {row['after']} | {ratio} |"
+                f"| {bench} | {figure} | {row['before']} | {row['after']} | {ratio} "
+                f"| {row['noise']} |"
             )
+    rows = [row for rows in table.values() for row in rows]
+    headline = [row for row in rows if row["headline_ratio"]]
+    out += [
+        "",
+        f"- headline ratios within ±10 %: {sum(bool(r['within_10pct']) for r in headline)} "
+        f"of {len(headline)}",
+        f"- all figures within ±10 %: {sum(bool(r['within_10pct']) for r in rows)} of "
+        f"{len(rows)}; within ±10 % or the before tree's own spread: "
+        f"{sum(bool(r['within_noise']) for r in rows)} of {len(rows)}",
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -149,6 +182,7 @@ def main() -> None:
     parser.add_argument("base", help="the revision to compare against (e.g. a commit)")
     parser.add_argument("--benches", default=",".join(DEFAULT_BENCHES))
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--full", action="store_true", help="full mode, not --quick")
     args = parser.parse_args()
     benches = [b for b in args.benches.split(",") if b]
     head = subprocess.run(
@@ -158,14 +192,16 @@ def main() -> None:
         text=True,
         check=True,
     ).stdout.strip()
+    mode = "full" if args.full else "quick"
     table: dict[str, list[dict[str, object]]] = {}
     with worktree(args.base) as old_tree:
         for bench in benches:
             print(f"==> {bench}: {args.rounds} rounds, before and after alternately", flush=True)
             before, after = [], []
             for _ in range(args.rounds):
-                before.append(numeric_headline(run_one(old_tree, bench)))
-                after.append(numeric_headline(run_one(ROOT, bench)))
+                quick = not args.full
+                before.append(numeric_headline(run_one(old_tree, bench, quick=quick)))
+                after.append(numeric_headline(run_one(ROOT, bench, quick=quick)))
             table[bench] = compare(before, after)
     RESULTS.mkdir(exist_ok=True)
     result = {
@@ -173,10 +209,11 @@ def main() -> None:
         "base": args.base,
         "head": head,
         "rounds": args.rounds,
+        "mode": mode,
         "table": table,
     }
     (RESULTS / "before_after.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "before_after.md").write_text(markdown(args.base, head, table))
+    (RESULTS / "before_after.md").write_text(markdown(args.base, head, mode, args.rounds, table))
     print(json.dumps(result))
 
 
