@@ -21,8 +21,8 @@ from fleetwatch.observability import TaskMetrics
 from fleetwatch.registry import Monitor, MonitorSettings
 from fleetwatch.registry.stores import MemoryStore
 from fleetwatch_testing.openai_backend import OpenAIBackend
-from tests.agent.conftest import agent_settings
-from tests.conftest import TOKEN, RunningRegistry
+from tests._support.agents import agent_settings
+from tests._support.registry_node import TOKEN, RunningRegistry
 
 INJECTED = "injected crash"
 

@@ -18,8 +18,8 @@ from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import free_port
 from fleetwatch_testing.llama import LlamaServer
 from fleetwatch_testing.openai_backend import OpenAIBackend
-from tests.agent.conftest import agent_settings, status_of, wait_status
-from tests.conftest import OPS_TOKEN, RunningRegistry
+from tests._support.agents import agent_settings, status_of, wait_status
+from tests._support.registry_node import OPS_TOKEN, RunningRegistry
 
 
 async def test_a_server_that_never_loads_is_unavailable_after_the_startup_grace(

@@ -16,9 +16,9 @@ from fleetwatch.llm._check import GENERATE_CHECK
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import free_port
 from fleetwatch_testing.llama import LlamaServer, llama_server_argv
-from tests.agent.conftest import agent_settings, instance_of, status_of, wait_status
-from tests.conftest import RunningRegistry
-from tests.llm.conftest import Throttle
+from tests._support.agents import agent_settings, instance_of, status_of, wait_status
+from tests._support.llm_servers import Throttle
+from tests._support.registry_node import RunningRegistry
 
 # Needs the machine to itself: agents' llama.cpp servers paused and killed against timing bounds.
 # make test runs it in its one-at-a-time phase.

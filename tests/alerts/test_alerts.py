@@ -21,7 +21,8 @@ from fleetwatch.registry._model import Instance, InstanceStatus
 from fleetwatch.registry_api._node import RegistryNode
 from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch_testing import BackendProcess, free_port
-from tests.conftest import TOKEN, poll_until
+from tests._support.registry_node import TOKEN
+from tests._support.waiting import poll_until
 
 
 class Clock:

@@ -15,7 +15,7 @@ import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch_testing.llama import LlamaServer
-from tests.gateway.conftest import register, routed
+from tests._support.gateways import register, routed
 
 # Needs the machine to itself: a llama.cpp server killed or paused mid-stream, timed.
 # make test runs it in its one-at-a-time phase.

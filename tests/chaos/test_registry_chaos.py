@@ -23,8 +23,9 @@ from fleetwatch.registry_api._node import RegistryNode
 from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch_testing import HttpBackend, RedisServer, SentinelServer, free_port
 from fleetwatch_testing.tcp_proxy import TcpProxy
-from tests.chaos.conftest import RoutedLoad
-from tests.conftest import TOKEN, poll_until, serve_process
+from tests._support.registry_node import TOKEN, serve_process
+from tests._support.routed_load import RoutedLoad
+from tests._support.waiting import poll_until
 
 # Needs the machine to itself: failures injected under load, against timing bounds.
 # make test runs it in its one-at-a-time phase.

@@ -23,8 +23,8 @@ import pytest
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway.recovery import RecoverySettings
 from fleetwatch_testing.llama import LlamaServer
-from tests.conftest import poll_until
-from tests.gateway.conftest import SERVICE, RunningGateway, register, routed
+from tests._support.gateways import SERVICE, RunningGateway, register, routed
+from tests._support.waiting import poll_until
 
 # Needs the machine to itself: llama.cpp servers killed and paused mid-stream.
 pytestmark = pytest.mark.serial

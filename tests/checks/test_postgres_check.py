@@ -10,7 +10,7 @@ import asyncpg
 from fleetwatch.health import CheckSettings, HealthScheduler, HealthStatus, run_check
 from fleetwatch.health.checks import PostgresCheck, PostgresPoolCheck
 from fleetwatch_testing import PostgresServer
-from tests.conftest import wait_for_state
+from tests._support.waiting import wait_for_state
 
 
 async def test_dsn_check_reports_connections(postgres_server: PostgresServer) -> None:

@@ -16,7 +16,7 @@ from fleetwatch.health import (
 )
 from fleetwatch.health.checks import RedisCheck
 from fleetwatch_testing import RedisServer
-from tests.conftest import wait_for_state
+from tests._support.waiting import wait_for_state
 
 
 async def _check_once(url: str, **options: float) -> CheckResult:

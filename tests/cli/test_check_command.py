@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from fleetwatch_testing import HttpBackend, RedisServer, free_port, spawned
-from tests.conftest import poll_until
+from tests._support.waiting import poll_until
 
 
 async def _fleetwatch(*args: str) -> tuple[int, str, str]:

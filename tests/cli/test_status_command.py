@@ -10,7 +10,7 @@ import sys
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch_testing import HttpBackend, free_port, spawned
-from tests.conftest import TOKEN, RunningRegistry
+from tests._support.registry_node import TOKEN, RunningRegistry
 
 
 async def _status(*args: str) -> tuple[int, str, str]:

@@ -14,7 +14,8 @@ from playwright.async_api import Browser, Page, async_playwright
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import BackendProcess
-from tests.conftest import TOKEN, RunningRegistry, poll_until
+from tests._support.registry_node import TOKEN, RunningRegistry
+from tests._support.waiting import poll_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_PRESENT = Path(CHROMIUM).exists()

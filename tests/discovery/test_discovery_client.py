@@ -12,7 +12,7 @@ from fleetwatch.discovery import Change, DiscoveryClient, RegistryClient
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import HttpBackend, free_port
-from tests.conftest import TOKEN, RunningRegistry
+from tests._support.registry_node import TOKEN, RunningRegistry
 
 
 async def _register(api: RegistryClient, name: str, port: int, **body: object) -> None:

@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 
 from fleetwatch.discovery import Registered, RegistryClient, registration
 from fleetwatch_testing import HttpBackend
-from tests.conftest import OPS_TOKEN, TOKEN, RunningRegistry
+from tests._support.registry_node import OPS_TOKEN, TOKEN, RunningRegistry
 
 
 def _registered(

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from fleetwatch.discovery import RegistryClient
-from tests.conftest import poll_until
-from tests.gateway.conftest import SERVICE, register, routed
+from tests._support.gateways import SERVICE, register, routed
+from tests._support.waiting import poll_until
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 

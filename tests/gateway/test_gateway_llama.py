@@ -15,8 +15,9 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm._prometheus import parse_metrics
 from fleetwatch_testing import free_port, spawned
 from fleetwatch_testing.llama import LlamaServer
-from tests.conftest import TOKEN, RunningRegistry, poll_until
-from tests.gateway.conftest import register, routed
+from tests._support.gateways import register, routed
+from tests._support.registry_node import TOKEN, RunningRegistry
+from tests._support.waiting import poll_until
 
 # Needs the machine to itself: llama.cpp servers paused and killed behind the gateway.
 # make test runs it in its one-at-a-time phase.

@@ -12,8 +12,9 @@ from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.registry_api._node import RegistryNode
 from fleetwatch.security._auth import Scope, Token, TokenAuth
-from tests.conftest import TOKEN, poll_until
-from tests.gateway.conftest import SERVICE, register
+from tests._support.gateways import SERVICE, register
+from tests._support.registry_node import TOKEN
+from tests._support.waiting import poll_until
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 

@@ -20,8 +20,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 
 from fleetwatch.discovery import RegistryClient
-from tests.conftest import poll_until
-from tests.gateway.conftest import register, routed
+from tests._support.gateways import register, routed
+from tests._support.waiting import poll_until
 
 STREAMED = {
     "model": "m1",

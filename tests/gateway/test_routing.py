@@ -9,7 +9,7 @@ import httpx
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.routing import RouterSettings
-from tests.gateway.conftest import register, routed
+from tests._support.gateways import register, routed
 
 STREAM = {
     "model": "m1",

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fleetwatch.health import CheckSettings, HealthScheduler, HealthStatus, Observation
-from tests.conftest import wait_for_state
+from tests._support.waiting import wait_for_state
 
 
 class Counting:

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from fleetwatch.http1 import LeanServer
 from fleetwatch.lifecycle._http_limits import HttpLimits
-from tests.conftest import TIGHT_LIMITS, probe_slow_clients, read_until_closed
+from tests._support.slow_clients import TIGHT_LIMITS, probe_slow_clients, read_until_closed
 
 
 class _App:

@@ -19,7 +19,8 @@ import pytest
 from fleetwatch_testing import free_port, spawned
 from fleetwatch_testing.llama import llama_server_argv
 from fleetwatch_testing.ports import port_open
-from tests.conftest import TOKEN, RunningRegistry, poll_until
+from tests._support.registry_node import TOKEN, RunningRegistry
+from tests._support.waiting import poll_until
 
 
 class ForcedFailure(Exception):

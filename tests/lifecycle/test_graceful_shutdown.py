@@ -15,7 +15,8 @@ from fleetwatch.discovery import RegistryClient
 from fleetwatch.lifecycle import InFlight, LlmService, ServiceOptions
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing import HttpBackend, free_port, spawned
-from tests.conftest import TOKEN, RunningRegistry, poll_until
+from tests._support.registry_node import TOKEN, RunningRegistry
+from tests._support.waiting import poll_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llm_api.py"
 

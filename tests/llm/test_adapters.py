@@ -15,7 +15,7 @@ import pytest
 from fleetwatch.llm._adapters import KINDS, LoadSignals, Phase, adapter_for
 from fleetwatch.llm._prometheus import parse_metrics
 from fleetwatch_testing.llama import LlamaServer
-from tests.llm.conftest import fixture_text
+from tests._support.llm_servers import fixture_text
 
 BASE = "http://llm.test"
 

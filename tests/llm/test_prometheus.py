@@ -6,7 +6,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fleetwatch.llm._prometheus import MAX_METRICS_BYTES, MAX_SAMPLES, parse_metrics
-from tests.llm.conftest import fixture_text
+from tests._support.llm_servers import fixture_text
 
 
 def test_reads_a_real_llamacpp_page() -> None:

@@ -16,10 +16,11 @@ from fleetwatch.llm._economy import ProbeGovernor
 from fleetwatch.llm._prometheus import parse_metrics
 from fleetwatch_testing import HttpBackend
 from fleetwatch_testing.llama import LlamaServer
+from tests._support.agents import agent_settings
+from tests._support.gateways import register, routed
 from tests._support.metrics import promtool_accepts, scrape
-from tests.agent.conftest import agent_settings
-from tests.conftest import RunningRegistry, poll_until
-from tests.gateway.conftest import register, routed
+from tests._support.registry_node import RunningRegistry
+from tests._support.waiting import poll_until
 
 
 async def test_registry_metrics_count_changes_and_members(

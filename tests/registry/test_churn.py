@@ -17,7 +17,7 @@ from fleetwatch.registry._monitor import Monitor
 from fleetwatch.registry._store import RegistryStore, consistent_read
 from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import free_port
-from tests.conftest import poll_until
+from tests._support.waiting import poll_until
 
 FLEET = 200
 REMOVALS = frozenset({EventType.DEREGISTERED, EventType.EVICTED})

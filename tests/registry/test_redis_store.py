@@ -12,7 +12,7 @@ from fleetwatch.errors import IndexReset, RegistryUnavailable
 from fleetwatch.registry._model import EventType
 from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import RedisServer
-from tests.registry.conftest import instance
+from tests._support.instances import instance
 
 
 async def _keys(url: str, namespace: str) -> dict[str, int]:

@@ -10,7 +10,7 @@ import redis.asyncio
 from fleetwatch.errors import RegistryUnavailable
 from fleetwatch.registry.stores._redis import RedisStore
 from fleetwatch_testing import RedisServer, SentinelServer
-from tests.registry.conftest import instance
+from tests._support.instances import instance
 
 
 async def test_failover_loses_no_registration() -> None:

@@ -10,7 +10,8 @@ import pytest
 from fleetwatch.errors import IndexReset, InstanceGone
 from fleetwatch.registry._model import EventType, Instance, InstanceStatus
 from fleetwatch.registry._store import CheckRecord, RegistryStore
-from tests.registry.conftest import HISTORY, instance
+from tests._support.instances import instance
+from tests._support.stores import HISTORY
 
 AVAILABLE, MAINTENANCE = InstanceStatus.AVAILABLE, InstanceStatus.MAINTENANCE
 

@@ -11,7 +11,7 @@ import pytest
 
 from fleetwatch.discovery import RegistryClient
 from fleetwatch_testing import HttpBackend, RedisServer, free_port
-from tests.conftest import TOKEN, serve_process
+from tests._support.registry_node import TOKEN, serve_process
 
 # Two registry processes must join, sync and split the checks within seconds: on a machine
 # shared with the parallel phase, the second node missed the window once (one node checked

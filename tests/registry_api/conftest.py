@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -13,19 +12,7 @@ from fleetwatch.registry._registry import Registry
 from fleetwatch.registry.stores import MemoryStore
 from fleetwatch.registry_api import create_app
 from fleetwatch.security._auth import Scope, Token, TokenAuth
-
-TEAM_A = {"Authorization": "Bearer secret-a"}
-TEAM_B = {"Authorization": "Bearer secret-b"}
-OPS = {"Authorization": "Bearer secret-ops"}
-
-
-@dataclass
-class Api:
-    """The running API, a client for it, and the registry behind it."""
-
-    client: httpx.AsyncClient
-    registry: Registry
-    url: str
+from tests._support.registry_api import Api
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fleetwatch.registry._model import InstanceStatus
-from tests.registry_api.conftest import OPS, TEAM_A, TEAM_B, Api
+from tests._support.registry_api import OPS, TEAM_A, TEAM_B, Api
 
 URL = "/v1/services/llm/instances"
 

@@ -13,7 +13,7 @@ from fleetwatch.errors import (
     Unauthorized,
 )
 from fleetwatch.registry_api._errors import status_of
-from tests.conftest import TOKEN, RunningRegistry
+from tests._support.registry_node import TOKEN, RunningRegistry
 
 
 def test_every_mapped_error_goes_to_its_status_and_back() -> None:

@@ -14,8 +14,8 @@ from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.rollout import Rollout
 from fleetwatch.rollout._launcher import alive
 from fleetwatch_testing import spawned
-from tests.conftest import TOKEN, RunningRegistry
-from tests.rollout.conftest import FAST_SERVER, SERVICE, settings, start_fleet
+from tests._support.registry_node import TOKEN, RunningRegistry
+from tests._support.rollouts import FAST_SERVER, SERVICE, settings, start_fleet
 
 
 async def _versions(api: RegistryClient) -> dict[str, str]:

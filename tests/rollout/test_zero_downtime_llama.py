@@ -16,8 +16,8 @@ from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.rollout import Rollout
 from fleetwatch.rollout._launcher import launch
 from fleetwatch_testing.llama import llama_server_template
-from tests.conftest import TOKEN, RunningRegistry
-from tests.rollout.conftest import SERVICE, settings, start_fleet
+from tests._support.registry_node import TOKEN, RunningRegistry
+from tests._support.rollouts import SERVICE, settings, start_fleet
 
 # Needs the machine to itself: llama.cpp servers rolled under load; every failed request counts.
 # make test runs it in its one-at-a-time phase.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from fleetwatch.routing._affinity import Ring, bounded_choice
-from tests.routing.conftest import fleet
+from tests._support.instances import fleet
 
 
 def test_sessions_spread_and_stay_put() -> None:

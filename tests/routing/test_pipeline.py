@@ -25,7 +25,7 @@ from fleetwatch.routing import (
     scorer_weights,
 )
 from fleetwatch.routing._scorers import LatencyScorer, OutstandingScorer, relative
-from tests.routing.conftest import fleet
+from tests._support.instances import fleet
 
 
 def test_filters_keep_model_routable_and_tenant() -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from fleetwatch.routing import PrefixIndex, prompt_blocks, render_prompt
-from tests.routing.conftest import fleet
+from tests._support.instances import fleet
 
 
 def _chat(*contents: str) -> dict[str, object]:

@@ -19,7 +19,8 @@ from starlette.routing import Route
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.lifecycle._http_limits import HttpLimits
 from fleetwatch_testing import free_port, spawned
-from tests.conftest import TIGHT_LIMITS, probe_slow_clients, read_until_closed, serve_process
+from tests._support.registry_node import serve_process
+from tests._support.slow_clients import TIGHT_LIMITS, probe_slow_clients, read_until_closed
 
 
 async def _echo(request: Request) -> JSONResponse:

@@ -9,7 +9,7 @@ import sys
 import httpx
 
 from fleetwatch_testing import free_port, spawned
-from tests.conftest import poll_until
+from tests._support.waiting import poll_until
 
 SECRET = "registry-secret-7f3a9c"
 WRONG = "presented-wrong-secret-51be2d"

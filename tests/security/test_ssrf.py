@@ -13,7 +13,8 @@ from fleetwatch.registry._prober import Prober
 from fleetwatch.security import NetworkPolicy
 from fleetwatch.security._networks import AddressNotAllowed
 from fleetwatch_testing import HttpBackend, free_port, spawned
-from tests.conftest import TOKEN, RunningRegistry, poll_until
+from tests._support.registry_node import TOKEN, RunningRegistry
+from tests._support.waiting import poll_until
 
 
 @pytest.mark.parametrize(

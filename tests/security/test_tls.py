@@ -27,7 +27,8 @@ from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch.security._tls import client_context, shared_client_context
 from fleetwatch_testing import free_port, spawned
 from fleetwatch_testing.openai_backend import OpenAIBackend
-from tests.conftest import TOKEN, poll_until
+from tests._support.registry_node import TOKEN
+from tests._support.waiting import poll_until
 
 
 @pytest.fixture

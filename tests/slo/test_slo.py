@@ -21,7 +21,8 @@ from fleetwatch.security._auth import Scope, Token, TokenAuth
 from fleetwatch.slo import SloObjective, SloTracker
 from fleetwatch_testing import HttpBackend, RedisServer, free_port, spawned
 from tests._support.metrics import promtool_accepts
-from tests.conftest import TOKEN, poll_until
+from tests._support.registry_node import TOKEN
+from tests._support.waiting import poll_until
 
 
 class Clock:

@@ -1,8 +1,14 @@
-"""Instances for routing tests."""
+"""Instances as the registry holds them, for tests that need no registry."""
 
 from __future__ import annotations
 
 from fleetwatch.registry._model import Instance, InstanceStatus
+
+
+def instance(instance_id: str = "a", service: str = "llm", **changes: object) -> Instance:
+    """A minimal instance on loopback."""
+    base = Instance(service=service, instance_id=instance_id, host="127.0.0.1", port=8000)
+    return base.with_changes(**changes) if changes else base
 
 
 def fleet(count: int, **metadata: str) -> list[Instance]:

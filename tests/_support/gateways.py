@@ -1,4 +1,5 @@
-"""A gateway in this process over a real registry and real HTTP backends."""
+"""A gateway in this process over a real registry and real HTTP backends. Its ``gateways``
+and ``backends`` fixtures are loaded for every test folder."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.http1 import LeanServer
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch_testing.openai_backend import OpenAIBackend
-from tests.agent.conftest import wait_status  # noqa: F401 - re-exported for gateway tests
-from tests.conftest import TOKEN, RunningRegistry, poll_until
+from tests._support.registry_node import TOKEN, RunningRegistry
+from tests._support.waiting import poll_until
 
 SERVICE = "llm"
 

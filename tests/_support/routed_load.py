@@ -1,4 +1,4 @@
-"""Chaos tests borrow the gateway fixtures, and share a routed load generator."""
+"""A routed load generator: what a client of the registry sees while a test breaks things."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import httpx
 
 from fleetwatch._async_resource import AsyncResource
 from fleetwatch.discovery import DiscoveryClient
-from tests.gateway.conftest import backends, gateways  # noqa: F401 - fixtures
 
 
 class RoutedLoad(AsyncResource):

@@ -1,4 +1,4 @@
-"""Real llama.cpp servers (SmolLM2-135M) on loopback, and recorded replies of other families."""
+"""Recorded replies of other server families, and a throttle that makes a slow machine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-FIXTURES = Path(__file__).parent / "fixtures"
+#: Replies recorded from real servers, one folder per server family.
+FIXTURES = Path(__file__).parent.parent / "llm" / "fixtures"
 
 
 def fixture_text(kind: str, name: str) -> str:

@@ -1,4 +1,5 @@
-"""Agents in this process, against a real registry and real llama-servers."""
+"""Agents in this process, against a real registry: settings, a running agent, and waits on
+what the registry says of it. Its ``agents`` fixture is loaded for every test folder."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fleetwatch.agent import Agent, AgentSettings, StopReason
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.llm._check import LlmServerSettings
 from fleetwatch.registry._model import Instance, InstanceStatus
-from tests.conftest import TOKEN, RunningRegistry
+from tests._support.registry_node import TOKEN, RunningRegistry
 
 SERVICE = "smol"
 

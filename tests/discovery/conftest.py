@@ -1,1 +1,0 @@
-"""Discovery tests use the registry fixtures of tests/conftest.py."""
