@@ -120,7 +120,7 @@ class Agent:
             version=settings.version or None,
         )
         if child is None and settings.command:
-            child = ChildProcess(settings.command)
+            child = ChildProcess(settings.command, user=settings.run_as)
         self.child = child
         self.metrics_registry = CollectorRegistry()
         HealthMetrics(self.scheduler, self.metrics_registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pwd
 import signal
 from collections.abc import Sequence
 
@@ -16,13 +17,19 @@ log = logging.getLogger("fleetwatch.agent")
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
+def _primary_group(user: str) -> int:
+    return pwd.getpwnam(user).pw_gid
+
+
 class ChildProcess:
     """One launched command. ``exited`` resolves with its exit code the moment it dies."""
 
-    def __init__(self, command: Sequence[str]) -> None:
+    def __init__(self, command: Sequence[str], *, user: str | None = None) -> None:
+        """``user``: run the command as this user (the agent must be root to switch)."""
         if not command:
             raise ValueError("the command to launch is empty")
         self.command = tuple(command)
+        self.user = user
         self._process: asyncio.subprocess.Process | None = None
         self._forwarding: list[signal.Signals] = []
         self.exited: asyncio.Future[int] | None = None
@@ -38,9 +45,16 @@ class ChildProcess:
     async def start(self) -> None:
         """Launch the command (its output goes where the agent's goes)."""
         try:
-            self._process = await asyncio.create_subprocess_exec(*self.command)
-        except OSError as exc:
-            raise FleetwatchError(f"cannot launch {self.command[0]!r}: {exc}") from exc
+            if self.user is None:
+                self._process = await asyncio.create_subprocess_exec(*self.command)
+            else:
+                # Groups too: the user's own, not the agent's (root's) supplementary groups.
+                self._process = await asyncio.create_subprocess_exec(
+                    *self.command, user=self.user, group=_primary_group(self.user), extra_groups=[]
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            as_user = f" as user {self.user!r}" if self.user else ""
+            raise FleetwatchError(f"cannot launch {self.command[0]!r}{as_user}: {exc}") from exc
         loop = asyncio.get_running_loop()
         self.exited = loop.create_future()
         waiter = asyncio.create_task(self._process.wait(), name="fleetwatch.agent.child-wait")

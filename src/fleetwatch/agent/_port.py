@@ -115,7 +115,7 @@ async def start_on_free_port(
     for attempt in range(1, attempts + 1):
         port = choose(host)
         concrete = with_port(settings, port)
-        child = ChildProcess(concrete.command)
+        child = ChildProcess(concrete.command, user=concrete.run_as)
         await child.start()
         try:
             lost = await _lost_port(child, host, port, bind_window)

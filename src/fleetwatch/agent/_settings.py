@@ -45,6 +45,8 @@ class AgentSettings:
     weight: float = 1.0
     #: ``-- COMMAND``: the server to launch and own.
     command: tuple[str, ...] = ()
+    #: Run the command as this user (the agent must be root to switch to it).
+    run_as: str | None = None
     #: The agent's own probe endpoints (the registry's monitor checks the agent there).
     listen_host: str = "127.0.0.1"
     listen_port: int = 0

@@ -101,6 +101,10 @@ def agent_command(
     api_key_env: Annotated[
         str | None, typer.Option(help="Environment variable holding the upstream's API key.")
     ] = None,
+    run_as: Annotated[
+        str | None,
+        typer.Option(help="Run the server as this user (the agent must be root)."),
+    ] = None,
     command: Annotated[
         list[str] | None,
         typer.Argument(help="After --: the server to launch and own.", show_default=False),
@@ -140,6 +144,7 @@ def agent_command(
             metadata=_meta(meta or []),
             weight=weight,
             command=tuple(command or ()),
+            run_as=run_as,
             listen_host=host,
             listen_port=int(port_text),
             tls=server_files(tls_cert, tls_key),

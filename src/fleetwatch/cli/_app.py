@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str, dict[str, bool]]] = {
     "agent": ("fleetwatch.cli._agent", "agent_command", {"allow_interspersed_args": False}),
     "check": ("fleetwatch.cli._check", "check_command", {}),
     "gateway": ("fleetwatch.cli._gateway", "gateway_command", {}),
+    "host": ("fleetwatch.cli._host", "host_command", {}),
+    "hosts": ("fleetwatch.cli._hosts", "hosts_app", {}),
     "rollout": ("fleetwatch.cli._rollout", "rollout_command", {}),
     "serve": ("fleetwatch.cli._registry_node", "serve_command", {}),
     "status": ("fleetwatch.cli._status", "status_command", {}),
@@ -57,6 +59,10 @@ def command(name: str) -> click.Command:
         target = getattr(importlib.import_module(module), function)
     except MissingExtraError as missing:
         target, settings = _needs_extra(missing), {"ignore_unknown_options": True}
+    if isinstance(target, typer.Typer):  # a command with subcommands
+        group = typer.main.get_command(target)
+        group.name = name
+        return group
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     single.command(name, context_settings=settings)(target)
     built = typer.main.get_command(single)

@@ -21,7 +21,13 @@ ca_bundle = "/etc/fleetwatch/ca.pem"  # verify https instances and agents agains
 [[tokens]]
 name = "team-a"
 token_env = "TEAM_A_TOKEN"            # the secret lives in the environment, never here
-scopes = ["register", "read"]
+scopes = ["register", "read"]         # also "deploy" (orders to hosts) and "admin"
+
+[[tokens]]
+name = "host-gpu-07"
+token_env = "HOST_GPU_07_TOKEN"
+scopes = ["host", "register", "read"] # a host token is bound to one host
+host = "gpu-07"
 
 [[slos]]
 service = "llm"
@@ -50,6 +56,8 @@ from fleetwatch.config._alerts import AlertSection, NotifierSection
 from fleetwatch.config._durations import parse_duration
 from fleetwatch.config._validation import Where, validate
 from fleetwatch.errors import ConfigError
+from fleetwatch.registry._model import NAME_PATTERN
+from fleetwatch.security._auth import Token
 from fleetwatch.security._networks import NetworkPolicy
 from fleetwatch.slo._objective import SloObjective
 
@@ -103,7 +111,18 @@ class TokenSection(BaseModel):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     token_env: Annotated[str, Field(min_length=1)]
-    scopes: list[Literal["read", "register", "admin"]]
+    scopes: list[Literal["read", "register", "deploy", "host", "admin"]]
+    #: With the ``host`` scope: the one host this token acts as.
+    host: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _host_scope_is_bound(self) -> TokenSection:
+        if ("host" in self.scopes) != (self.host is not None):
+            raise ValueError(
+                "a token with the 'host' scope names its host (host = \"ID\"), and only such a "
+                "token does"
+            )
+        return self
 
 
 class SloSection(BaseModel):
@@ -184,19 +203,17 @@ class ServeConfig(BaseModel):
             seen.add(token.name)
         return tokens
 
-    def secrets(
-        self, environ: Mapping[str, str] | None = None
-    ) -> list[tuple[str, str, frozenset[str]]]:
-        """(name, secret, scopes) for every token, reading the secrets from the environment."""
+    def secrets(self, environ: Mapping[str, str] | None = None) -> list[Token]:
+        """Every configured token, its secret read from the environment."""
         env = os.environ if environ is None else environ
-        found: list[tuple[str, str, frozenset[str]]] = []
+        found: list[Token] = []
         for token in self.tokens:
             secret = env.get(token.token_env)
             if not secret:
                 raise ConfigError(
                     f"token {token.name!r}: environment variable {token.token_env} is not set"
                 )
-            found.append((token.name, secret, frozenset(token.scopes)))
+            found.append(Token(token.name, secret, frozenset(token.scopes), host_id=token.host))
         return found
 
 

@@ -9,8 +9,11 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from fleetwatch.hosts._memory import MemoryHostStore
+from fleetwatch.hosts._store import HostStore
 from fleetwatch.registry._registry import Registry
 from fleetwatch.registry_api import _routes_discovery as routes_discovery
+from fleetwatch.registry_api import _routes_hosts as routes_hosts
 from fleetwatch.registry_api import _routes_instances as routes_instances
 from fleetwatch.registry_api._errors import install_handlers
 from fleetwatch.registry_api._limits import BodyLimit
@@ -24,11 +27,13 @@ def create_app(
     registry: Registry,
     auth: TokenAuth,
     *,
+    hosts: HostStore | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> ASGIApp:
-    """The registry API over ``registry``, guarded by ``auth``, bodies capped at a size."""
+    """The registry API over ``registry`` (and ``hosts``: an embedded one if not given),
+    guarded by ``auth``, bodies capped at a size."""
     app = FastAPI(
         title="fleetwatch registry",
         version="1",
@@ -37,8 +42,10 @@ def create_app(
     )
     app.state.registry = registry
     app.state.auth = auth
+    app.state.hosts = hosts if hosts is not None else MemoryHostStore()
     install_handlers(app)
     app.include_router(routes_instances.router)
     app.include_router(routes_discovery.router)
+    app.include_router(routes_hosts.router)
     app.router.routes.extend(extra_routes)
     return BodyLimit(app, max_body_bytes)

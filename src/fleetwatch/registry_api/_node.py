@@ -29,6 +29,8 @@ from fleetwatch.health import (
     HealthStatus,
     Observation,
 )
+from fleetwatch.hosts._open import open_host_store
+from fleetwatch.hosts._store import HostStore
 from fleetwatch.lifecycle._http_limits import HttpLimits
 from fleetwatch.observability._metrics import (
     HealthMetrics,
@@ -44,7 +46,7 @@ from fleetwatch.registry._store import RegistryStore
 from fleetwatch.registry_api._app import create_app
 from fleetwatch.registry_api._errors import status_of
 from fleetwatch.registry_api._node_metrics import follow_changes, refresh, timed_discovery
-from fleetwatch.security._auth import Scope, Token, TokenAuth
+from fleetwatch.security._auth import Scope, TokenAuth
 from fleetwatch.security._networks import NetworkPolicy
 from fleetwatch.slo import SloTracker
 
@@ -83,11 +85,16 @@ class RegistryNode:
         store_url: str | None = None,
         auth: TokenAuth | None = None,
         store: RegistryStore | None = None,
+        hosts: HostStore | None = None,
     ) -> None:
         self.config = config
         registry_config = config.registry
-        self.store = store or open_store(
-            store_url or registry_config.store, namespace=registry_config.namespace
+        url = store_url or registry_config.store
+        self.store = store or open_store(url, namespace=registry_config.namespace)
+        #: Hosts and their orders, in the same store as the instances.
+        self.hosts = hosts or open_host_store(
+            "memory" if store is not None and store_url is None else url,
+            namespace=registry_config.namespace,
         )
         policy = NetworkPolicy(registry_config.allowed_networks)
         self.registry = Registry(self.store, tombstone_s=registry_config.tombstone, policy=policy)
@@ -138,7 +145,7 @@ class RegistryNode:
         HealthMetrics(self.health, self.metrics_registry)
         TaskMetrics(self.metrics_registry)
         if auth is None:
-            tokens = [Token(name, secret, scopes) for name, secret, scopes in config.secrets()]
+            tokens = config.secrets()
             auth = TokenAuth.from_environment(tokens, open_reads=registry_config.open_reads)
         self.auth = auth
 
@@ -178,6 +185,7 @@ class RegistryNode:
                 # Last: the monitor still talks to the store while it stops (it leaves the
                 # node list), so the store closes after it.
                 await self.store.aclose()
+                await self.hosts.aclose()
 
         async def monitor_status(request: Request) -> JSONResponse:
             try:
@@ -254,6 +262,7 @@ class RegistryNode:
         app = create_app(
             self.registry,
             self.auth,
+            hosts=self.hosts,
             max_body_bytes=self.config.registry.max_body_bytes,
             lifespan=lifespan,
             extra_routes=routes,

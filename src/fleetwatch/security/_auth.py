@@ -21,8 +21,17 @@ class Scope:
 
     READ = "read"
     REGISTER = "register"
+    #: Write orders to hosts (and deployments).
+    DEPLOY = "deploy"
+    #: Be one host: report it, read its own orders, report on them. A token with this scope
+    #: is bound to one host id.
+    HOST = "host"
     ADMIN = "admin"
-    ALL = frozenset({READ, REGISTER, ADMIN})
+    #: What a token with every scope holds. ``host`` is not in it: a host token is bound to
+    #: one host, so it is given on purpose.
+    ALL = frozenset({READ, REGISTER, DEPLOY, ADMIN})
+    #: Every scope a configuration may name.
+    KNOWN = frozenset({READ, REGISTER, DEPLOY, HOST, ADMIN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +41,8 @@ class Principal:
     name: str
     scopes: frozenset[str] = field(default_factory=frozenset)
     authenticated: bool = True
+    #: The one host a ``host`` token acts as (None for any other token).
+    host_id: str | None = None
 
     @property
     def admin(self) -> bool:
@@ -54,6 +65,25 @@ class Principal:
                 f"{', '.join(sorted(self.scopes)) or 'none'}"
             )
 
+    def require_host(self, host_id: str, what: str) -> None:
+        """Raise Forbidden unless the caller may act as host ``host_id``: a host token bound
+        to it, or an admin."""
+        if self.admin:
+            return
+        self.require(Scope.HOST, what)
+        if self.host_id != host_id:
+            raise Forbidden(
+                f"{what}: {self.name!r} is the token of host {self.host_id!r}, not {host_id!r}"
+            )
+
+    def require_not_other_host(self, host_id: str, what: str) -> None:
+        """Raise Forbidden when the caller is a host token bound to another host: a host
+        sees only its own orders."""
+        if self.host_id is not None and self.host_id != host_id and not self.admin:
+            raise Forbidden(
+                f"{what}: {self.name!r} is the token of host {self.host_id!r}, not {host_id!r}"
+            )
+
 
 ANONYMOUS = Principal("anonymous", authenticated=False)
 
@@ -65,6 +95,15 @@ class Token:
     name: str
     secret: str
     scopes: frozenset[str]
+    #: For a token with the ``host`` scope: the host it is bound to.
+    host_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if (Scope.HOST in self.scopes) != (self.host_id is not None):
+            raise ValueError(
+                f"token {self.name!r}: the host scope and a host id go together "
+                "(a host token is bound to exactly one host)"
+            )
 
 
 class TokenAuth:
@@ -109,7 +148,7 @@ class TokenAuth:
                 found = token
         if found is None:
             raise Unauthorized("the bearer token is not valid")
-        return Principal(found.name, found.scopes)
+        return Principal(found.name, found.scopes, host_id=found.host_id)
 
 
 #: Any client may call: the gateway has no tokens.

@@ -20,16 +20,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from fleetwatch._cancellation import keep_cancellation
 from fleetwatch._extras import missing_extra
-from fleetwatch.errors import Forbidden, IndexReset, InstanceGone, RegistryUnavailable
+from fleetwatch.errors import Forbidden, IndexReset, InstanceGone
 from fleetwatch.registry._model import NOTICE_KEY, Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry._store import DEFAULT_HISTORY, CheckRecord
 from fleetwatch.registry.stores import _redis_scripts as scripts
-from fleetwatch.registry.stores._redis_connect import SENTINEL_SCHEME, client_factory
+from fleetwatch.registry.stores._redis_connect import SENTINEL_SCHEME, client_factory, translated
 
 try:
     from redis.exceptions import RedisError
@@ -54,20 +54,6 @@ def _field(service: str, instance_id: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@contextlib.asynccontextmanager
-async def _translated(what: str) -> AsyncIterator[None]:
-    """Redis errors as RegistryUnavailable naming ``what``; a cancel redis-py lost, raised."""
-    try:
-        with keep_cancellation():
-            yield
-    except RedisError as exc:
-        raise RegistryUnavailable(
-            f"Redis store: {what} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    except OSError as exc:
-        raise RegistryUnavailable(f"Redis store: {what} failed: {exc}") from exc
 
 
 class RedisStore:
@@ -118,12 +104,12 @@ class RedisStore:
         return f"{self._tag}:svc:{service}"
 
     async def now(self) -> float:
-        async with _translated("TIME"):
+        async with translated("TIME"):
             seconds, micros = await self._client.time()
         return float(seconds) + float(micros) / 1e6
 
     async def index(self) -> int:
-        async with _translated("GET index"):
+        async with translated("GET index"):
             value = await self._client.get(self._k["index"])
         return int(value or 0)
 
@@ -131,7 +117,7 @@ class RedisStore:
         k = self._k
         field = _field(*instance.key)
         payload = json.dumps(instance.to_dict())
-        async with _translated(f"register {field}"):
+        async with translated(f"register {field}"):
             reply = await self._scripts["upsert"](
                 keys=[k["inst"], k["lease"], k["tomb"], k["index"], k["events"],
                       self._svc(instance.service), k["services"]],
@@ -171,7 +157,7 @@ class RedisStore:
 
     async def renew(self, service: str, instance_id: str) -> Instance | None:
         field = _field(service, instance_id)
-        async with _translated(f"heartbeat {field}"):
+        async with translated(f"heartbeat {field}"):
             reply = await self._scripts["renew"](
                 keys=[self._k["inst"], self._k["lease"], self._k["tomb"]], args=[field]
             )
@@ -201,7 +187,7 @@ class RedisStore:
                 }
             )
         allowed = ",".join(sorted(s.value for s in only_from)) if only_from else ""
-        async with _translated(f"set status of {field}"):
+        async with translated(f"set status of {field}"):
             reply = await self._scripts["set_status"](
                 keys=[self._k["inst"], self._k["index"], self._k["events"], self._k["lease"]],
                 args=[
@@ -245,7 +231,7 @@ class RedisStore:
     ) -> Event | None:
         k = self._k
         field = _field(service, instance_id)
-        async with _translated(f"remove {field}"):
+        async with translated(f"remove {field}"):
             reply = await self._scripts["remove"](
                 keys=[k["inst"], k["lease"], k["tomb"], k["index"], k["events"],
                       self._svc(service), k["services"], k["load"]],
@@ -280,7 +266,7 @@ class RedisStore:
         )
 
     async def lapsed(self) -> list[tuple[str, str]]:
-        async with _translated("find lapsed leases"):
+        async with translated("find lapsed leases"):
             fields = await self._scripts["lapsed"](keys=[self._k["lease"]], args=[10_000])
         pairs = [_text(f).split("/", 1) for f in fields]
         return [(p[0], p[1]) for p in pairs if len(p) == 2]
@@ -296,12 +282,12 @@ class RedisStore:
         )
 
     async def get(self, service: str, instance_id: str) -> Instance | None:
-        async with _translated("HGET instance"):
+        async with translated("HGET instance"):
             raw = await self._client.hget(self._k["inst"], _field(service, instance_id))
         return Instance.from_dict(json.loads(raw)) if raw else None
 
     async def instances(self, service: str | None = None) -> list[Instance]:
-        async with _translated("read instances"):
+        async with translated("read instances"):
             if service is not None:
                 ids = sorted(_text(i) for i in await self._client.smembers(self._svc(service)))
                 if not ids:
@@ -316,7 +302,7 @@ class RedisStore:
         return sorted(found, key=lambda i: i.key)
 
     async def events_after(self, index: int, limit: int = 1000) -> list[Event]:
-        async with _translated("read events"):
+        async with translated("read events"):
             current = await self.index()
             if index > current:
                 raise IndexReset(
@@ -414,7 +400,7 @@ class RedisStore:
                     await blocking.aclose()
 
     async def put_load(self, service: str, instance_id: str, load: Mapping[str, float]) -> None:
-        async with _translated("write load"):
+        async with translated("write load"):
             await self._scripts["put_load"](
                 keys=[self._k["inst"], self._k["load"]],
                 args=[_field(service, instance_id), json.dumps(dict(load))],
@@ -426,7 +412,7 @@ class RedisStore:
     async def add_sli(self, service: str, minute: int, counts: Mapping[str, float]) -> None:
         key = self._sli_key(service)
         async with (
-            _translated("write SLO history"),
+            translated("write SLO history"),
             self._client.pipeline(transaction=False) as pipe,
         ):
             for name, value in counts.items():
@@ -434,7 +420,7 @@ class RedisStore:
             await pipe.execute()
 
     async def sli_minutes(self, service: str, since: int) -> dict[int, dict[str, float]]:
-        async with _translated("read SLO history"):
+        async with translated("read SLO history"):
             raw = await self._client.hgetall(self._sli_key(service))
         buckets: dict[int, dict[str, float]] = {}
         for field, value in raw.items():
@@ -446,7 +432,7 @@ class RedisStore:
 
     async def trim_sli(self, service: str, before: int) -> None:
         key = self._sli_key(service)
-        async with _translated("trim SLO history"):
+        async with translated("trim SLO history"):
             fields = [
                 f for f in await self._client.hkeys(key) if int(_text(f).partition(":")[0]) < before
             ]
@@ -454,7 +440,7 @@ class RedisStore:
                 await self._client.hdel(key, *fields)
 
     async def loads(self, service: str) -> dict[str, dict[str, float]]:
-        async with _translated("read load"):
+        async with translated("read load"):
             ids = sorted(_text(i) for i in await self._client.smembers(self._svc(service)))
             if not ids:
                 return {}
@@ -463,7 +449,7 @@ class RedisStore:
 
     async def note(self, kind: EventType, reason: str) -> Event:
         field = _field(*NOTICE_KEY)
-        async with _translated("record a notice"):
+        async with translated("record a notice"):
             reply = await self._scripts["note"](
                 keys=[self._k["index"], self._k["events"]],
                 args=[kind.value, field, reason, self._history],
@@ -471,21 +457,21 @@ class RedisStore:
         return Event(int(reply[0]), kind, *NOTICE_KEY, int(reply[1]) / 1000, None, None, reason)
 
     async def node_heartbeat(self, node_id: str, ttl: float) -> list[str]:
-        async with _translated("node heartbeat"):
+        async with translated("node heartbeat"):
             nodes = await self._scripts["node_heartbeat"](
                 keys=[self._k["nodes"]], args=[node_id, int(ttl * 1000)]
             )
         return sorted(_text(n) for n in nodes)
 
     async def node_leave(self, node_id: str) -> None:
-        async with _translated("node leave"):
+        async with translated("node leave"):
             await self._client.zrem(self._k["nodes"], node_id)
 
     async def orphans(self) -> list[str]:
         """Entries pointing at an instance that is gone (``index``, ``lease``, ``load``), empty
         services, and instances their service does not list: always empty unless the store was
         damaged. Checked in one script, so it is consistent while nodes write."""
-        async with _translated("orphan check"):
+        async with translated("orphan check"):
             keys = [self._k["inst"], self._k["lease"], self._k["load"], self._k["services"]]
             found = await self._scripts["orphans"](keys=keys, args=[f"{self._tag}:svc:"])
         return [str(entry) for entry in found]

@@ -6,11 +6,13 @@ is the primary and follows a failover: after one, new connections go to the prom
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
+from fleetwatch._cancellation import keep_cancellation
 from fleetwatch._extras import missing_extra
-from fleetwatch.errors import ConfigError
+from fleetwatch.errors import ConfigError, RegistryUnavailable
 
 try:
     import redis.asyncio as aioredis
@@ -18,8 +20,23 @@ try:
     from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
     from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
 except ImportError as error:
     raise missing_extra("redis", "the Redis store (--store redis://...)") from error
+
+
+@contextlib.asynccontextmanager
+async def translated(what: str) -> AsyncIterator[None]:
+    """Redis errors as RegistryUnavailable naming ``what``; a cancel redis-py lost, raised."""
+    try:
+        with keep_cancellation():
+            yield
+    except RedisError as exc:
+        raise RegistryUnavailable(
+            f"Redis store: {what} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    except OSError as exc:
+        raise RegistryUnavailable(f"Redis store: {what} failed: {exc}") from exc
 
 
 class Connector:

@@ -1,0 +1,119 @@
+"""The embedded host store: hosts and order feeds in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fleetwatch.errors import Conflict
+from fleetwatch.hosts._model import Host, Order, OrderState
+from fleetwatch.hosts._store import DEFAULT_ORDER_HISTORY, trimmed
+
+
+class _Feed:
+    """One host's orders and the index of its feed."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, Order] = {}
+        self.index = 0
+        self.changed = asyncio.Event()
+
+    def bump(self) -> int:
+        self.index += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+        return self.index
+
+
+class MemoryHostStore:
+    """A :class:`~fleetwatch.hosts.HostStore` in dictionaries."""
+
+    def __init__(self, *, order_history: int = DEFAULT_ORDER_HISTORY) -> None:
+        self._hosts: dict[str, Host] = {}
+        self._feeds: dict[str, _Feed] = {}
+        self._history = order_history
+
+    def _feed(self, host_id: str) -> _Feed:
+        return self._feeds.setdefault(host_id, _Feed())
+
+    async def now(self) -> float:
+        return time.time()
+
+    async def put_host(self, host: Host, ttl: float) -> Host:
+        now = time.time()
+        known = self._hosts.get(host.host_id)
+        stored = host.with_changes(
+            cordoned=known.cordoned if known else False, heartbeat_at=now, expires_at=now + ttl
+        )
+        self._hosts[host.host_id] = stored
+        return stored
+
+    async def host(self, host_id: str) -> Host | None:
+        return self._hosts.get(host_id)
+
+    async def hosts(self) -> list[Host]:
+        return [self._hosts[h] for h in sorted(self._hosts)]
+
+    async def set_cordon(self, host_id: str, cordoned: bool) -> Host | None:
+        known = self._hosts.get(host_id)
+        if known is None:
+            return None
+        self._hosts[host_id] = known.with_changes(cordoned=cordoned)
+        return self._hosts[host_id]
+
+    async def add_order(self, order: Order) -> tuple[Order, bool]:
+        feed = self._feed(order.host_id)
+        known = feed.orders.get(order.order_id)
+        if known is not None:
+            if not known.same_request(order):
+                raise Conflict(f"order id {order.order_id!r} is taken by a different order")
+            return known, False
+        now = time.time()
+        stored = order.with_changes(
+            state=OrderState.PENDING, created_at=now, updated_at=now, index=feed.bump()
+        )
+        feed.orders[order.order_id] = stored
+        for old in trimmed(list(feed.orders.values()), self._history):
+            del feed.orders[old]
+        return stored, True
+
+    async def report(
+        self, host_id: str, order_id: str, state: OrderState, reason: str, instance_id: str
+    ) -> Order | None:
+        feed = self._feed(host_id)
+        known = feed.orders.get(order_id)
+        if known is None:
+            return None
+        stored = known.with_changes(
+            state=state,
+            reason=reason,
+            instance_id=instance_id or known.instance_id,
+            updated_at=time.time(),
+            index=feed.bump(),
+        )
+        feed.orders[order_id] = stored
+        return stored
+
+    async def orders(self, host_id: str, after: int = 0) -> tuple[int, list[Order]]:
+        feed = self._feed(host_id)
+        changed = sorted((o for o in feed.orders.values() if o.index > after), key=_by_index)
+        return feed.index, changed
+
+    async def wait_for_orders(self, host_id: str, index: int, within: float) -> int:
+        feed = self._feed(host_id)
+        if feed.index != index:
+            return feed.index  # newer, or older: the store restarted and the host resyncs
+        try:
+            async with asyncio.timeout(within):
+                while feed.index <= index:
+                    await feed.changed.wait()
+        except TimeoutError:
+            pass
+        return feed.index
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _by_index(order: Order) -> int:
+    return order.index

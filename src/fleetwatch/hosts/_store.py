@@ -1,0 +1,66 @@
+"""What the registry keeps for hosts: their records, and each host's own feed of orders.
+
+The order feed is apart from the instance change feed (its own index per host), so discovery
+watchers never wake for orders and a host wakes only for its own.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fleetwatch.hosts._model import Host, Order, OrderState
+
+#: Finished orders a host's feed keeps (the newest); older finished ones are forgotten.
+DEFAULT_ORDER_HISTORY = 200
+
+
+class HostStore(Protocol):
+    """Hosts, and the orders of each host with the index of its feed."""
+
+    async def put_host(self, host: Host, ttl: float) -> Host:
+        """Record a host's report; it holds for ``ttl`` seconds. The cordon is kept as
+        stored (an operator sets it, not the host)."""
+        ...
+
+    async def host(self, host_id: str) -> Host | None: ...
+
+    async def hosts(self) -> list[Host]:
+        """Every host ever reported, sorted by id (a lapsed one too: it shows as down)."""
+        ...
+
+    async def set_cordon(self, host_id: str, cordoned: bool) -> Host | None:
+        """Cordon or uncordon; None if the host is unknown."""
+        ...
+
+    async def add_order(self, order: Order) -> tuple[Order, bool]:
+        """Store a new order, or return the one already stored under its id: (order, created).
+
+        Raises :class:`~fleetwatch.errors.Conflict` when the id is taken by a different order.
+        """
+        ...
+
+    async def report(
+        self, host_id: str, order_id: str, state: OrderState, reason: str, instance_id: str
+    ) -> Order | None:
+        """A host's progress on one of its orders; None if there is no such order."""
+        ...
+
+    async def orders(self, host_id: str, after: int = 0) -> tuple[int, list[Order]]:
+        """The feed's index, and the orders changed after index ``after``, oldest change first."""
+        ...
+
+    async def wait_for_orders(self, host_id: str, index: int, within: float) -> int:
+        """The feed's index once it exceeds ``index``, or after ``within`` seconds."""
+        ...
+
+    async def now(self) -> float:
+        """The store's clock (host leases run on it)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def trimmed(orders: list[Order], keep: int) -> list[str]:
+    """The ids of finished orders beyond the newest ``keep`` finished: what to forget."""
+    finished = sorted((o for o in orders if o.state.finished), key=lambda o: o.index)
+    return [o.order_id for o in finished[: max(0, len(finished) - keep)]]
