@@ -16,6 +16,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # The dashboard is tested in a real headless Chromium (driven by Playwright, no download).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Host-agent tests simulate machines with network namespaces and veth pairs (ip netns).
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 if ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     missing+=(python3 python3-venv python3-dev)

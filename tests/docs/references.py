@@ -27,6 +27,7 @@ from fleetwatch.agent import Agent, AgentSettings
 from fleetwatch.cli._app import COMMANDS
 from fleetwatch.config._checks import CHECK_TYPES
 from fleetwatch.config._durations import parse_duration
+from fleetwatch.config._host import HostSection, ParamSection, ProfileSection
 from fleetwatch.config._loader import AggregationConfig, ServiceConfig
 from fleetwatch.config._recovery import RecoverySection
 from fleetwatch.config._registry import ServeConfig
@@ -45,6 +46,10 @@ from fleetwatch.security import TokenAuth
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference"
 
 
+#: ``fleetwatch hosts`` has subcommands: each gets its own section.
+HOSTS_SUBCOMMANDS = ("start", "stop", "orders", "cordon", "uncordon", "drain")
+
+
 def cli_page() -> str:
     """Every command's ``--help``, as a terminal 100 columns wide prints it."""
     env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
@@ -55,8 +60,8 @@ def cli_page() -> str:
         "it differs from what `fleetwatch COMMAND --help` prints.",
         "",
     ]
-    for name in ["", *COMMANDS]:
-        argv = [sys.executable, "-m", "fleetwatch", *([name] if name else []), "--help"]
+    for name in ["", *COMMANDS, *(f"hosts {sub}" for sub in HOSTS_SUBCOMMANDS)]:
+        argv = [sys.executable, "-m", "fleetwatch", *name.split(), "--help"]
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=True)
         out += [f"## `fleetwatch {name}`" if name else "## `fleetwatch`"]
         text = "\n".join(line.rstrip() for line in done.stdout.strip("\n").splitlines())
@@ -133,6 +138,13 @@ def configuration_page() -> str:
         annotation = field.annotation
         model = getattr(annotation, "__args__", (annotation,))[0]
         table = f"[[{name}]]" if "list" in str(annotation) else f"[{name}]"
+        out += [f"### `{table}`", "", (model.__doc__ or "").strip(), "", *_table(model), ""]
+    out += ["## Host configuration (`fleetwatch host --config`)", ""]
+    for table, model in (
+        ("[host]", HostSection),
+        ("[[profiles]]", ProfileSection),
+        ("[profiles.params] entries", ParamSection),
+    ):
         out += [f"### `{table}`", "", (model.__doc__ or "").strip(), "", *_table(model), ""]
     out += ["## Gateway configuration (`fleetwatch gateway --config`)", ""]
     for table, model in (("[router]", RouterSection), ("[recovery]", RecoverySection)):

@@ -98,11 +98,13 @@ class SimulatedHosts:
                 self._make_namespaces()
                 self.mode = "netns"
             except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
-                self.reason = str(getattr(exc, "stderr", "") or exc).strip()
+                self.reason = f"(namespaces refused: {getattr(exc, 'stderr', '') or exc})".strip()
                 self._remove()
                 self.hosts = []
+        elif not self.allow_namespaces:
+            self.reason = "(namespaces not asked for)"
         else:
-            self.reason = "not root, or no ip command"
+            self.reason = "(not root, or no ip command)"
         if not self.hosts:
             self.hosts = [
                 SimulatedHost(n, f"127.0.0.{n + 2}", "127.0.0.1", None) for n in range(self.count)

@@ -273,6 +273,7 @@ class OpenAIBackend(AppServer):
 def main() -> None:
     parser = argparse.ArgumentParser(description="a fast OpenAI-compatible test server")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--model", default="test-model")
     parser.add_argument("--tokens", type=int, default=4)
     parser.add_argument("--token-delay", type=float, default=0.0)
@@ -282,7 +283,7 @@ def main() -> None:
         model=args.model, tokens=args.tokens, token_delay=args.token_delay, mode=args.mode
     )
     uvicorn.run(
-        openai_app(state), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+        openai_app(state), host=args.host, port=args.port, log_level="warning", access_log=False
     )
 
 

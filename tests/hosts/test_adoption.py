@@ -1,0 +1,68 @@
+"""Adoption trusts a record only for the very process it names: same pid and same start time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from fleetwatch.hosts._local import InstanceTable, LocalInstance
+
+
+def test_a_live_process_is_adopted_and_a_reused_pid_is_not(tmp_path: Path) -> None:
+    """A record whose pid runs with its start time is adopted; the same pid with another start
+    time (the kernel reused it) is dropped, and its record removed."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        started = psutil.Process(sleeper.pid).create_time()
+        table = InstanceTable(tmp_path)
+        table.record(LocalInstance("real", "llm", pid=sleeper.pid, create_time=started))
+        table.record(LocalInstance("reused", "llm", pid=sleeper.pid, create_time=started - 100))
+        fresh = InstanceTable(tmp_path)
+        adopted, gone = fresh.adopt()
+        assert [i.instance_id for i in adopted] == ["real"]
+        assert [i.instance_id for i in gone] == ["reused"]
+        assert sorted(p.stem for p in (tmp_path / "instances").glob("*.json")) == ["real"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_record_from_an_older_version_is_read(tmp_path: Path) -> None:
+    """A record with fields this version does not know, and without some it writes, is read."""
+    table = InstanceTable(tmp_path)
+    (table.records / "old.json").write_text(
+        json.dumps(
+            {
+                "instance_id": "old",
+                "service": "llm",
+                "pid": 1,
+                "create_time": 0.0,
+                "fleetwatch_version": "0.0.1",
+                "retired_field": True,
+            }
+        )
+    )
+    _, gone = table.adopt()
+    assert [(i.instance_id, i.fleetwatch_version) for i in gone] == [("old", "0.0.1")]
+
+
+def test_a_record_written_before_its_spawn_finds_the_agent_by_its_instance_id(
+    tmp_path: Path,
+) -> None:
+    """A daemon killed between writing a record (pid 0) and the spawn finds the agent again
+    by ``--instance-id`` on its command line."""
+    agent = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "agent", "--instance-id", "mid"]
+    )
+    try:
+        table = InstanceTable(tmp_path)
+        table.record(LocalInstance("mid", "llm", order_id="o-1"))
+        adopted, _ = InstanceTable(tmp_path).adopt()
+        assert [(i.instance_id, i.pid) for i in adopted] == [("mid", agent.pid)]
+    finally:
+        agent.kill()
+        agent.wait()

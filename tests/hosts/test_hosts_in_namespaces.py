@@ -1,0 +1,440 @@
+"""Three hosts in network namespaces, each running `fleetwatch host`, the registry and the
+gateway in the root namespace: orders start real servers where they should, refused orders
+start nothing, a killed daemon drops no request and adopts its instances again, and a host is
+cordoned and drained. Where namespaces cannot be made (or with FLEETWATCH_TEST_NETNS=0), each
+host gets a loopback address of its own, and the output says which mode ran."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from fleetwatch.errors import Conflict
+from fleetwatch.gateway import Gateway, GatewaySettings
+from fleetwatch.hosts import Order, OrderAction, OrderState
+from fleetwatch.hosts._client import HostsClient
+from fleetwatch.http1 import LeanServer
+from fleetwatch.registry import InstanceStatus
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama import ensure_llama_server, ensure_model
+from fleetwatch_testing.netns import SimulatedHost, SimulatedHosts
+from tests._support.registry_node import TOKEN
+from tests._support.rollouts import Traffic
+
+pytestmark = pytest.mark.serial  # namespaces and real servers: one module at a time
+
+LLAMA, FAST, STATIC = "smol", "fast", "static"
+#: The agent settings every profile runs with: quick leases and drains.
+AGENT_ARGS = ["--ttl", "3s", "--propagation-delay", "500ms", "--drain-timeout", "20s"]
+
+
+def _host_token(n: int) -> str:
+    return f"host-secret-{n}"
+
+
+def _serve_config(path: Path, hosts: int) -> Path:
+    tokens = "".join(
+        f'[[tokens]]\nname = "h{n}"\ntoken_env = "FW_TEST_HOST{n}"\n'
+        f'scopes = ["host", "register", "read"]\nhost = "h{n}"\n\n'
+        for n in range(hosts)
+    )
+    path.write_text(tokens)
+    return path
+
+
+def _host_config(tmp: Path, host: SimulatedHost, registry_port: int) -> Path:
+    """h<N>'s host.toml: three profiles (fast test server, llama.cpp, a static server)."""
+    model = ensure_model()
+    llama = [
+        str(ensure_llama_server()), "-m", "{model}", "-c", "{ctx}", "--alias", "smol",
+        "--host", "{address}", "--port", "{port}", "--threads", "1", "--parallel", "2",
+        "--metrics", "--slots", "--no-webui",
+    ]  # fmt: skip
+    fast = [
+        sys.executable, "-m", "fleetwatch_testing.openai_backend", "--host", "{address}",
+        "--port", "{port}", "--tokens", "{tokens}", "--token-delay", "0.01",
+    ]  # fmt: skip
+    static = ["/usr/bin/python3", "-m", "http.server", "--bind", "{address}", "{port}"]
+    config = {
+        "state": str(tmp / f"h{host.number}"),
+        "registry": f"http://{host.root_address}:{registry_port}",
+    }
+    text = f"""
+[host]
+id = "h{host.number}"
+address = "{host.address}"
+registry = "{config["registry"]}"
+token_env = "FW_TEST_HOST{host.number}"
+labels = {{ zone = "z{host.number}" }}
+capacity = 3
+state_dir = "{config["state"]}"
+ttl = "3s"
+
+[[profiles]]
+name = "fast"
+command = {json.dumps(fast)}
+agent_args = {json.dumps(AGENT_ARGS)}
+ready_timeout = "60s"
+[profiles.params]
+tokens = {{ one_of = ["8", "200"], default = "8" }}
+
+[[profiles]]
+name = "llama"
+kind = "llamacpp"
+command = {json.dumps(llama)}
+agent_args = {json.dumps(AGENT_ARGS)}
+ready_timeout = "90s"
+[profiles.params]
+model = {{ path_under = "{model.parent}", suffix = ".gguf" }}
+ctx = {{ one_of = ["512", "1024"], default = "1024" }}
+
+[[profiles]]
+name = "static"
+command = {json.dumps(static)}
+user = "nobody"
+agent_args = {json.dumps(AGENT_ARGS)}
+"""
+    path = tmp / f"host{host.number}.toml"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class Fleet:
+    """The simulated machines, the registry, and a daemon per host."""
+
+    sim: SimulatedHosts
+    registry_url: str
+    configs: list[Path]
+    state_dirs: list[Path]
+    logs: Path
+    daemons: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_daemon(self, n: int) -> None:
+        host = self.sim.hosts[n]
+        argv = host.command(
+            [sys.executable, "-m", "fleetwatch", "host", "--config", str(self.configs[n])]
+        )
+        with (self.logs / f"daemon-h{n}.log").open("ab") as log:
+            self.daemons[n] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def kill_daemon(self, n: int) -> None:
+        daemon = self.daemons.pop(n)
+        daemon.kill()
+        daemon.wait(timeout=10)
+
+    def daemon_log(self, n: int) -> str:
+        return (self.logs / f"daemon-h{n}.log").read_text(errors="replace")
+
+    def records(self, n: int) -> list[dict[str, object]]:
+        folder = self.state_dirs[n] / "instances"
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+    def client(self, token: str = TOKEN) -> HostsClient:
+        return HostsClient(self.registry_url, token=token)
+
+
+def _wait_ready(url: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"the registry at {url} never became ready")
+
+
+def _kill_recorded(state_dir: Path) -> None:
+    """SIGKILL every instance a host's records name (their whole sessions)."""
+    for path in (state_dir / "instances").glob("*.json"):
+        with contextlib.suppress(ValueError, OSError, ProcessLookupError, PermissionError):
+            pid = int(json.loads(path.read_text())["pid"])
+            if pid > 0:
+                os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """3 hosts (namespaces, or loopback addresses), `fleetwatch serve` on all addresses in the
+    root namespace, and `fleetwatch host` on each; all of it gone afterwards."""
+    tmp = tmp_path_factory.mktemp("hosts")
+    port = free_port()
+    # FLEETWATCH_TEST_NETNS=0 runs the loopback fallback on purpose.
+    namespaces = os.environ.get("FLEETWATCH_TEST_NETNS", "1") != "0"
+    with SimulatedHosts(3, allow_namespaces=namespaces) as sim:
+        print(f"\nsimulated hosts: {sim.mode} {sim.reason}".rstrip())
+        env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN}
+        env |= {f"FW_TEST_HOST{n}": _host_token(n) for n in range(3)}
+        os.environ.update({f"FW_TEST_HOST{n}": _host_token(n) for n in range(3)})
+        serve_log = (tmp / "serve.log").open("ab")
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleetwatch",
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(port),
+                "--config",
+                str(_serve_config(tmp / "serve.toml", 3)),
+            ],
+            env=env,
+            stdout=serve_log,
+            stderr=subprocess.STDOUT,
+        )
+        fleet = Fleet(
+            sim=sim,
+            registry_url=f"http://127.0.0.1:{port}",
+            configs=[_host_config(tmp, h, port) for h in sim.hosts],
+            state_dirs=[tmp / f"h{h.number}" for h in sim.hosts],
+            logs=tmp,
+        )
+        try:
+            _wait_ready(fleet.registry_url, 30)
+            for n in range(3):
+                fleet.start_daemon(n)
+            yield fleet
+        finally:
+            for n in list(fleet.daemons):
+                fleet.kill_daemon(n)
+            for state_dir in fleet.state_dirs:
+                _kill_recorded(state_dir)
+            serve.terminate()
+            try:
+                serve.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                serve.wait()
+            serve_log.close()
+    assert sim.leftovers() == []
+
+
+async def _hosts_up(fleet: Fleet, count: int, within: float = 30) -> None:
+    async with fleet.client() as api, asyncio.timeout(within):
+        while sum(alive for _, alive in await api.hosts()) < count:  # noqa: ASYNC110 - another process
+            await asyncio.sleep(0.2)
+
+
+async def _until_finished(api: HostsClient, host: str, order_id: str, within: float) -> Order:
+    async with asyncio.timeout(within):
+        while True:
+            found = await api.order(host, order_id)
+            if found is not None and found.state.finished:
+                return found
+            await asyncio.sleep(0.2)
+
+
+async def _order(fleet: Fleet, host: int, order: Order, within: float = 60) -> Order:
+    async with fleet.client() as api:
+        await api.add_order(order.with_changes(host_id=f"h{host}"))
+        return await _until_finished(api, f"h{host}", order.order_id, within)
+
+
+def _start(order_id: str, service: str, profile: str, **params: str) -> Order:
+    return Order(order_id, "h0", OrderAction.START, service, profile, "1", params)
+
+
+def _stop(order_id: str, service: str, instance_id: str) -> Order:
+    return Order(order_id, "h0", OrderAction.STOP, service, instance_id=instance_id)
+
+
+@contextlib.asynccontextmanager
+async def _gateway(fleet: Fleet, service: str) -> AsyncIterator[LeanServer]:
+    settings = GatewaySettings(
+        service=service, registry_url=fleet.registry_url, registry_token=TOKEN
+    )
+    async with Gateway(settings) as gateway, gateway.server() as server:
+        async with asyncio.timeout(15):
+            while not gateway.discovery.cached(service):  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.1)
+        yield server
+
+
+async def test_an_order_starts_llama_on_host_2_and_a_stop_drains_it(fleet: Fleet) -> None:
+    """A start order runs llama.cpp on h1 under its address, serving through the gateway; a
+    stop order drains it first, so a stream in flight finishes."""
+    await _hosts_up(fleet, 3)
+    started = await _order(
+        fleet, 1, _start("llama-1", LLAMA, "llama", model=ensure_model().name), 90
+    )
+    assert started.state is OrderState.AVAILABLE, started.reason
+    async with fleet.client() as api:
+        _, [instance] = await api.instances(LLAMA)
+        assert (instance.host, instance.metadata["host_id"]) == (fleet.sim.hosts[1].address, "h1")
+        assert (await api.host("h1")).instances == {instance.instance_id: LLAMA}
+    async with (
+        _gateway(fleet, LLAMA) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
+    ):
+        body = {
+            "messages": [{"role": "user", "content": "Count to twenty."}],
+            "max_tokens": 120,
+            "stream": True,
+        }
+
+        async def stream() -> tuple[bool, int]:
+            chunks = 0
+            async with http.stream("POST", "/v1/chat/completions", json=body) as reply:
+                assert reply.status_code == 200
+                async for line in reply.aiter_lines():
+                    chunks += line.startswith("data: {")
+                    if line == "data: [DONE]":
+                        return True, chunks
+            return False, chunks
+
+        in_flight = asyncio.create_task(stream())
+        await asyncio.sleep(0.3)
+        stopped = await _order(fleet, 1, _stop("llama-1-stop", LLAMA, instance.instance_id), 60)
+        done, chunks = await in_flight
+    assert stopped.state is OrderState.STOPPED, stopped.reason
+    assert done
+    assert chunks > 20
+    async with fleet.client() as api:
+        assert (await api.instances(LLAMA))[1] == []
+        assert (await api.host("h1")).instances == {}
+
+
+async def test_refused_orders_are_recorded_and_start_nothing(fleet: Fleet, tmp_path: Path) -> None:
+    """An unknown profile, '..', a symlink out and a ';' are refused on the feed; nothing runs."""
+    await _hosts_up(fleet, 3)
+    outside = tmp_path / "outside.gguf"
+    outside.write_text("not a model")
+    link = ensure_model().parent / f"fw-test-escape-{os.getpid()}.gguf"
+    link.symlink_to(outside)
+    try:
+        orders = {
+            "bad-profile": _start("bad-profile", LLAMA, "bash"),
+            "bad-dotdot": _start("bad-dotdot", LLAMA, "llama", model=f"../{outside.name}"),
+            "bad-link": _start("bad-link", LLAMA, "llama", model=link.name),
+            "bad-semicolon": _start("bad-semicolon", LLAMA, "llama", model="x.gguf;reboot"),
+        }
+        results = {name: await _order(fleet, 0, order, 20) for name, order in orders.items()}
+    finally:
+        link.unlink()
+    assert {r.state for r in results.values()} == {OrderState.REFUSED}
+    assert "unknown launch profile" in results["bad-profile"].reason
+    assert "outside" in results["bad-dotdot"].reason
+    assert "outside" in results["bad-link"].reason
+    assert "not allowed" in results["bad-semicolon"].reason
+    assert fleet.records(0) == []
+    async with fleet.client() as api:
+        assert (await api.host("h0")).instances == {}
+    # And a host's token cannot read another host's feed.
+    async with fleet.client(_host_token(0)) as h0:
+        with pytest.raises(Exception, match="403"):
+            await h0.orders("h1")
+
+
+async def test_a_profile_user_runs_the_server_as_that_user(fleet: Fleet) -> None:
+    """The static profile names user nobody: its server process runs with nobody's uid."""
+    await _hosts_up(fleet, 3)
+    async with fleet.client() as api:
+        await api.add_order(_start("static-1", STATIC, "static"))
+        async with asyncio.timeout(30):
+            while not (records := fleet.records(0)) or records[0]["pid"] == 0:  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.2)
+            while not psutil.Process(int(records[0]["pid"])).children():  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.2)
+        [server] = psutil.Process(int(records[0]["pid"])).children()
+        assert server.uids().real == pwd.getpwnam("nobody").pw_uid
+        stop = _stop("static-1-stop", STATIC, str(records[0]["instance_id"]))
+        assert (await _order(fleet, 0, stop, 60)).state is OrderState.STOPPED
+
+
+async def test_a_killed_daemon_fails_no_request_and_adopts_its_instances(fleet: Fleet) -> None:
+    """SIGKILL h2's daemon under traffic to its two instances: no request fails; started
+    again, it adopts both (one recorded by an older version) and starts nothing twice."""
+    await _hosts_up(fleet, 3)
+    for n in (1, 2):
+        done = await _order(fleet, 2, _start(f"fast-{n}", FAST, "fast"), 60)
+        assert done.state is OrderState.AVAILABLE, done.reason
+    async with _gateway(fleet, FAST) as gateway:
+        traffic = Traffic(gateway.url, clients=8)
+        traffic.start()
+        await asyncio.sleep(1.0)
+        fleet.kill_daemon(2)
+        await asyncio.sleep(2.0)
+        # One record as an older fleetwatch wrote it: no format, fewer fields.
+        records = sorted((fleet.state_dirs[2] / "instances").glob("*.json"))
+        old = json.loads(records[0].read_text())
+        old = {k: old[k] for k in ("instance_id", "service", "order_id", "pid", "create_time")}
+        records[0].write_text(json.dumps({**old, "fleetwatch_version": "0.0.1"}))
+        fleet.start_daemon(2)
+        async with asyncio.timeout(20):
+            while fleet.daemon_log(2).count("host.adopted") < 2:  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        await traffic.stop()
+    assert traffic.failures == []
+    assert traffic.sent > 50
+    async with fleet.client() as api:
+        _, instances = await api.instances(FAST)
+        assert len(instances) == 2
+        assert {i.status for i in instances} == {InstanceStatus.AVAILABLE}
+        assert len((await api.host("h2")).instances) == 2
+        # Delivered again, an order already carried out starts nothing.
+        _again, created = await api.add_order(
+            _start("fast-1", FAST, "fast").with_changes(host_id="h2")
+        )
+        assert not created
+    await asyncio.sleep(1.0)
+    assert len(fleet.records(2)) == 2
+
+
+async def test_cordon_then_drain_through_the_cli(fleet: Fleet) -> None:
+    """`hosts cordon h2` refuses new starts; `hosts drain h2` stops its instances one by one."""
+    env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN, "FLEETWATCH_REGISTRY": fleet.registry_url}
+
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleetwatch", "hosts", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode or 0, out.decode()
+
+    async with fleet.client() as api:
+        if not (await api.host("h2")).instances:  # alone, this test starts its own instance
+            await _order(fleet, 2, _start("fast-drain", FAST, "fast"), 60)
+        count = len((await api.host("h2")).instances)
+        code, out = await cli("cordon", "h2")
+        assert code == 0, out
+        with pytest.raises(Conflict, match="cordoned"):
+            await api.add_order(_start("after-cordon", FAST, "fast").with_changes(host_id="h2"))
+        code, out = await cli("drain", "h2")
+        assert code == 0, out
+        assert out.count(" stopped: ") == count
+        assert (await api.host("h2")).instances == {}
+        assert (await api.instances(FAST))[1] == []
+        code, listing = await cli()
+        assert code == 0
+        assert "cordoned" in listing
+        await api.cordon("h2", False)
+
+
+def test_simulated_hosts_leave_nothing_behind() -> None:
+    """Leaving SimulatedHosts kills what runs inside and removes every namespace and link."""
+    with SimulatedHosts(2) as sim:
+        sleeper = subprocess.Popen(sim.hosts[1].command(["sleep", "60"]))
+        time.sleep(0.2)
+    sleeper.wait(timeout=5)
+    assert sleeper.returncode is not None
+    assert sim.leftovers() == []
