@@ -14,6 +14,7 @@ __all__ = [
     "REGISTRY_ERRORS_BY_STATUS",
     "ConfigError",
     "Conflict",
+    "Fenced",
     "FleetwatchError",
     "Forbidden",
     "IndexReset",
@@ -105,6 +106,11 @@ class Conflict(RegistryError):
     """The request is well formed but contradicts the instance's state (409)."""
 
     status_code = 409
+
+
+class Fenced(Conflict):
+    """A leader's write under an epoch that no longer holds the lease: another node leads now,
+    and this one must stop acting (409)."""
 
 
 class Forbidden(RegistryError):

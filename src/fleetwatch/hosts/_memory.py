@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fleetwatch.errors import Conflict
+from fleetwatch.errors import Conflict, Fenced
+from fleetwatch.hosts._lease import Fence, Lease
 from fleetwatch.hosts._model import Host, Order, OrderState
 from fleetwatch.hosts._store import DEFAULT_ORDER_HISTORY, trimmed
 
@@ -32,6 +33,8 @@ class MemoryHostStore:
         self._hosts: dict[str, Host] = {}
         self._feeds: dict[str, _Feed] = {}
         self._history = order_history
+        self._leases: dict[str, Lease] = {}
+        self._epochs: dict[str, int] = {}
 
     def _feed(self, host_id: str) -> _Feed:
         return self._feeds.setdefault(host_id, _Feed())
@@ -61,7 +64,46 @@ class MemoryHostStore:
         self._hosts[host_id] = known.with_changes(cordoned=cordoned)
         return self._hosts[host_id]
 
-    async def add_order(self, order: Order) -> tuple[Order, bool]:
+    def check_fence(self, fence: Fence | None) -> None:
+        """Raise Fenced unless ``fence``'s epoch holds its lease now."""
+        if fence is None:
+            return
+        held = self._leases.get(fence.name)
+        if held is None or held.epoch != fence.epoch or held.expires_at <= time.time():
+            raise Fenced(
+                f"epoch {fence.epoch} no longer holds the {fence.name!r} lease "
+                f"(now: {held.holder + ' epoch ' + str(held.epoch) if held else 'nobody'})"
+            )
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        now = time.time()
+        held = self._leases.get(name)
+        if held is not None and held.expires_at > now and held.holder != holder:
+            return None
+        if held is None or held.expires_at <= now:
+            self._epochs[name] = self._epochs.get(name, 0) + 1
+        lease = Lease(name, holder, self._epochs[name], now + ttl)
+        self._leases[name] = lease
+        return lease
+
+    async def renew_lease(self, name: str, holder: str, epoch: int, ttl: float) -> Lease | None:
+        now = time.time()
+        held = self._leases.get(name)
+        if held is None or (held.holder, held.epoch) != (holder, epoch) or held.expires_at <= now:
+            return None
+        self._leases[name] = Lease(name, holder, epoch, now + ttl)
+        return self._leases[name]
+
+    async def release_lease(self, name: str, holder: str, epoch: int) -> None:
+        held = self._leases.get(name)
+        if held is not None and (held.holder, held.epoch) == (holder, epoch):
+            self._leases[name] = Lease(name, holder, epoch, 0.0)
+
+    async def lease(self, name: str) -> Lease | None:
+        return self._leases.get(name)
+
+    async def add_order(self, order: Order, *, fence: Fence | None = None) -> tuple[Order, bool]:
+        self.check_fence(fence)
         feed = self._feed(order.host_id)
         known = feed.orders.get(order.order_id)
         if known is not None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fleetwatch.errors import Conflict
+from fleetwatch.errors import Conflict, Fenced
+from fleetwatch.hosts._lease import Fence, Lease
 from fleetwatch.hosts._model import Host, Order, OrderState
 from fleetwatch.hosts._store import DEFAULT_ORDER_HISTORY, trimmed
 from fleetwatch.registry.stores._redis_connect import client_factory, translated
@@ -27,9 +28,24 @@ MAX_WAIT_S = 60.0
 #: Entries the order stream keeps: it only wakes waiters, the hashes hold the orders.
 STREAM_LENGTH = 1000
 
-# KEYS: orders, oidx, oindex, ofeed. ARGV: order id, order JSON, only_if_new (1/0), stream len.
-# Returns {created, stored JSON, index}; {-1} when only_if_new=0 and the order is unknown.
-_WRITE_ORDER = """
+#: Lua: whether epoch ARGV-style ``epoch`` holds the lease hash ``key`` now ('' = no fence).
+FENCE_CHECK = """
+local function fence_holds(key, epoch)
+  if epoch == '' then return true end
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local held = redis.call('HMGET', key, 'epoch', 'expires')
+  return held[1] == epoch and tonumber(held[2] or '0') > now_ms
+end
+"""
+
+# KEYS: orders, oidx, oindex, ofeed, lease. ARGV: order id, order JSON, only_if_new (1/0),
+# stream length, fence epoch ('' for none). Returns {created, stored JSON, index}; {-1} when
+# only_if_new=0 and the order is unknown; {-2} when the fence's epoch lost the lease.
+_WRITE_ORDER = (
+    FENCE_CHECK
+    + """
+if not fence_holds(KEYS[5], ARGV[5]) then return {-2} end
 local known = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[3] == '1' then
   if known then return {0, known, tonumber(redis.call('HGET', KEYS[2], ARGV[1]))} end
@@ -41,6 +57,35 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], index)
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], index .. '-1', 'order', ARGV[1])
 return {1, ARGV[2], index}
+"""
+)
+
+
+# KEYS: lease hash, epoch counter. ARGV: holder, ttl ms. Returns {holder, epoch, expires ms}.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('HMGET', KEYS[1], 'holder', 'epoch', 'expires')
+local running = held[3] and tonumber(held[3]) > now
+if running and held[1] ~= ARGV[1] then return {held[1], held[2], held[3]} end
+local epoch = held[2]
+if not running then epoch = tostring(redis.call('INCR', KEYS[2])) end
+local expires = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'epoch', epoch, 'expires', expires)
+return {ARGV[1], epoch, tostring(expires)}
+"""
+# KEYS: lease hash. ARGV: holder, epoch, ttl ms (0: release). Returns expires ms, or -1 if lost.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('HMGET', KEYS[1], 'holder', 'epoch', 'expires')
+if held[1] ~= ARGV[1] or held[2] ~= ARGV[2] or tonumber(held[3] or '0') <= now then
+  return -1
+end
+local expires = now + tonumber(ARGV[3])
+if tonumber(ARGV[3]) == 0 then expires = 0 end
+redis.call('HSET', KEYS[1], 'expires', expires)
+return expires
 """
 
 
@@ -65,6 +110,8 @@ class RedisHostStore:
         self._tag = "{" + namespace + "}"
         self._history = order_history
         self._write_order = self._client.register_script(_WRITE_ORDER)
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._renew = self._client.register_script(_RENEW)
 
     def _key(self, name: str, host_id: str = "") -> str:
         return f"{self._tag}:{name}" + (f":{host_id}" if host_id else "")
@@ -113,28 +160,66 @@ class RedisHostStore:
                 await self._client.srem(self._key("cordoned"), host_id)
         return await self.host(host_id)
 
-    async def _write(self, order: Order, *, only_if_new: bool) -> tuple[int, Order | None]:
+    def lease_key(self, name: str) -> str:
+        return self._key("lease", name)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        async with translated("acquire lease"):
+            got = await self._acquire(
+                keys=[self.lease_key(name), self._key("lease-epoch", name)],
+                args=[holder, max(1, int(ttl * 1000))],
+            )
+        who, epoch, expires = _text(got[0]), int(_text(got[1])), int(_text(got[2]))
+        return Lease(name, holder, epoch, expires / 1000) if who == holder else None
+
+    async def renew_lease(self, name: str, holder: str, epoch: int, ttl: float) -> Lease | None:
+        async with translated("renew lease"):
+            expires = int(
+                await self._renew(
+                    keys=[self.lease_key(name)], args=[holder, epoch, max(1, int(ttl * 1000))]
+                )
+            )
+        return Lease(name, holder, epoch, expires / 1000) if expires >= 0 else None
+
+    async def release_lease(self, name: str, holder: str, epoch: int) -> None:
+        async with translated("release lease"):
+            await self._renew(keys=[self.lease_key(name)], args=[holder, epoch, 0])
+
+    async def lease(self, name: str) -> Lease | None:
+        async with translated("read lease"):
+            held = await self._client.hmget(self.lease_key(name), "holder", "epoch", "expires")
+        if held[0] is None:
+            return None
+        return Lease(name, _text(held[0]), int(_text(held[1])), int(_text(held[2])) / 1000)
+
+    async def _write(
+        self, order: Order, *, only_if_new: bool, fence: Fence | None = None
+    ) -> tuple[int, Order | None]:
         async with translated("write order"):
             reply = await self._write_order(
-                keys=self._feed_keys(order.host_id),
+                keys=[*self._feed_keys(order.host_id), self.lease_key(fence.name if fence else "")],
                 args=[
                     order.order_id,
                     json.dumps(order.to_dict()),
                     "1" if only_if_new else "0",
                     STREAM_LENGTH,
+                    str(fence.epoch) if fence else "",
                 ],
             )
         created = int(reply[0])
+        if created == -2:
+            assert fence is not None
+            raise Fenced(f"epoch {fence.epoch} no longer holds the {fence.name!r} lease")
         if created < 0:
             return created, None
         return created, Order.from_dict(json.loads(_text(reply[1]))).with_changes(
             index=int(reply[2])
         )
 
-    async def add_order(self, order: Order) -> tuple[Order, bool]:
+    async def add_order(self, order: Order, *, fence: Fence | None = None) -> tuple[Order, bool]:
         now = await self.now()
         fresh = order.with_changes(state=OrderState.PENDING, created_at=now, updated_at=now)
-        created, stored = await self._write(fresh, only_if_new=True)
+        created, stored = await self._write(fresh, only_if_new=True, fence=fence)
         assert stored is not None
         if not created:
             if not stored.same_request(order):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from fleetwatch.hosts._lease import Fence, Lease
 from fleetwatch.hosts._model import Host, Order, OrderState
 
 #: Finished orders a host's feed keeps (the newest); older finished ones are forgotten.
@@ -32,11 +33,30 @@ class HostStore(Protocol):
         """Cordon or uncordon; None if the host is unknown."""
         ...
 
-    async def add_order(self, order: Order) -> tuple[Order, bool]:
+    async def add_order(self, order: Order, *, fence: Fence | None = None) -> tuple[Order, bool]:
         """Store a new order, or return the one already stored under its id: (order, created).
 
-        Raises :class:`~fleetwatch.errors.Conflict` when the id is taken by a different order.
+        Raises :class:`~fleetwatch.errors.Conflict` when the id is taken by a different order,
+        and :class:`~fleetwatch.errors.Fenced` when ``fence``'s epoch no longer holds its
+        lease (checked in the same atomic step as the write).
         """
+        ...
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease if it is free or lapsed (a new, higher epoch), or renew it if
+        ``holder`` has it; None while another holder's lease runs."""
+        ...
+
+    async def renew_lease(self, name: str, holder: str, epoch: int, ttl: float) -> Lease | None:
+        """Extend the lease if ``holder`` still holds it under ``epoch``; None if lost."""
+        ...
+
+    async def release_lease(self, name: str, holder: str, epoch: int) -> None:
+        """Give the lease up at once (a clean shutdown), if still held under ``epoch``."""
+        ...
+
+    async def lease(self, name: str) -> Lease | None:
+        """The lease as it stands (lapsed or not), None if never taken."""
         ...
 
     async def report(
