@@ -113,6 +113,20 @@ class RedisHostStore:
         self._acquire = self._client.register_script(_ACQUIRE)
         self._renew = self._client.register_script(_RENEW)
 
+    @property
+    def client(self) -> Any:
+        """The Redis client (the deployment store shares it)."""
+        return self._client
+
+    @property
+    def blocking(self) -> Any:
+        """The client for blocking reads."""
+        return self._blocking
+
+    def key(self, name: str, host_id: str = "") -> str:
+        """A key under this store's hash tag."""
+        return self._key(name, host_id)
+
     def _key(self, name: str, host_id: str = "") -> str:
         return f"{self._tag}:{name}" + (f":{host_id}" if host_id else "")
 
