@@ -34,7 +34,14 @@ from fleetwatch.hosts._local import (
     signal_instance,
     spawn_detached,
 )
-from fleetwatch.hosts._model import Host, Order, OrderAction, OrderState, check_name
+from fleetwatch.hosts._model import (
+    TEMPLATE_META,
+    Host,
+    Order,
+    OrderAction,
+    OrderState,
+    check_name,
+)
 from fleetwatch.hosts._profiles import LaunchProfile, OrderRefused, find_profile
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.security._auth import TOKEN_ENV
@@ -277,6 +284,7 @@ class HostDaemon:
             "--meta", f"host_id={s.host_id}",
             "--meta", f"order_id={order.order_id}",
             "--meta", f"profile={profile.name}",
+            "--meta", f"{TEMPLATE_META}={order.template}",
         ]  # fmt: skip
         if s.registry_url:
             agent += ["--registry", s.registry_url]

@@ -8,6 +8,8 @@ on the order itself, so whoever wrote it follows one record to its end.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -51,6 +53,16 @@ class OrderState(StrEnum):
 FINISHED_STATES = frozenset(
     {OrderState.AVAILABLE, OrderState.STOPPED, OrderState.FAILED, OrderState.REFUSED}
 )
+
+
+#: Instance metadata naming what made it: a fingerprint of profile, version and parameters.
+TEMPLATE_META = "template"
+
+
+def template_id(profile: str, version: str, params: Mapping[str, str]) -> str:
+    """A short fingerprint of what an instance runs: a controller tells old from new by it."""
+    text = json.dumps([profile, version, sorted(params.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def check_name(value: str, what: str) -> str:
@@ -146,6 +158,11 @@ class Order:
             raise ValueError(f"order {self.order_id!r}: a start order names a launch profile")
         if self.action is OrderAction.STOP and not self.instance_id:
             raise ValueError(f"order {self.order_id!r}: a stop order names the instance to stop")
+
+    @property
+    def template(self) -> str:
+        """The fingerprint of what a start order runs (see :func:`template_id`)."""
+        return template_id(self.profile, self.version, self.params)
 
     def same_request(self, other: Order) -> bool:
         """Whether ``other`` asks for the same thing (a resent order, not a clash of ids)."""

@@ -9,9 +9,12 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from fleetwatch.deployments._open import deployment_store_for
+from fleetwatch.deployments._store import DeploymentStore
 from fleetwatch.hosts._memory import MemoryHostStore
 from fleetwatch.hosts._store import HostStore
 from fleetwatch.registry._registry import Registry
+from fleetwatch.registry_api import _routes_deployments as routes_deployments
 from fleetwatch.registry_api import _routes_discovery as routes_discovery
 from fleetwatch.registry_api import _routes_hosts as routes_hosts
 from fleetwatch.registry_api import _routes_instances as routes_instances
@@ -28,6 +31,7 @@ def create_app(
     auth: TokenAuth,
     *,
     hosts: HostStore | None = None,
+    deployments: DeploymentStore | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
@@ -43,9 +47,13 @@ def create_app(
     app.state.registry = registry
     app.state.auth = auth
     app.state.hosts = hosts if hosts is not None else MemoryHostStore()
+    if deployments is None:
+        deployments = deployment_store_for(app.state.hosts)
+    app.state.deployments = deployments
     install_handlers(app)
     app.include_router(routes_instances.router)
     app.include_router(routes_discovery.router)
     app.include_router(routes_hosts.router)
+    app.include_router(routes_deployments.router)
     app.router.routes.extend(extra_routes)
     return BodyLimit(app, max_body_bytes)

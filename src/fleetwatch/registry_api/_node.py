@@ -20,6 +20,8 @@ from starlette.types import ASGIApp
 from fleetwatch._supervisor import Supervisor
 from fleetwatch.alerts import AlertEngine, notifier_for
 from fleetwatch.config._registry import ServeConfig
+from fleetwatch.deployments._controller import Controller
+from fleetwatch.deployments._open import deployment_store_for
 from fleetwatch.errors import RegistryError, RegistryUnavailable
 from fleetwatch.health import (
     CheckSettings,
@@ -96,6 +98,9 @@ class RegistryNode:
             "memory" if store is not None and store_url is None else url,
             namespace=registry_config.namespace,
         )
+        #: Deployments, beside the hosts, and the controller that carries them out while
+        #: this node holds the controller lease.
+        self.deployments = deployment_store_for(self.hosts)
         policy = NetworkPolicy(registry_config.allowed_networks)
         self.registry = Registry(self.store, tombstone_s=registry_config.tombstone, policy=policy)
         preservation = PreservationPolicy(
@@ -175,6 +180,10 @@ class RegistryNode:
             for notifier in self.notifiers.values():
                 await notifier.start()
             loops.start("alerts", self.alerts.run)
+            controller = Controller(
+                self.hosts, self.deployments, self.store.instances, node_id=self.monitor.node_id
+            )
+            loops.start("controller", controller.run, max_backoff=5.0)
             try:
                 async with self.health, self.monitor:
                     yield
@@ -263,6 +272,7 @@ class RegistryNode:
             self.registry,
             self.auth,
             hosts=self.hosts,
+            deployments=self.deployments,
             max_body_bytes=self.config.registry.max_body_bytes,
             lifespan=lifespan,
             extra_routes=routes,

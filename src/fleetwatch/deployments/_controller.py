@@ -1,0 +1,323 @@
+"""The deployment controller: one leader among the registry nodes reconciles every deployment.
+
+Each pass, the node holding the ``controller`` lease compares each deployment's spec with
+what it observes, which is the only truth: the instances in the registry (each names the
+template that made it), the hosts, and the orders on their feeds. Then, within the spec's
+surge and unavailability, it writes start orders for new instances (spread over matching
+hosts with free slots) and stop orders for old ones, once enough new ones are available.
+Every write carries the leader's :class:`~fleetwatch.hosts.Fence`, so a node that lost the
+lease (paused, cut off) acts on nothing. It counts the orders still under way, so a new
+leader never launches again what its predecessor ordered. When the store cannot be read, it
+freezes: it never tears down what it cannot see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from fleetwatch.deployments._model import Deployment, Phase, Progress
+from fleetwatch.deployments._placement import candidates, place, retire_order
+from fleetwatch.deployments._store import DeploymentStore, put_progress
+from fleetwatch.errors import Conflict, Fenced, RegistryError, RegistryUnavailable
+from fleetwatch.hosts._lease import Fence, Lease
+from fleetwatch.hosts._model import (
+    TEMPLATE_META,
+    Host,
+    Order,
+    OrderAction,
+    OrderState,
+    template_id,
+)
+from fleetwatch.hosts._store import HostStore
+from fleetwatch.registry._model import Instance, InstanceStatus
+
+log = logging.getLogger("fleetwatch.controller")
+
+LEASE_NAME = "controller"
+DEFAULT_LEASE_TTL_S = 6.0
+DEFAULT_TICK_S = 0.5
+#: A host where a start failed gets no new start of the same template for this long.
+BAD_HOST_S = 120.0
+
+Instances = Callable[[str], Awaitable[list[Instance]]]
+
+
+@dataclass
+class Observed:
+    """What one pass sees of one deployment."""
+
+    new: list[Instance] = field(default_factory=list)
+    old: list[Instance] = field(default_factory=list)
+    starting: list[Order] = field(default_factory=list)
+    stopping: set[str] = field(default_factory=set)
+
+    @property
+    def new_available(self) -> int:
+        return sum(i.status.routable for i in self.new)
+
+    @property
+    def available(self) -> int:
+        return self.new_available + sum(i.status.routable for i in self.old)
+
+
+class Controller:
+    """Reconciles deployments while this node holds the lease (``run`` until cancelled)."""
+
+    def __init__(
+        self,
+        hosts: HostStore,
+        deployments: DeploymentStore,
+        instances: Instances,
+        *,
+        node_id: str,
+        lease_ttl: float = DEFAULT_LEASE_TTL_S,
+        tick: float = DEFAULT_TICK_S,
+    ) -> None:
+        self.hosts = hosts
+        self.deployments = deployments
+        self._instances = instances
+        self.node_id = node_id
+        self.lease_ttl = lease_ttl
+        self.tick = tick
+        self.lease: Lease | None = None
+        #: (template, host) -> until when no start of that template goes there.
+        self._bad_hosts: dict[tuple[str, str], float] = {}
+        #: Orders this controller wrote, by id: what it has done, for tests and the log.
+        self.written: list[Order] = []
+
+    @property
+    def leading(self) -> bool:
+        return self.lease is not None and self.lease.expires_at > time.time()
+
+    async def run(self) -> None:
+        """Hold or seek the lease, and reconcile each tick while leading."""
+        try:
+            while True:
+                try:
+                    await self.step()
+                except RegistryUnavailable as exc:
+                    log.warning("controller.frozen %s: the store is unreachable (%s)",
+                                self.node_id, exc)  # fmt: skip
+                await asyncio.sleep(self.tick)
+        finally:
+            if self.lease is not None:
+                lease, self.lease = self.lease, None
+                # Bounded: a store that is down must not hold the node's shutdown; the lease
+                # then lapses by itself.
+                with contextlib.suppress(RegistryError, TimeoutError):
+                    async with asyncio.timeout(2):
+                        await self.hosts.release_lease(LEASE_NAME, self.node_id, lease.epoch)
+
+    async def step(self) -> None:
+        """One pass: renew or take the lease, then reconcile every deployment once."""
+        await self._hold_lease()
+        if self.lease is None:
+            return
+        fence = Fence(LEASE_NAME, self.lease.epoch)
+        _, records = await self.deployments.deployments()
+        if not records:
+            return
+        hosts = await self.hosts.hosts()
+        now = await self.hosts.now()
+        alive = [(h, h.alive(now)) for h in hosts]
+        feeds = {h.host_id: (await self.hosts.orders(h.host_id))[1] for h, up in alive if up}
+        for deployment in records:
+            try:
+                await self.reconcile(deployment, alive, feeds, fence)
+            except Fenced:
+                log.warning("controller.fenced %s: lost the lease, stopping", self.node_id)
+                self.lease = None
+                return
+
+    async def _hold_lease(self) -> None:
+        if self.lease is not None:
+            self.lease = await self.hosts.renew_lease(
+                LEASE_NAME, self.node_id, self.lease.epoch, self.lease_ttl
+            )
+            if self.lease is None:
+                log.warning("controller.lease_lost %s", self.node_id)
+        if self.lease is None:
+            self.lease = await self.hosts.acquire_lease(LEASE_NAME, self.node_id, self.lease_ttl)
+            if self.lease is not None:
+                log.info("controller.leading %s epoch=%d", self.node_id, self.lease.epoch)
+
+    def observe(
+        self, deployment: Deployment, instances: Sequence[Instance], feeds: dict[str, list[Order]]
+    ) -> Observed:
+        """Sort what runs into new (this revision's template) and old, and the orders under way."""
+        spec = deployment.spec
+        template = template_id(spec.profile, spec.version, spec.params)
+        seen = Observed()
+        for orders in feeds.values():
+            for order in orders:
+                if order.service != spec.service or order.state.finished:
+                    continue
+                if order.action is OrderAction.STOP:
+                    seen.stopping.add(order.instance_id)
+                elif order.template == template and order.state is not OrderState.AVAILABLE:
+                    seen.starting.append(order)
+        registered = {i.instance_id for i in instances}
+        # A start order whose instance has registered counts once, as the instance.
+        seen.starting = [o for o in seen.starting if o.instance_id not in registered]
+        for instance in instances:
+            if instance.instance_id in seen.stopping or instance.status is InstanceStatus.DRAINING:
+                continue
+            is_new = instance.metadata.get(TEMPLATE_META) == template
+            (seen.new if is_new else seen.old).append(instance)
+        return seen
+
+    async def reconcile(
+        self,
+        deployment: Deployment,
+        hosts: list[tuple[Host, bool]],
+        feeds: dict[str, list[Order]],
+        fence: Fence,
+    ) -> None:
+        """Move one deployment one step towards its spec, within its limits."""
+        spec = deployment.spec
+        seen = self.observe(deployment, await self._instances(spec.service), feeds)
+        if deployment.paused:
+            await self._progress(deployment, seen, Phase.PAUSED, "paused", fence)
+            return
+        if deployment.progress.phase is Phase.FAILED:
+            # New instances that never became available go; the old ones are not touched.
+            # An operator's next revision (or undo) starts the deployment moving again.
+            for instance in seen.new:
+                if not instance.status.routable:
+                    await self._stop(instance, fence)
+            return
+        surge, unavailable = spec.surge(), spec.unavailable()
+        planned_new = len(seen.new) + len(seen.starting)
+        total = planned_new + len(seen.old)
+        to_start = min(spec.replicas - planned_new, spec.replicas + surge - total)
+        if to_start > 0:
+            await self._start(deployment, hosts, to_start, fence)
+        for instance in self.to_retire(seen, spec.replicas, unavailable):
+            await self._stop(instance, fence)
+        done = seen.new_available >= spec.replicas and not seen.old
+        phase, message = (Phase.COMPLETE, "complete") if done else (Phase.PROGRESSING, "")
+        if not done and not message:
+            message = (
+                f"{seen.new_available}/{spec.replicas} of revision {deployment.revision} "
+                f"available, {len(seen.old)} old, {len(seen.starting)} starting"
+            )
+        await self._progress(deployment, seen, phase, message, fence)
+
+    @staticmethod
+    def to_retire(seen: Observed, replicas: int, unavailable: int) -> list[Instance]:
+        """The instances to stop now: every old one that is not routable, routable old ones
+        while at least ``replicas - unavailable`` stay available, then new ones beyond
+        ``replicas`` (a scale-down) within the same bound."""
+        spare = seen.available - (replicas - unavailable)
+        doomed = [i for i in seen.old if not i.status.routable]
+        for instance in _by_spread([i for i in seen.old if i.status.routable]):
+            if spare <= 0:
+                break
+            doomed.append(instance)
+            spare -= 1
+        excess = len(seen.new) - replicas
+        for instance in sorted(_by_spread(seen.new), key=lambda i: i.status.routable):
+            if excess <= 0 or (instance.status.routable and spare <= 0):
+                break
+            doomed.append(instance)
+            excess -= 1
+            spare -= instance.status.routable
+        return doomed
+
+    async def _start(
+        self, deployment: Deployment, hosts: list[tuple[Host, bool]], count: int, fence: Fence
+    ) -> None:
+        spec = deployment.spec
+        template = template_id(spec.profile, spec.version, spec.params)
+        now = time.monotonic()
+        usable = [
+            c
+            for c in candidates(hosts, spec.service, spec.placement)
+            if self._bad_hosts.get((template, c.host_id), 0) < now
+        ]
+        for host_id in place(count, usable, spread=spec.spread):
+            order = Order(
+                order_id=f"{spec.service}-r{deployment.revision}-{secrets.token_hex(4)}"[:63],
+                host_id=host_id,
+                action=OrderAction.START,
+                service=spec.service,
+                profile=spec.profile,
+                version=spec.version,
+                params=dict(spec.params),
+            )
+            stored, _ = await self.hosts.add_order(order, fence=fence)
+            self.written.append(stored)
+            log.info("controller.start %s on %s (%s)", spec.service, host_id, order.order_id)
+
+    async def _stop(self, instance: Instance, fence: Fence) -> None:
+        host_id = instance.metadata.get("host_id")
+        if not host_id:
+            return  # not a host's instance: the controller orders only hosts
+        order = Order(
+            order_id=f"stop-{instance.instance_id}"[:63],
+            host_id=host_id,
+            action=OrderAction.STOP,
+            service=instance.service,
+            instance_id=instance.instance_id,
+        )
+        try:
+            stored, _ = await self.hosts.add_order(order, fence=fence)
+        except Conflict as exc:
+            if isinstance(exc, Fenced):
+                raise
+            return  # the same stop already stands
+        self.written.append(stored)
+        log.info("controller.stop %s on %s", instance.instance_id, host_id)
+
+    def note_failed_start(self, template: str, host_id: str) -> None:
+        """Keep starts of ``template`` off ``host_id`` for a while (a launch failed there)."""
+        self._bad_hosts[(template, host_id)] = time.monotonic() + BAD_HOST_S
+
+    async def _progress(
+        self, deployment: Deployment, seen: Observed, phase: Phase, message: str, fence: Fence
+    ) -> None:
+        old = deployment.progress
+        now = time.time()
+        moved = seen.new_available != old.updated or phase != old.phase
+        progress = Progress(
+            revision=deployment.revision,
+            phase=phase,
+            message=message,
+            updated=seen.new_available,
+            available=seen.available,
+            replicas=deployment.spec.replicas,
+            updated_at=now,
+            progressed_at=now if moved or not old.progressed_at else old.progressed_at,
+        )
+        if phase is Phase.PROGRESSING and now - progress.progressed_at > (
+            deployment.spec.progress_deadline_s
+        ):
+            progress = replace(
+                progress, phase=Phase.FAILED, message="no progress within the progress deadline"
+            )
+        if (progress.phase, progress.message, progress.updated, progress.available) == (
+            old.phase,
+            old.message,
+            old.updated,
+            old.available,
+        ) and old.revision == deployment.revision:
+            return  # nothing new to say: no write, no feed event
+        try:
+            await put_progress(self.deployments, deployment.service, progress, fence)
+        except Conflict as exc:
+            if isinstance(exc, Fenced):
+                raise
+            # the deployment moved to another revision during this pass: the next one sees it
+
+
+def _by_spread(instances: list[Instance]) -> list[Instance]:
+    """Instances in the order to retire them: from the busiest host first."""
+    by_id = {i.instance_id: i for i in instances}
+    order = retire_order({i.instance_id: i.metadata.get("host_id", "") for i in instances})
+    return [by_id[i] for i in order]

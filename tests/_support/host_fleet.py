@@ -1,0 +1,211 @@
+"""Simulated hosts running `fleetwatch host`, with `fleetwatch serve` in the root namespace:
+the fleet the host-agent and deployment tests drive (see fleetwatch_testing.netns)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from fleetwatch.hosts._client import HostsClient
+from fleetwatch_testing import free_port
+from fleetwatch_testing.llama import ensure_llama_server, ensure_model
+from fleetwatch_testing.netns import SimulatedHost, SimulatedHosts
+from tests._support.registry_node import TOKEN
+
+LLAMA, FAST, STATIC = "smol", "fast", "static"
+#: The agent settings every profile runs with: quick leases and drains.
+AGENT_ARGS = ["--ttl", "3s", "--propagation-delay", "500ms", "--drain-timeout", "20s"]
+
+
+def host_token(n: int) -> str:
+    return f"host-secret-{n}"
+
+
+def _serve_config(path: Path, hosts: int) -> Path:
+    tokens = "".join(
+        f'[[tokens]]\nname = "h{n}"\ntoken_env = "FW_TEST_HOST{n}"\n'
+        f'scopes = ["host", "register", "read"]\nhost = "h{n}"\n\n'
+        for n in range(hosts)
+    )
+    path.write_text(tokens)
+    return path
+
+
+def _host_config(tmp: Path, host: SimulatedHost, registry_port: int) -> Path:
+    """h<N>'s host.toml: three profiles (fast test server, llama.cpp, a static server)."""
+    model = ensure_model()
+    llama = [
+        str(ensure_llama_server()), "-m", "{model}", "-c", "{ctx}", "--alias", "smol",
+        "--host", "{address}", "--port", "{port}", "--threads", "1", "--parallel", "2",
+        "--metrics", "--slots", "--no-webui",
+    ]  # fmt: skip
+    fast = [
+        sys.executable, "-m", "fleetwatch_testing.openai_backend", "--host", "{address}",
+        "--port", "{port}", "--tokens", "{tokens}", "--token-delay", "0.01",
+    ]  # fmt: skip
+    static = ["/usr/bin/python3", "-m", "http.server", "--bind", "{address}", "{port}"]
+    config = {
+        "state": str(tmp / f"h{host.number}"),
+        "registry": f"http://{host.root_address}:{registry_port}",
+    }
+    text = f"""
+[host]
+id = "h{host.number}"
+address = "{host.address}"
+registry = "{config["registry"]}"
+token_env = "FW_TEST_HOST{host.number}"
+labels = {{ zone = "z{host.number}" }}
+capacity = 3
+state_dir = "{config["state"]}"
+ttl = "3s"
+
+[[profiles]]
+name = "fast"
+command = {json.dumps(fast)}
+agent_args = {json.dumps(AGENT_ARGS)}
+ready_timeout = "60s"
+[profiles.params]
+tokens = {{ one_of = ["8", "200"], default = "8" }}
+
+[[profiles]]
+name = "llama"
+kind = "llamacpp"
+command = {json.dumps(llama)}
+agent_args = {json.dumps(AGENT_ARGS)}
+ready_timeout = "90s"
+[profiles.params]
+model = {{ path_under = "{model.parent}", suffix = ".gguf" }}
+ctx = {{ one_of = ["512", "1024"], default = "1024" }}
+
+[[profiles]]
+name = "static"
+command = {json.dumps(static)}
+user = "nobody"
+agent_args = {json.dumps(AGENT_ARGS)}
+"""
+    path = tmp / f"host{host.number}.toml"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class Fleet:
+    """The simulated machines, the registry, and a daemon per host."""
+
+    sim: SimulatedHosts
+    registry_url: str
+    configs: list[Path]
+    state_dirs: list[Path]
+    logs: Path
+    daemons: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_daemon(self, n: int) -> None:
+        host = self.sim.hosts[n]
+        argv = host.command(
+            [sys.executable, "-m", "fleetwatch", "host", "--config", str(self.configs[n])]
+        )
+        with (self.logs / f"daemon-h{n}.log").open("ab") as log:
+            self.daemons[n] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def kill_daemon(self, n: int) -> None:
+        daemon = self.daemons.pop(n)
+        daemon.kill()
+        daemon.wait(timeout=10)
+
+    def daemon_log(self, n: int) -> str:
+        return (self.logs / f"daemon-h{n}.log").read_text(errors="replace")
+
+    def records(self, n: int) -> list[dict[str, object]]:
+        folder = self.state_dirs[n] / "instances"
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+    def client(self, token: str = TOKEN) -> HostsClient:
+        return HostsClient(self.registry_url, token=token)
+
+
+def _wait_ready(url: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"the registry at {url} never became ready")
+
+
+def _kill_recorded(state_dir: Path) -> None:
+    """SIGKILL every instance a host's records name (their whole sessions)."""
+    for path in (state_dir / "instances").glob("*.json"):
+        with contextlib.suppress(ValueError, OSError, ProcessLookupError, PermissionError):
+            pid = int(json.loads(path.read_text())["pid"])
+            if pid > 0:
+                os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_fleet(tmp: Path, count: int = 3, *, serve_args: Sequence[str] = ()) -> Iterator[Fleet]:
+    """``count`` hosts (namespaces, or loopback addresses), `fleetwatch serve` on all
+    addresses in the root namespace, and `fleetwatch host` on each; all of it gone after."""
+    port = free_port()
+    # FLEETWATCH_TEST_NETNS=0 runs the loopback fallback on purpose.
+    namespaces = os.environ.get("FLEETWATCH_TEST_NETNS", "1") != "0"
+    with SimulatedHosts(count, allow_namespaces=namespaces) as sim:
+        print(f"\nsimulated hosts: {sim.mode} {sim.reason}".rstrip())
+        env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN}
+        env |= {f"FW_TEST_HOST{n}": host_token(n) for n in range(count)}
+        os.environ.update({f"FW_TEST_HOST{n}": host_token(n) for n in range(count)})
+        serve_log = (tmp / "serve.log").open("ab")
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleetwatch",
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(port),
+                "--config",
+                str(_serve_config(tmp / "serve.toml", count)),
+            ],
+            env=env,
+            stdout=serve_log,
+            stderr=subprocess.STDOUT,
+        )
+        fleet = Fleet(
+            sim=sim,
+            registry_url=f"http://127.0.0.1:{port}",
+            configs=[_host_config(tmp, h, port) for h in sim.hosts],
+            state_dirs=[tmp / f"h{h.number}" for h in sim.hosts],
+            logs=tmp,
+        )
+        try:
+            _wait_ready(fleet.registry_url, 30)
+            for n in range(count):
+                fleet.start_daemon(n)
+            yield fleet
+        finally:
+            for n in list(fleet.daemons):
+                fleet.kill_daemon(n)
+            for state_dir in fleet.state_dirs:
+                _kill_recorded(state_dir)
+            serve.terminate()
+            try:
+                serve.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                serve.wait()
+            serve_log.close()
+    assert sim.leftovers() == []
