@@ -3,6 +3,7 @@ the fleet the host-agent and deployment tests drive (see fleetwatch_testing.netn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -10,13 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.hosts._client import HostsClient
+from fleetwatch.http1 import LeanServer
 from fleetwatch_testing import free_port
 from fleetwatch_testing.llama import ensure_llama_server, ensure_model
 from fleetwatch_testing.netns import SimulatedHost, SimulatedHosts
@@ -51,7 +54,7 @@ def _host_config(tmp: Path, host: SimulatedHost, registry_port: int) -> Path:
     ]  # fmt: skip
     fast = [
         sys.executable, "-m", "fleetwatch_testing.openai_backend", "--host", "{address}",
-        "--port", "{port}", "--tokens", "{tokens}", "--token-delay", "0.01",
+        "--port", "{port}", "--tokens", "{tokens}", "--token-delay", "0.01", "--mode", "{mode}",
     ]  # fmt: skip
     static = ["/usr/bin/python3", "-m", "http.server", "--bind", "{address}", "{port}"]
     config = {
@@ -76,6 +79,7 @@ agent_args = {json.dumps(AGENT_ARGS)}
 ready_timeout = "60s"
 [profiles.params]
 tokens = {{ one_of = ["8", "200"], default = "8" }}
+mode = {{ one_of = ["ok", "draining"], default = "ok" }}
 
 [[profiles]]
 name = "llama"
@@ -209,3 +213,23 @@ def running_fleet(tmp: Path, count: int = 3, *, serve_args: Sequence[str] = ()) 
                 serve.wait()
             serve_log.close()
     assert sim.leftovers() == []
+
+
+async def hosts_up(fleet: Fleet, count: int, within: float = 30) -> None:
+    """Wait until ``count`` hosts' daemons have reported."""
+    async with fleet.client() as api, asyncio.timeout(within):
+        while sum(alive for _, alive in await api.hosts()) < count:  # noqa: ASYNC110 - another process
+            await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def fleet_gateway(fleet: Fleet, service: str) -> AsyncIterator[LeanServer]:
+    """A gateway for ``service`` in this process, once it sees an instance."""
+    settings = GatewaySettings(
+        service=service, registry_url=fleet.registry_url, registry_token=TOKEN
+    )
+    async with Gateway(settings) as gateway, gateway.server() as server:
+        async with asyncio.timeout(15):
+            while not gateway.discovery.cached(service):  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.1)
+        yield server

@@ -7,14 +7,13 @@ host gets a loopback address of its own, and the output says which mode ran."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import pwd
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,14 +21,21 @@ import psutil
 import pytest
 
 from fleetwatch.errors import Conflict
-from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.hosts import Order, OrderAction, OrderState
 from fleetwatch.hosts._client import HostsClient
-from fleetwatch.http1 import LeanServer
 from fleetwatch.registry import InstanceStatus
 from fleetwatch_testing.llama import ensure_model
 from fleetwatch_testing.netns import SimulatedHosts
-from tests._support.host_fleet import FAST, LLAMA, STATIC, Fleet, host_token, running_fleet
+from tests._support.host_fleet import (
+    FAST,
+    LLAMA,
+    STATIC,
+    Fleet,
+    fleet_gateway,
+    host_token,
+    hosts_up,
+    running_fleet,
+)
 from tests._support.registry_node import TOKEN
 from tests._support.rollouts import Traffic
 
@@ -41,12 +47,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """3 hosts, the registry, and a daemon on each, for the whole module."""
     with running_fleet(tmp_path_factory.mktemp("hosts")) as running:
         yield running
-
-
-async def _hosts_up(fleet: Fleet, count: int, within: float = 30) -> None:
-    async with fleet.client() as api, asyncio.timeout(within):
-        while sum(alive for _, alive in await api.hosts()) < count:  # noqa: ASYNC110 - another process
-            await asyncio.sleep(0.2)
 
 
 async def _until_finished(api: HostsClient, host: str, order_id: str, within: float) -> Order:
@@ -72,22 +72,10 @@ def _stop(order_id: str, service: str, instance_id: str) -> Order:
     return Order(order_id, "h0", OrderAction.STOP, service, instance_id=instance_id)
 
 
-@contextlib.asynccontextmanager
-async def _gateway(fleet: Fleet, service: str) -> AsyncIterator[LeanServer]:
-    settings = GatewaySettings(
-        service=service, registry_url=fleet.registry_url, registry_token=TOKEN
-    )
-    async with Gateway(settings) as gateway, gateway.server() as server:
-        async with asyncio.timeout(15):
-            while not gateway.discovery.cached(service):  # noqa: ASYNC110 - another process
-                await asyncio.sleep(0.1)
-        yield server
-
-
 async def test_an_order_starts_llama_on_host_2_and_a_stop_drains_it(fleet: Fleet) -> None:
     """A start order runs llama.cpp on h1 under its address, serving through the gateway; a
     stop order drains it first, so a stream in flight finishes."""
-    await _hosts_up(fleet, 3)
+    await hosts_up(fleet, 3)
     started = await _order(
         fleet, 1, _start("llama-1", LLAMA, "llama", model=ensure_model().name), 90
     )
@@ -97,7 +85,7 @@ async def test_an_order_starts_llama_on_host_2_and_a_stop_drains_it(fleet: Fleet
         assert (instance.host, instance.metadata["host_id"]) == (fleet.sim.hosts[1].address, "h1")
         assert (await api.host("h1")).instances == {instance.instance_id: LLAMA}
     async with (
-        _gateway(fleet, LLAMA) as gateway,
+        fleet_gateway(fleet, LLAMA) as gateway,
         httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
     ):
         body = {
@@ -130,7 +118,7 @@ async def test_an_order_starts_llama_on_host_2_and_a_stop_drains_it(fleet: Fleet
 
 async def test_refused_orders_are_recorded_and_start_nothing(fleet: Fleet, tmp_path: Path) -> None:
     """An unknown profile, '..', a symlink out and a ';' are refused on the feed; nothing runs."""
-    await _hosts_up(fleet, 3)
+    await hosts_up(fleet, 3)
     outside = tmp_path / "outside.gguf"
     outside.write_text("not a model")
     link = ensure_model().parent / f"fw-test-escape-{os.getpid()}.gguf"
@@ -161,7 +149,7 @@ async def test_refused_orders_are_recorded_and_start_nothing(fleet: Fleet, tmp_p
 
 async def test_a_profile_user_runs_the_server_as_that_user(fleet: Fleet) -> None:
     """The static profile names user nobody: its server process runs with nobody's uid."""
-    await _hosts_up(fleet, 3)
+    await hosts_up(fleet, 3)
     async with fleet.client() as api:
         await api.add_order(_start("static-1", STATIC, "static"))
         async with asyncio.timeout(30):
@@ -178,11 +166,11 @@ async def test_a_profile_user_runs_the_server_as_that_user(fleet: Fleet) -> None
 async def test_a_killed_daemon_fails_no_request_and_adopts_its_instances(fleet: Fleet) -> None:
     """SIGKILL h2's daemon under traffic to its two instances: no request fails; started
     again, it adopts both (one recorded by an older version) and starts nothing twice."""
-    await _hosts_up(fleet, 3)
+    await hosts_up(fleet, 3)
     for n in (1, 2):
         done = await _order(fleet, 2, _start(f"fast-{n}", FAST, "fast"), 60)
         assert done.state is OrderState.AVAILABLE, done.reason
-    async with _gateway(fleet, FAST) as gateway:
+    async with fleet_gateway(fleet, FAST) as gateway:
         traffic = Traffic(gateway.url, clients=8)
         traffic.start()
         await asyncio.sleep(1.0)

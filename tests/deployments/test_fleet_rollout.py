@@ -1,0 +1,136 @@
+"""Deployments carried out by the controller in `fleetwatch serve`, over three simulated hosts
+(network namespaces, or loopback addresses) running `fleetwatch host`: spread placement, a
+rollout under traffic through the gateway with no failed request, a version that never
+becomes ready stopped at its deadline with the old one untouched, pause, resume and undo."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from fleetwatch.registry import InstanceStatus
+from tests._support.host_fleet import FAST, Fleet, fleet_gateway, hosts_up, running_fleet
+from tests._support.registry_node import TOKEN
+from tests._support.rollouts import Traffic
+
+pytestmark = pytest.mark.serial  # namespaces and real servers: one module at a time
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """3 hosts with 3 slots each, the registry with its controller, a daemon per host."""
+    with running_fleet(tmp_path_factory.mktemp("deploy")) as running:
+        yield running
+
+
+async def deploy(fleet: Fleet, version: str, **fields: Any) -> dict[str, Any]:
+    body = {"profile": "fast", "version": version, "replicas": 3, **fields}
+    async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
+        reply = await http.put(f"/v1/deployments/{FAST}", json=body)
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
+
+
+async def deployment(fleet: Fleet) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
+        reply = await http.get(f"/v1/deployments/{FAST}")
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
+
+
+async def until_phase(fleet: Fleet, revision: int, phase: str, within: float) -> dict[str, Any]:
+    """The deployment once its progress for ``revision`` reaches ``phase``."""
+    async with asyncio.timeout(within):
+        while True:
+            found = await deployment(fleet)
+            progress = found["progress"]
+            if progress["revision"] == revision and progress["phase"] == phase:
+                return found
+            await asyncio.sleep(0.2)
+
+
+async def running(fleet: Fleet) -> dict[str, list[str]]:
+    """Version -> host of each available instance of the service."""
+    async with fleet.client() as api:
+        _, instances = await api.instances(FAST)
+    found: dict[str, list[str]] = {}
+    for instance in instances:
+        if instance.status is InstanceStatus.AVAILABLE:
+            found.setdefault(instance.version, []).append(instance.metadata["host_id"])
+    return found
+
+
+async def test_a_deployment_spreads_over_the_hosts(fleet: Fleet) -> None:
+    """Three replicas on three hosts: one each, as placement spreads them."""
+    await hosts_up(fleet, 3)
+    written = await deploy(fleet, "1")
+    await until_phase(fleet, written["revision"], "complete", 60)
+    assert Counter((await running(fleet))["1"]) == {"h0": 1, "h1": 1, "h2": 1}
+
+
+async def test_a_rollout_under_traffic_fails_no_request(fleet: Fleet) -> None:
+    """Version 2 rolled over version 1 with surge 1, while clients (half streaming) call
+    through the gateway: no request fails, and each host ends with one new instance."""
+    await hosts_up(fleet, 3)
+    first = await deploy(fleet, "1")
+    await until_phase(fleet, first["revision"], "complete", 60)
+    async with fleet_gateway(fleet, FAST) as gateway:
+        traffic = Traffic(gateway.url, clients=10)
+        traffic.start()
+        await asyncio.sleep(1.0)
+        second = await deploy(fleet, "2", max_surge="1", max_unavailable="0")
+        await until_phase(fleet, second["revision"], "complete", 120)
+        while traffic.sent < 300:  # noqa: ASYNC110 - counting the clients' requests
+            await asyncio.sleep(0.1)
+        await traffic.stop()
+    assert traffic.failures == []
+    assert traffic.sent >= 300
+    now = await running(fleet)
+    assert list(now) == ["2"]
+    assert Counter(now["2"]) == {"h0": 1, "h1": 1, "h2": 1}
+
+
+async def test_a_version_that_never_gets_ready_fails_and_leaves_the_old_one(fleet: Fleet) -> None:
+    """A revision whose servers never pass their health check is marked failed at its
+    progress deadline, its new instances are stopped, and the old ones keep serving."""
+    await hosts_up(fleet, 3)
+    good = await deploy(fleet, "3")
+    await until_phase(fleet, good["revision"], "complete", 60)
+    bad = await deploy(fleet, "4", params={"mode": "draining"}, progress_deadline_s=8)
+    failed = await until_phase(fleet, bad["revision"], "failed", 60)
+    assert "deadline" in failed["progress"]["message"]
+    await asyncio.sleep(2.0)
+    now = await running(fleet)
+    assert Counter(now["3"]) == {"h0": 1, "h1": 1, "h2": 1}
+    assert "4" not in now
+
+
+async def test_pause_resume_and_undo(fleet: Fleet) -> None:
+    """Paused, a new revision starts nothing; resumed, it rolls out; undo goes back to the
+    revision before, as a new revision."""
+    await hosts_up(fleet, 3)
+    base = await deploy(fleet, "5")
+    await until_phase(fleet, base["revision"], "complete", 60)
+    async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
+        reply = await http.put(f"/v1/deployments/{FAST}/pause", json={"paused": True})
+        assert reply.json()["paused"]
+        paused = await deploy(fleet, "6")
+        await until_phase(fleet, paused["revision"], "paused", 20)
+        await asyncio.sleep(1.5)
+        assert list(await running(fleet)) == ["5"]
+        await http.put(f"/v1/deployments/{FAST}/pause", json={"paused": False})
+        await until_phase(fleet, paused["revision"], "complete", 60)
+        assert list(await running(fleet)) == ["6"]
+        undone = (await http.post(f"/v1/deployments/{FAST}/undo", json={})).json()
+    assert (undone["revision"], undone["spec"]["version"]) == (paused["revision"] + 1, "5")
+    await until_phase(fleet, undone["revision"], "complete", 60)
+    assert list(await running(fleet)) == ["5"]
