@@ -88,6 +88,7 @@ class Controller:
         self.lease: Lease | None = None
         #: (template, host) -> until when no start of that template goes there.
         self._bad_hosts: dict[tuple[str, str], float] = {}
+        self._failed_orders: set[str] = set()
         #: Orders this controller wrote, by id: what it has done, for tests and the log.
         self.written: list[Order] = []
 
@@ -154,9 +155,14 @@ class Controller:
         spec = deployment.spec
         template = template_id(spec.profile, spec.version, spec.params)
         seen = Observed()
-        for orders in feeds.values():
+        for host_id, orders in feeds.items():
             for order in orders:
-                if order.service != spec.service or order.state.finished:
+                if order.service != spec.service:
+                    continue
+                failed_here = order.state in (OrderState.FAILED, OrderState.REFUSED)
+                if failed_here and order.action is OrderAction.START and order.template == template:
+                    self.note_failed_start(template, host_id, order.order_id)
+                if order.state.finished:
                     continue
                 if order.action is OrderAction.STOP:
                     seen.stopping.add(order.instance_id)
@@ -275,9 +281,14 @@ class Controller:
         self.written.append(stored)
         log.info("controller.stop %s on %s", instance.instance_id, host_id)
 
-    def note_failed_start(self, template: str, host_id: str) -> None:
-        """Keep starts of ``template`` off ``host_id`` for a while (a launch failed there)."""
+    def note_failed_start(self, template: str, host_id: str, order_id: str) -> None:
+        """Keep starts of ``template`` off ``host_id`` for a while: a launch failed there
+        (each failed order counts once, however often the feed shows it)."""
+        if order_id in self._failed_orders:
+            return
+        self._failed_orders.add(order_id)
         self._bad_hosts[(template, host_id)] = time.monotonic() + BAD_HOST_S
+        log.warning("controller.start_failed %s on %s: other hosts first", order_id, host_id)
 
     async def _progress(
         self, deployment: Deployment, seen: Observed, phase: Phase, message: str, fence: Fence

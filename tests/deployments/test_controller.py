@@ -1,0 +1,169 @@
+"""The controller's decisions, pass by pass, over in-memory stores: what it orders, within
+which limits, and that a leader that lost its lease can order nothing.
+
+The hosts and instances here are records the test writes (no daemons run): each pass is
+judged by the orders the controller writes, which is all it ever does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fleetwatch.deployments import DeploymentSpec, Phase
+from fleetwatch.deployments._controller import LEASE_NAME, Controller
+from fleetwatch.deployments._store import MemoryDeploymentStore, put_spec
+from fleetwatch.errors import Fenced
+from fleetwatch.hosts import Host, MemoryHostStore, Order, OrderAction, OrderState
+from fleetwatch.hosts._lease import Fence
+from fleetwatch.hosts._model import TEMPLATE_META, template_id
+from fleetwatch.registry import Instance, InstanceStatus
+
+SERVICE = "llm"
+
+
+class World:
+    """Three hosts with two slots each, the instances the registry would list, two stores."""
+
+    def __init__(self) -> None:
+        self.hosts = MemoryHostStore()
+        self.deployments = MemoryDeploymentStore(self.hosts)
+        self.instances: dict[str, Instance] = {}
+
+    async def listed(self, service: str) -> list[Instance]:
+        return [i for i in self.instances.values() if i.service == service]
+
+    def controller(self, node: str, **options: float) -> Controller:
+        return Controller(self.hosts, self.deployments, self.listed, node_id=node, **options)
+
+    async def report_hosts(self, count: int = 3, capacity: int = 2) -> None:
+        on = {h: {} for h in range(count)}
+        for instance in self.instances.values():
+            on[int(instance.metadata["host_id"][1:])][instance.instance_id] = SERVICE
+        for n in range(count):
+            host = Host(f"h{n}", f"10.0.0.{n}", capacity=capacity, instances=on[n])
+            await self.hosts.put_host(host, ttl=60)
+
+    async def orders(self, state: OrderState | None = None) -> list[Order]:
+        found = []
+        for n in range(3):
+            found += (await self.hosts.orders(f"h{n}"))[1]
+        return [o for o in found if state is None or o.state is state]
+
+    async def carry_out(self, *, available: bool = True) -> None:
+        """Do what the hosts would: each pending start becomes an instance, each stop removes
+        one; then report the hosts again."""
+        for order in await self.orders(OrderState.PENDING):
+            if order.action is OrderAction.START:
+                iid = f"{SERVICE}-{order.order_id[-8:]}"
+                self.instances[iid] = Instance(
+                    service=SERVICE,
+                    instance_id=iid,
+                    host=order.host_id,
+                    port=8000,
+                    version=order.version,
+                    status=InstanceStatus.AVAILABLE if available else InstanceStatus.STARTING,
+                    metadata={"host_id": order.host_id, TEMPLATE_META: order.template},
+                )
+                done = OrderState.AVAILABLE if available else OrderState.STARTED
+                await self.hosts.report(order.host_id, order.order_id, done, "", iid)
+            else:
+                self.instances.pop(order.instance_id, None)
+                await self.hosts.report(order.host_id, order.order_id, OrderState.STOPPED, "", "")
+        await self.report_hosts()
+
+
+def spec(version: str, replicas: int = 3, **fields: str) -> DeploymentSpec:
+    return DeploymentSpec(SERVICE, "fast", version, replicas, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def world() -> World:
+    """Three reported hosts and no deployment yet."""
+    found = World()
+    await found.report_hosts()
+    return found
+
+
+async def test_a_new_deployment_starts_its_replicas_spread_over_hosts(world: World) -> None:
+    """Replicas 3 on 3 hosts of 2 slots: one start order per host, then complete."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a")
+    await leader.step()
+    starts = await world.orders(OrderState.PENDING)
+    assert sorted(o.host_id for o in starts) == ["h0", "h1", "h2"]
+    await world.carry_out()
+    await leader.step()
+    record = await world.deployments.deployment(SERVICE)
+    assert record is not None
+    assert record.progress.phase is Phase.COMPLETE
+
+
+async def test_a_rollout_never_goes_below_replicas_minus_unavailable(world: World) -> None:
+    """Surge 1, unavailable 0: at most 4 instances at a time, never fewer than 3 available,
+    until all 3 run the new version."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a")
+    await leader.step()
+    await world.carry_out()
+    await put_spec(world.deployments, spec("2", max_surge="1", max_unavailable="0"))
+    for _ in range(12):
+        await leader.step()
+        live = [i for i in world.instances.values()]
+        starting = await world.orders(OrderState.PENDING)
+        assert len(live) + sum(o.action is OrderAction.START for o in starting) <= 4
+        assert sum(i.status.routable for i in live) >= 3
+        await world.carry_out()
+    versions = sorted(i.version for i in world.instances.values())
+    assert versions == ["2", "2", "2"]
+
+
+async def test_a_new_leader_does_not_launch_again_what_the_old_one_ordered(world: World) -> None:
+    """The leader orders 3 starts and dies before the hosts act; the next leader, reading the
+    feeds, counts those orders and orders nothing more."""
+    await put_spec(world.deployments, spec("1"))
+    first = world.controller("a", lease_ttl=0.3)
+    await first.step()
+    assert len(await world.orders(OrderState.PENDING)) == 3
+    await asyncio.sleep(0.5)  # the lease lapses: node a is gone
+    second = world.controller("b")
+    await second.step()
+    assert second.lease is not None
+    assert second.lease.epoch == 2
+    assert len(await world.orders()) == 3
+
+
+async def test_a_leader_that_lost_its_lease_orders_nothing(world: World) -> None:
+    """Node a leads, stalls past its lease, node b takes over; a's pass, resumed with its old
+    epoch, is refused by the store, and no order of a's lands."""
+    await put_spec(world.deployments, spec("1"))
+    stale = world.controller("a", lease_ttl=0.3)
+    await stale.step()
+    await world.carry_out()
+    epoch = stale.lease.epoch if stale.lease else 0
+    await put_spec(world.deployments, spec("2"))
+    await asyncio.sleep(0.5)
+    fresh = world.controller("b")
+    await fresh.step()
+    before = len(await world.orders())
+    record = await world.deployments.deployment(SERVICE)
+    assert record is not None
+    hosts = [(h, True) for h in await world.hosts.hosts()]
+    feeds = {h.host_id: (await world.hosts.orders(h.host_id))[1] for h, _ in hosts}
+    with pytest.raises(Fenced):
+        await stale.reconcile(record, hosts, feeds, Fence(LEASE_NAME, epoch))
+    assert len(await world.orders()) == before
+
+
+async def test_a_failed_start_goes_to_another_host(world: World) -> None:
+    """A start order that failed on h0 makes the next start of that template avoid h0."""
+    await put_spec(world.deployments, spec("1", replicas=1))
+    leader = world.controller("a")
+    await leader.step()
+    [first] = await world.orders(OrderState.PENDING)
+    await world.hosts.report(first.host_id, first.order_id, OrderState.FAILED, "boom", "")
+    await leader.step()
+    [second] = await world.orders(OrderState.PENDING)
+    assert second.host_id != first.host_id
+    assert second.template == template_id("fast", "1", {})
