@@ -107,11 +107,14 @@ class Fleet:
     """The simulated machines, the registry, and a daemon per host."""
 
     sim: SimulatedHosts
+    serve_config: Path
+    store: str | None
     registry_url: str
     configs: list[Path]
     state_dirs: list[Path]
     logs: Path
     daemons: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    nodes: list[ServeNode] = field(default_factory=list)
 
     def start_daemon(self, n: int) -> None:
         host = self.sim.hosts[n]
@@ -158,45 +161,99 @@ def _kill_recorded(state_dir: Path) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
+@dataclass
+class ServeNode:
+    """One `fleetwatch serve` process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def node_id(self) -> str:
+        """The node's id (what the controller lease names as its holder)."""
+        reply = httpx.get(f"{self.url}/v1/monitor", headers=_AUTH, timeout=5)
+        return str(reply.json()["node"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused node must be able to exit
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+_AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def controller_lease(url: str) -> dict[str, object] | None:
+    """Who holds the controller lease, as a node at ``url`` reports it."""
+    reply = httpx.get(f"{url}/v1/deployments", headers=_AUTH, timeout=5)
+    lease: dict[str, object] | None = reply.json().get("controller")
+    return lease
+
+
+def start_node(
+    tmp: Path,
+    number: int,
+    port: int,
+    config: Path,
+    *,
+    store: str | None = None,
+    args: Sequence[str] = (),
+) -> ServeNode:
+    """`fleetwatch serve` number ``number`` on ``port``, ready."""
+    env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN}
+    log = tmp / f"serve-{number}.log"
+    argv = [
+        sys.executable, "-m", "fleetwatch", "serve", "--host", "0.0.0.0",
+        "--port", str(port), "--config", str(config),
+        *(["--store", store] if store else []), *args,
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    node = ServeNode(f"http://127.0.0.1:{port}", process, log)
+    _wait_ready(node.url, 30)
+    return node
+
+
 @contextlib.contextmanager
-def running_fleet(tmp: Path, count: int = 3, *, serve_args: Sequence[str] = ()) -> Iterator[Fleet]:
-    """``count`` hosts (namespaces, or loopback addresses), `fleetwatch serve` on all
-    addresses in the root namespace, and `fleetwatch host` on each; all of it gone after."""
-    port = free_port()
+def running_fleet(
+    tmp: Path,
+    count: int = 3,
+    *,
+    nodes: int = 1,
+    store: str | None = None,
+    node_args: Sequence[Sequence[str]] = (),
+) -> Iterator[Fleet]:
+    """``count`` hosts (namespaces, or loopback addresses), ``nodes`` `fleetwatch serve`
+    processes on all addresses in the root namespace (sharing ``store`` when there are
+    several), and `fleetwatch host` on each host; all of it gone after. The first node
+    starts alone and takes the controller lease; hosts and clients use the last node."""
+    ports = [free_port() for _ in range(nodes)]
     # FLEETWATCH_TEST_NETNS=0 runs the loopback fallback on purpose.
     namespaces = os.environ.get("FLEETWATCH_TEST_NETNS", "1") != "0"
     with SimulatedHosts(count, allow_namespaces=namespaces) as sim:
         print(f"\nsimulated hosts: {sim.mode} {sim.reason}".rstrip())
-        env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN}
-        env |= {f"FW_TEST_HOST{n}": host_token(n) for n in range(count)}
         os.environ.update({f"FW_TEST_HOST{n}": host_token(n) for n in range(count)})
-        serve_log = (tmp / "serve.log").open("ab")
-        serve = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleetwatch",
-                "serve",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(port),
-                "--config",
-                str(_serve_config(tmp / "serve.toml", count)),
-            ],
-            env=env,
-            stdout=serve_log,
-            stderr=subprocess.STDOUT,
-        )
+        config = _serve_config(tmp / "serve.toml", count)
         fleet = Fleet(
             sim=sim,
-            registry_url=f"http://127.0.0.1:{port}",
-            configs=[_host_config(tmp, h, port) for h in sim.hosts],
+            serve_config=config,
+            store=store,
+            registry_url=f"http://127.0.0.1:{ports[-1]}",
+            configs=[_host_config(tmp, h, ports[-1]) for h in sim.hosts],
             state_dirs=[tmp / f"h{h.number}" for h in sim.hosts],
             logs=tmp,
         )
         try:
-            _wait_ready(fleet.registry_url, 30)
+            for number, port in enumerate(ports):
+                args = node_args[number] if number < len(node_args) else ()
+                fleet.nodes.append(start_node(tmp, number, port, config, store=store, args=args))
+                if number == 0 and nodes > 1:
+                    wait_for_leader(fleet.nodes[0], 20)
             for n in range(count):
                 fleet.start_daemon(n)
             yield fleet
@@ -205,14 +262,19 @@ def running_fleet(tmp: Path, count: int = 3, *, serve_args: Sequence[str] = ()) 
                 fleet.kill_daemon(n)
             for state_dir in fleet.state_dirs:
                 _kill_recorded(state_dir)
-            serve.terminate()
-            try:
-                serve.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait()
-            serve_log.close()
+            for node in fleet.nodes:
+                node.stop()
     assert sim.leftovers() == []
+
+
+def wait_for_leader(node: ServeNode, within: float) -> None:
+    """Wait until ``node`` holds the controller lease."""
+    me = node.node_id()
+    deadline = time.monotonic() + within
+    while (controller_lease(node.url) or {}).get("holder") != me:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{node.url} never took the controller lease")
+        time.sleep(0.1)
 
 
 async def hosts_up(fleet: Fleet, count: int, within: float = 30) -> None:

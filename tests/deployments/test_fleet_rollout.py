@@ -8,19 +8,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from fleetwatch.registry import InstanceStatus
+from tests._support.deploying import HEADERS, deploy, running, until_phase
 from tests._support.host_fleet import FAST, Fleet, fleet_gateway, hosts_up, running_fleet
-from tests._support.registry_node import TOKEN
 from tests._support.rollouts import Traffic
 
 pytestmark = pytest.mark.serial  # namespaces and real servers: one module at a time
-
-HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -28,45 +24,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """3 hosts with 3 slots each, the registry with its controller, a daemon per host."""
     with running_fleet(tmp_path_factory.mktemp("deploy")) as running:
         yield running
-
-
-async def deploy(fleet: Fleet, version: str, **fields: Any) -> dict[str, Any]:
-    body = {"profile": "fast", "version": version, "replicas": 3, **fields}
-    async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
-        reply = await http.put(f"/v1/deployments/{FAST}", json=body)
-        assert reply.status_code == 200, reply.text
-        result: dict[str, Any] = reply.json()
-        return result
-
-
-async def deployment(fleet: Fleet) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
-        reply = await http.get(f"/v1/deployments/{FAST}")
-        assert reply.status_code == 200, reply.text
-        result: dict[str, Any] = reply.json()
-        return result
-
-
-async def until_phase(fleet: Fleet, revision: int, phase: str, within: float) -> dict[str, Any]:
-    """The deployment once its progress for ``revision`` reaches ``phase``."""
-    async with asyncio.timeout(within):
-        while True:
-            found = await deployment(fleet)
-            progress = found["progress"]
-            if progress["revision"] == revision and progress["phase"] == phase:
-                return found
-            await asyncio.sleep(0.2)
-
-
-async def running(fleet: Fleet) -> dict[str, list[str]]:
-    """Version -> host of each available instance of the service."""
-    async with fleet.client() as api:
-        _, instances = await api.instances(FAST)
-    found: dict[str, list[str]] = {}
-    for instance in instances:
-        if instance.status is InstanceStatus.AVAILABLE:
-            found.setdefault(instance.version, []).append(instance.metadata["host_id"])
-    return found
 
 
 async def test_a_deployment_spreads_over_the_hosts(fleet: Fleet) -> None:

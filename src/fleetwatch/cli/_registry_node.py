@@ -74,8 +74,15 @@ def serve_command(
             "(default: [monitor] ca_bundle, $FLEETWATCH_CA_BUNDLE, or the system's CAs).",
         ),
     ] = None,
+    controller: Annotated[
+        bool,
+        typer.Option(
+            help="Run the deployment controller here (one node on a store leads, by a lease)."
+        ),
+    ] = True,
 ) -> None:
-    """Run the registry: API, monitor of every instance, reaper, change feed."""
+    """Run the registry: API, monitor of every instance, reaper, change feed, and the
+    deployment controller."""
     setup_logs("info")
     console = Console()
     serve_config = load_serve_config(config)
@@ -93,6 +100,8 @@ def serve_command(
             raise ConfigError(f"--ca-bundle {ca_bundle!r} is not a file")
         monitor_section = serve_config.monitor.model_copy(update={"ca_bundle": ca_bundle})
         serve_config = serve_config.model_copy(update={"monitor": monitor_section})
-    node = RegistryNode(serve_config, store_url=store or os.environ.get("FLEETWATCH_STORE"))
+    node = RegistryNode(
+        serve_config, store_url=store or os.environ.get("FLEETWATCH_STORE"), controller=controller
+    )
     tls = server_files(tls_cert, tls_key)
     asyncio.run(run_registry(node, host, port, console, tls))

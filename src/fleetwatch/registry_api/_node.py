@@ -88,6 +88,7 @@ class RegistryNode:
         auth: TokenAuth | None = None,
         store: RegistryStore | None = None,
         hosts: HostStore | None = None,
+        controller: bool = True,
     ) -> None:
         self.config = config
         registry_config = config.registry
@@ -101,6 +102,7 @@ class RegistryNode:
         #: Deployments, beside the hosts, and the controller that carries them out while
         #: this node holds the controller lease.
         self.deployments = deployment_store_for(self.hosts)
+        self.run_controller = controller
         policy = NetworkPolicy(registry_config.allowed_networks)
         self.registry = Registry(self.store, tombstone_s=registry_config.tombstone, policy=policy)
         preservation = PreservationPolicy(
@@ -168,22 +170,28 @@ class RegistryNode:
             max_connections=section.max_connections,
         )
 
+    async def _start_loops(self) -> Supervisor:
+        """The node's own loops: metrics, SLO sampling, alerts, the deployment controller."""
+        loops = Supervisor("node")
+        loops.start("metrics-follow", lambda: follow_changes(self.registry, self.metrics))
+        loops.start("slo-sampler", self.slo.run)
+        for notifier in self.notifiers.values():
+            await notifier.start()
+        loops.start("alerts", self.alerts.run)
+        if self.run_controller:
+            controller = Controller(
+                self.hosts, self.deployments, self.store.instances, node_id=self.monitor.node_id
+            )
+            loops.start("controller", controller.run, max_backoff=5.0)
+        return loops
+
     def app(self) -> ASGIApp:
         """The HTTP app; serving it starts and stops the monitor and health checks."""
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # Metrics following, SLO sampling and alert evaluation restart after a crash.
-            loops = Supervisor("node")
-            loops.start("metrics-follow", lambda: follow_changes(self.registry, self.metrics))
-            loops.start("slo-sampler", self.slo.run)
-            for notifier in self.notifiers.values():
-                await notifier.start()
-            loops.start("alerts", self.alerts.run)
-            controller = Controller(
-                self.hosts, self.deployments, self.store.instances, node_id=self.monitor.node_id
-            )
-            loops.start("controller", controller.run, max_backoff=5.0)
+            loops = await self._start_loops()
             try:
                 async with self.health, self.monitor:
                     yield

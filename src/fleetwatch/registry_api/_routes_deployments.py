@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleetwatch.deployments._controller import LEASE_NAME
 from fleetwatch.deployments._model import CanaryStep, Deployment, DeploymentSpec
 from fleetwatch.deployments._store import DeploymentStore, put_spec, set_paused
 from fleetwatch.errors import InstanceNotFound
@@ -15,6 +16,7 @@ from fleetwatch.registry._model import NAME_PATTERN
 from fleetwatch.registry_api._blocking import parse_wait, unless_disconnected
 from fleetwatch.registry_api._deps import Caller, Reader
 from fleetwatch.registry_api._errors import ERROR_RESPONSES
+from fleetwatch.registry_api._routes_hosts import Hosts
 from fleetwatch.security._auth import Scope
 
 router = APIRouter(tags=["deployments"], responses=ERROR_RESPONSES)
@@ -103,14 +105,22 @@ async def list_deployments(
     request: Request,
     who: Reader,
     deployments: Deployments,
+    hosts: Hosts,
     index: Annotated[int | None, Query(ge=0)] = None,
     wait: str | None = None,
 ) -> dict[str, Any]:
-    """Every deployment and its progress; with ``index``, a blocking query on their feed."""
+    """Every deployment and its progress, and which node's controller leads; with
+    ``index``, a blocking query on their feed."""
     if index is not None:
         await unless_disconnected(request, deployments.wait_for_change(index, parse_wait(wait)))
     current, found = await deployments.deployments()
-    return {"index": current, "deployments": [_out(d) for d in found]}
+    lease = await hosts.lease(LEASE_NAME)
+    leader = (
+        {"holder": lease.holder, "epoch": lease.epoch, "expires_at": lease.expires_at}
+        if lease is not None and lease.expires_at > await hosts.now()
+        else None
+    )
+    return {"index": current, "deployments": [_out(d) for d in found], "controller": leader}
 
 
 @router.get(PATH)

@@ -1,0 +1,55 @@
+"""Deployments through the registry API, as the deployment tests write and watch them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from fleetwatch.registry import InstanceStatus
+from tests._support.host_fleet import FAST, Fleet
+from tests._support.registry_node import TOKEN
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def deploy(fleet: Fleet, version: str, **fields: Any) -> dict[str, Any]:
+    """Write a new revision of the FAST deployment (3 replicas of the fast profile)."""
+    body = {"profile": "fast", "version": version, "replicas": 3, **fields}
+    async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
+        reply = await http.put(f"/v1/deployments/{FAST}", json=body)
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
+
+
+async def deployment(fleet: Fleet) -> dict[str, Any]:
+    """The FAST deployment as the registry holds it."""
+    async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
+        reply = await http.get(f"/v1/deployments/{FAST}")
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
+
+
+async def until_phase(fleet: Fleet, revision: int, phase: str, within: float) -> dict[str, Any]:
+    """The deployment once its progress for ``revision`` reaches ``phase``."""
+    async with asyncio.timeout(within):
+        while True:
+            found = await deployment(fleet)
+            progress = found["progress"]
+            if progress["revision"] == revision and progress["phase"] == phase:
+                return found
+            await asyncio.sleep(0.2)
+
+
+async def running(fleet: Fleet) -> dict[str, list[str]]:
+    """Version -> host of each available instance of the service."""
+    async with fleet.client() as api:
+        _, instances = await api.instances(FAST)
+    found: dict[str, list[str]] = {}
+    for instance in instances:
+        if instance.status is InstanceStatus.AVAILABLE:
+            found.setdefault(instance.version, []).append(instance.metadata["host_id"])
+    return found
