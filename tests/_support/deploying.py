@@ -14,40 +14,44 @@ from tests._support.registry_node import TOKEN
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
-async def deploy(fleet: Fleet, version: str, **fields: Any) -> dict[str, Any]:
-    """Write a new revision of the FAST deployment (3 replicas of the fast profile)."""
-    body = {"profile": "fast", "version": version, "replicas": 3, **fields}
+async def deploy(
+    fleet: Fleet, version: str, *, service: str = FAST, profile: str = "fast", **fields: Any
+) -> dict[str, Any]:
+    """Write a new revision of ``service``'s deployment (default: 3 replicas, fast profile)."""
+    body = {"profile": profile, "version": version, "replicas": 3, **fields}
     async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
-        reply = await http.put(f"/v1/deployments/{FAST}", json=body)
+        reply = await http.put(f"/v1/deployments/{service}", json=body)
         assert reply.status_code == 200, reply.text
         result: dict[str, Any] = reply.json()
         return result
 
 
-async def deployment(fleet: Fleet) -> dict[str, Any]:
-    """The FAST deployment as the registry holds it."""
+async def deployment(fleet: Fleet, service: str = FAST) -> dict[str, Any]:
+    """``service``'s deployment as the registry holds it."""
     async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
-        reply = await http.get(f"/v1/deployments/{FAST}")
+        reply = await http.get(f"/v1/deployments/{service}")
         assert reply.status_code == 200, reply.text
         result: dict[str, Any] = reply.json()
         return result
 
 
-async def until_phase(fleet: Fleet, revision: int, phase: str, within: float) -> dict[str, Any]:
+async def until_phase(
+    fleet: Fleet, revision: int, phase: str, within: float, *, service: str = FAST
+) -> dict[str, Any]:
     """The deployment once its progress for ``revision`` reaches ``phase``."""
     async with asyncio.timeout(within):
         while True:
-            found = await deployment(fleet)
+            found = await deployment(fleet, service)
             progress = found["progress"]
             if progress["revision"] == revision and progress["phase"] == phase:
                 return found
             await asyncio.sleep(0.2)
 
 
-async def running(fleet: Fleet) -> dict[str, list[str]]:
+async def running(fleet: Fleet, service: str = FAST) -> dict[str, list[str]]:
     """Version -> host of each available instance of the service."""
     async with fleet.client() as api:
-        _, instances = await api.instances(FAST)
+        _, instances = await api.instances(service)
     found: dict[str, list[str]] = {}
     for instance in instances:
         if instance.status is InstanceStatus.AVAILABLE:
