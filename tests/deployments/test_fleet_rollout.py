@@ -6,13 +6,16 @@ becomes ready stopped at its deadline with the old one untouched, pause, resume 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests._support.deploying import HEADERS, deploy, running, until_phase
+from tests._support.deploying import HEADERS, deploy, deployment, running, until_phase
 from tests._support.host_fleet import FAST, Fleet, fleet_gateway, hosts_up, running_fleet
 from tests._support.rollouts import Traffic
 
@@ -91,3 +94,32 @@ async def test_pause_resume_and_undo(fleet: Fleet) -> None:
     assert (undone["revision"], undone["spec"]["version"]) == (paused["revision"] + 1, "5")
     await until_phase(fleet, undone["revision"], "complete", 60)
     assert list(await running(fleet)) == ["5"]
+
+
+async def test_a_host_that_dies_mid_rollout_is_rescheduled_around(fleet: Fleet) -> None:
+    """h2's daemon and its instances SIGKILLed as a rollout starts: its instances leave
+    discovery, replacements go to h0 and h1, and the instances that really serve never drop
+    below replicas - max_unavailable. (Runs last: h2 stays down.)"""
+    await hosts_up(fleet, 3)
+    base = await deploy(fleet, "7")
+    await until_phase(fleet, base["revision"], "complete", 60)
+    target = await deploy(fleet, "8", max_surge="1", max_unavailable="1")
+    fleet.kill_daemon(2)
+    for record in fleet.records(2):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(str(record["pid"])), signal.SIGKILL)
+    lowest = 3
+    async with asyncio.timeout(120):
+        while True:
+            now = await running(fleet)
+            serving = sum(h != "h2" for hosts in now.values() for h in hosts)
+            lowest = min(lowest, serving)
+            found = await deployment(fleet)
+            progress = found["progress"]
+            if progress["revision"] == target["revision"] and progress["phase"] == "complete":
+                break
+            await asyncio.sleep(0.2)
+    assert lowest >= 3 - 1
+    final = await running(fleet)
+    assert list(final) == ["8"]
+    assert sorted(Counter(final["8"]).items()) in ([("h0", 1), ("h1", 2)], [("h0", 2), ("h1", 1)])
