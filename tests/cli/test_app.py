@@ -12,14 +12,14 @@ from fleetwatch.cli._app import COMMANDS, all_commands
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    """``fleetwatch --help`` names the eight built-in commands and the two the dev-only
+    """``fleetwatch --help`` names the nine built-in commands and the two the dev-only
     fleetwatch-testing distribution adds (``demo``, ``demo-llm``), and exits 0."""
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     listed = [name for name in all_commands() if f" {name} " in out]
     assert listed == list(all_commands())
     assert sorted(COMMANDS) == [
-        "agent", "check", "gateway", "host", "hosts", "rollout", "serve", "status",
+        "agent", "check", "deploy", "gateway", "host", "hosts", "rollout", "serve", "status",
     ]  # fmt: skip
     assert set(listed) - set(COMMANDS) == {"demo", "demo-llm"}
 

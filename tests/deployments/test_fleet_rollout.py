@@ -9,14 +9,15 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections import Counter
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests._support.deploying import HEADERS, deploy, deployment, running, until_phase
+from tests._support.deploying import deploy, deployment, running, until_phase
 from tests._support.host_fleet import FAST, Fleet, fleet_gateway, hosts_up, running_fleet
+from tests._support.registry_node import TOKEN
 from tests._support.rollouts import Traffic
 
 pytestmark = pytest.mark.serial  # namespaces and real servers: one module at a time
@@ -74,26 +75,48 @@ async def test_a_version_that_never_gets_ready_fails_and_leaves_the_old_one(flee
     assert "4" not in now
 
 
-async def test_pause_resume_and_undo(fleet: Fleet) -> None:
-    """Paused, a new revision starts nothing; resumed, it rolls out; undo goes back to the
-    revision before, as a new revision."""
+async def cli(fleet: Fleet, *args: str) -> tuple[int, str]:
+    """`fleetwatch deploy ARGS` against the fleet's registry: exit code and output."""
+    env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN, "FLEETWATCH_REGISTRY": fleet.registry_url}
+    env["COLUMNS"] = "200"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetwatch", "deploy", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_apply_pause_resume_and_undo_through_the_cli(fleet: Fleet) -> None:
+    """`deploy apply` follows a rollout to complete; paused, a new revision starts nothing;
+    resumed, it rolls out; `deploy undo` goes back to the revision before, as a new one."""
     await hosts_up(fleet, 3)
-    base = await deploy(fleet, "5")
-    await until_phase(fleet, base["revision"], "complete", 60)
-    async with httpx.AsyncClient(base_url=fleet.registry_url, headers=HEADERS) as http:
-        reply = await http.put(f"/v1/deployments/{FAST}/pause", json={"paused": True})
-        assert reply.json()["paused"]
-        paused = await deploy(fleet, "6")
-        await until_phase(fleet, paused["revision"], "paused", 20)
-        await asyncio.sleep(1.5)
-        assert list(await running(fleet)) == ["5"]
-        await http.put(f"/v1/deployments/{FAST}/pause", json={"paused": False})
-        await until_phase(fleet, paused["revision"], "complete", 60)
-        assert list(await running(fleet)) == ["6"]
-        undone = (await http.post(f"/v1/deployments/{FAST}/undo", json={})).json()
-    assert (undone["revision"], undone["spec"]["version"]) == (paused["revision"] + 1, "5")
-    await until_phase(fleet, undone["revision"], "complete", 60)
+    code, out = await cli(fleet, "apply", FAST, "--profile", "fast", "--version", "5",
+                          "--replicas", "3")  # fmt: skip
+    assert code == 0, out
+    assert "complete" in out
+    code, out = await cli(fleet, "pause", FAST)
+    assert code == 0, out
+    assert "paused" in out
+    code, out = await cli(fleet, "apply", FAST, "--profile", "fast", "--version", "6",
+                          "--replicas", "3")  # fmt: skip
+    assert code == 1, out  # it ends paused, not complete
+    assert "paused" in out
+    await asyncio.sleep(1.5)
     assert list(await running(fleet)) == ["5"]
+    code, out = await cli(fleet, "resume", FAST)
+    assert code == 0, out
+    paused = await deployment(fleet)
+    await until_phase(fleet, paused["revision"], "complete", 60)
+    assert list(await running(fleet)) == ["6"]
+    code, out = await cli(fleet, "undo", FAST)
+    assert code == 0, out
+    assert f"revision {paused['revision'] + 1} (version 5)" in out
+    assert list(await running(fleet)) == ["5"]
+    code, out = await cli(fleet, "status")
+    assert code == 0, out
+    assert "complete" in out
+    assert "controller:" in out
 
 
 async def test_a_host_that_dies_mid_rollout_is_rescheduled_around(fleet: Fleet) -> None:

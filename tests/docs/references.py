@@ -48,6 +48,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference"
 
 #: ``fleetwatch hosts`` has subcommands: each gets its own section.
 HOSTS_SUBCOMMANDS = ("start", "stop", "orders", "cordon", "uncordon", "drain")
+DEPLOY_SUBCOMMANDS = ("apply", "status", "pause", "resume", "undo")
 
 
 def cli_page() -> str:
@@ -60,7 +61,9 @@ def cli_page() -> str:
         "it differs from what `fleetwatch COMMAND --help` prints.",
         "",
     ]
-    for name in ["", *COMMANDS, *(f"hosts {sub}" for sub in HOSTS_SUBCOMMANDS)]:
+    subcommands = [f"hosts {sub}" for sub in HOSTS_SUBCOMMANDS]
+    subcommands += [f"deploy {sub}" for sub in DEPLOY_SUBCOMMANDS]
+    for name in ["", *COMMANDS, *subcommands]:
         argv = [sys.executable, "-m", "fleetwatch", *name.split(), "--help"]
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=True)
         out += [f"## `fleetwatch {name}`" if name else "## `fleetwatch`"]
