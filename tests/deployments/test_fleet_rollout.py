@@ -76,11 +76,11 @@ async def test_a_version_that_never_gets_ready_fails_and_leaves_the_old_one(flee
 
 
 async def cli(fleet: Fleet, *args: str) -> tuple[int, str]:
-    """`fleetwatch deploy ARGS` against the fleet's registry: exit code and output."""
+    """`fleetwatch ARGS` against the fleet's registry: exit code and output."""
     env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN, "FLEETWATCH_REGISTRY": fleet.registry_url}
     env["COLUMNS"] = "200"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetwatch", "deploy", *args, env=env,
+        sys.executable, "-m", "fleetwatch", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
@@ -91,32 +91,37 @@ async def test_apply_pause_resume_and_undo_through_the_cli(fleet: Fleet) -> None
     """`deploy apply` follows a rollout to complete; paused, a new revision starts nothing;
     resumed, it rolls out; `deploy undo` goes back to the revision before, as a new one."""
     await hosts_up(fleet, 3)
-    code, out = await cli(fleet, "apply", FAST, "--profile", "fast", "--version", "5",
+    code, out = await cli(fleet, "deploy", "apply", FAST, "--profile", "fast", "--version", "5",
                           "--replicas", "3")  # fmt: skip
     assert code == 0, out
     assert "complete" in out
-    code, out = await cli(fleet, "pause", FAST)
+    code, out = await cli(fleet, "deploy", "pause", FAST)
     assert code == 0, out
     assert "paused" in out
-    code, out = await cli(fleet, "apply", FAST, "--profile", "fast", "--version", "6",
+    code, out = await cli(fleet, "deploy", "apply", FAST, "--profile", "fast", "--version", "6",
                           "--replicas", "3")  # fmt: skip
     assert code == 1, out  # it ends paused, not complete
     assert "paused" in out
     await asyncio.sleep(1.5)
     assert list(await running(fleet)) == ["5"]
-    code, out = await cli(fleet, "resume", FAST)
+    code, out = await cli(fleet, "deploy", "resume", FAST)
     assert code == 0, out
     paused = await deployment(fleet)
     await until_phase(fleet, paused["revision"], "complete", 60)
     assert list(await running(fleet)) == ["6"]
-    code, out = await cli(fleet, "undo", FAST)
+    code, out = await cli(fleet, "deploy", "undo", FAST)
     assert code == 0, out
     assert f"revision {paused['revision'] + 1} (version 5)" in out
     assert list(await running(fleet)) == ["5"]
-    code, out = await cli(fleet, "status")
+    code, out = await cli(fleet, "deploy", "status")
     assert code == 0, out
     assert "complete" in out
     assert "controller:" in out
+    # `fleetwatch status` shows the rollouts beside the instances.
+    code, out = await cli(fleet, "status")
+    assert code == 0, out
+    assert "deployments" in out
+    assert f"{FAST}" in out
 
 
 async def test_a_host_that_dies_mid_rollout_is_rescheduled_around(fleet: Fleet) -> None:

@@ -9,11 +9,13 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from fleetwatch.deployments._client import DeploymentsClient
+from fleetwatch.deployments._model import Deployment
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.errors import RegistryError
 from fleetwatch.registry._model import Instance, InstanceStatus
@@ -134,6 +136,39 @@ def slo_table(slos: list[SloReport]) -> Table:
     return table
 
 
+def rollouts_table(deployments: list[Deployment]) -> Table:
+    """Deployments and their rollouts as they stand (``fleetwatch deploy``)."""
+    table = Table(title="deployments", title_justify="left")
+    for column in ("service", "revision", "version", "replicas", "phase", "progress"):
+        table.add_column(column)
+    for d in deployments:
+        phase = "paused" if d.paused else d.progress.phase.value
+        style = {"complete": "green", "failed": "bold red", "paused": "yellow"}.get(phase, "cyan")
+        table.add_row(
+            d.service,
+            str(d.revision),
+            d.spec.version,
+            f"{d.progress.updated}/{d.spec.replicas}",
+            Text(phase, style=style),
+            d.progress.message,
+        )
+    return table
+
+
+async def _rollouts(client: DeploymentsClient) -> list[Deployment]:
+    """The deployments, or none when the registry predates them (or denies the read)."""
+    try:
+        return (await client.deployments())[1]
+    except RegistryError:
+        return []
+
+
+def _view(index: int, found: Any, url: str, deployments: list[Deployment]) -> Any:
+    if not deployments:
+        return render(index, found, url)
+    return Group(render(index, found, url), rollouts_table(deployments))
+
+
 async def _run(
     registry: str | None,
     services: list[str] | None,
@@ -143,8 +178,9 @@ async def _run(
     *,
     slo: bool = False,
 ) -> None:
-    async with RegistryClient(registry) as client:
+    async with DeploymentsClient(registry) as client:
         index, found = await snapshot(client, services)
+        deployments = await _rollouts(client)
         slos = await client.slos() if slo else []
         if as_json:
             payload: dict[str, Any] = {
@@ -154,20 +190,24 @@ async def _run(
             }
             if slo:
                 payload["slos"] = [one.as_dict() for one in slos]
+            if deployments:
+                payload["deployments"] = [d.to_dict() for d in deployments]
             console.print_json(json.dumps(payload))
             return
         if not watch:
-            console.print(render(index, found, client.url))
+            console.print(_view(index, found, client.url, deployments))
             if slo:
                 console.print(slo_table(slos))
             return
-        with Live(render(index, found, client.url), console=console, auto_refresh=False) as live:
+        view = _view(index, found, client.url, deployments)
+        with Live(view, console=console, auto_refresh=False) as live:
             while True:
                 try:
                     # Wake on membership changes, and at least every second for check times.
                     await client.services(index=index, wait=1.0)
                     index, found = await snapshot(client, services)
-                    live.update(render(index, found, client.url), refresh=True)
+                    deployments = await _rollouts(client)
+                    live.update(_view(index, found, client.url, deployments), refresh=True)
                 except RegistryError as exc:
                     live.update(
                         Text(f"registry unreachable, retrying: {exc}", style="red"), refresh=True
