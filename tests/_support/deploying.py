@@ -9,7 +9,7 @@ import httpx
 
 from fleetwatch.registry import InstanceStatus
 from tests._support.host_fleet import FAST, Fleet
-from tests._support.registry_node import TOKEN
+from tests._support.host_fleet import FLEET_TOKEN as TOKEN
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 

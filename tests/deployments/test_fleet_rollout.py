@@ -17,7 +17,7 @@ import pytest
 
 from tests._support.deploying import deploy, deployment, running, until_phase
 from tests._support.host_fleet import FAST, Fleet, fleet_gateway, hosts_up, running_fleet
-from tests._support.registry_node import TOKEN
+from tests._support.host_fleet import FLEET_TOKEN as TOKEN
 from tests._support.rollouts import Traffic
 
 pytestmark = pytest.mark.serial  # namespaces and real servers: one module at a time

@@ -36,7 +36,7 @@ from tests._support.host_fleet import (
     hosts_up,
     running_fleet,
 )
-from tests._support.registry_node import TOKEN
+from tests._support.host_fleet import FLEET_TOKEN as TOKEN
 from tests._support.rollouts import Traffic
 
 pytestmark = pytest.mark.serial  # namespaces and real servers: one module at a time
