@@ -163,3 +163,11 @@ async def test_hosts_list_what_runs_and_their_capacity(api: Api) -> None:
         await asyncio.sleep(0.7)
         [(_, alive)] = await deploy.hosts()
     assert not alive
+
+
+def test_a_host_token_cannot_also_deploy() -> None:
+    """A host token with deploy or admin could order every host: refused when configured."""
+    with pytest.raises(ValueError, match="cannot also deploy"):
+        Token("h1", "s", frozenset({Scope.HOST, Scope.DEPLOY}), host_id="h1")
+    with pytest.raises(ValueError, match="bound to exactly one host"):
+        Token("h1", "s", frozenset({Scope.HOST}))

@@ -148,7 +148,8 @@ async def test_refused_orders_are_recorded_and_start_nothing(fleet: Fleet, tmp_p
 
 
 async def test_a_profile_user_runs_the_server_as_that_user(fleet: Fleet) -> None:
-    """The static profile names user nobody: its server process runs with nobody's uid."""
+    """The static profile names user nobody: its server runs with nobody's uid, and without
+    the registry's or the host's token in its environment."""
     await hosts_up(fleet, 3)
     async with fleet.client() as api:
         await api.add_order(_start("static-1", STATIC, "static"))
@@ -159,6 +160,10 @@ async def test_a_profile_user_runs_the_server_as_that_user(fleet: Fleet) -> None
                 await asyncio.sleep(0.2)
         [server] = psutil.Process(int(records[0]["pid"])).children()
         assert server.uids().real == pwd.getpwnam("nobody").pw_uid
+        # Neither the registry token nor the host's own reaches the server it runs.
+        environ = set(server.environ())
+        assert "FLEETWATCH_TOKEN" not in environ
+        assert "FW_TEST_HOST0" not in environ  # h0's token_env (the test sets every host's)
         stop = _stop("static-1-stop", STATIC, str(records[0]["instance_id"]))
         assert (await _order(fleet, 0, stop, 60)).state is OrderState.STOPPED
 

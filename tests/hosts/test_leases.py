@@ -1,4 +1,5 @@
-"""A lease with an epoch on both stores: one holder at a time, and a lapsed holder is fenced."""
+"""The host stores' guarantees, on both: one lease holder at a time and a lapsed one fenced,
+no late report on a finished order, and no order id used twice."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fleetwatch.errors import Fenced
-from fleetwatch.hosts import HostStore, MemoryHostStore, Order, OrderAction
+from fleetwatch.errors import Conflict, Fenced
+from fleetwatch.hosts import HostStore, MemoryHostStore, Order, OrderAction, OrderState
 from fleetwatch.hosts._lease import Fence
 from fleetwatch.hosts._redis import RedisHostStore
 from fleetwatch_testing import RedisServer
@@ -75,3 +76,36 @@ async def test_a_released_lease_is_taken_at_once_with_a_new_epoch(store: HostSto
     assert taken.epoch == held.epoch + 1
     with pytest.raises(Fenced):
         await store.add_order(order("after-release"), fence=Fence("controller", held.epoch))
+
+
+async def test_a_finished_order_takes_no_late_report(store: HostStore) -> None:
+    """Once an order ended, a stale report cannot move it back (409)."""
+    stored, _ = await store.add_order(order("o-1"))
+    await store.report("h1", stored.order_id, OrderState.AVAILABLE, "", "llm-a")
+    with pytest.raises(Conflict, match="already ended available"):
+        await store.report("h1", stored.order_id, OrderState.STARTED, "", "")
+
+
+async def test_an_order_id_stays_taken_after_its_order_is_forgotten(
+    request: pytest.FixtureRequest,
+) -> None:
+    """With a history of one finished order, the first order's id, resent after it was
+    forgotten, is refused rather than carried out again."""
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    smalls: list[HostStore] = [
+        MemoryHostStore(order_history=1),
+        RedisHostStore(redis.url, namespace=f"t-{uuid.uuid4().hex[:8]}", order_history=1),
+    ]
+    for small in smalls:
+        try:
+            await small.add_order(order("o-1"))
+            await small.report("h1", "o-1", OrderState.AVAILABLE, "", "llm-a")
+            await small.add_order(order("o-2"))
+            await small.report("h1", "o-2", OrderState.AVAILABLE, "", "llm-b")
+            await small.add_order(order("o-3"))  # trims o-1 (two finished, one kept)
+            _, kept = await small.orders("h1")
+            assert "o-1" not in {o.order_id for o in kept}
+            with pytest.raises(Conflict, match="used by an order that finished"):
+                await small.add_order(order("o-1"))
+        finally:
+            await small.aclose()

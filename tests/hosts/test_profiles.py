@@ -63,6 +63,9 @@ def test_a_valid_order_fills_the_argument_list(models: Path) -> None:
         ({"model": "smol.gguf", "ctx": "999999"}, "not one of"),
         ({"model": "smol.gguf", "threads": "8"}, "has no parameter"),
         ({"model": "missing.gguf"}, "is not a file"),
+        ({"model": "/etc/passwd"}, "outside"),
+        ({"model": ""}, "not allowed"),
+        ({"model": "."}, "does not end with"),
         ({}, "required"),
     ],
 )
@@ -78,6 +81,12 @@ def test_an_unknown_profile_is_refused_naming_those_allowed(models: Path) -> Non
     """An order cannot name a command: only a profile, and the error lists them."""
     with pytest.raises(OrderRefused, match=r"unknown launch profile 'bash'.*llama"):
         find_profile({"llama": llama(models)}, "bash")
+
+
+def test_an_absolute_path_inside_the_folder_is_allowed(models: Path) -> None:
+    """An absolute path is judged by where it really is, like a relative one."""
+    command = llama(models).render({"model": str(models / "smol.gguf")}, address="a")
+    assert str(models / "smol.gguf") in command
 
 
 def test_integer_parameters_stay_in_range() -> None:

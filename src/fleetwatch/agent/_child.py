@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pwd
 import signal
 from collections.abc import Sequence
 
 from fleetwatch.errors import FleetwatchError
+from fleetwatch.security._auth import TOKEN_ENV
 
 log = logging.getLogger("fleetwatch.agent")
 
@@ -45,12 +47,18 @@ class ChildProcess:
     async def start(self) -> None:
         """Launch the command (its output goes where the agent's goes)."""
         try:
+            # The server never needs the registry token: it is the agent's, not the server's.
+            env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
             if self.user is None:
-                self._process = await asyncio.create_subprocess_exec(*self.command)
+                self._process = await asyncio.create_subprocess_exec(*self.command, env=env)
             else:
                 # Groups too: the user's own, not the agent's (root's) supplementary groups.
                 self._process = await asyncio.create_subprocess_exec(
-                    *self.command, user=self.user, group=_primary_group(self.user), extra_groups=[]
+                    *self.command,
+                    env=env,
+                    user=self.user,
+                    group=_primary_group(self.user),
+                    extra_groups=[],
                 )
         except (OSError, KeyError, ValueError) as exc:
             as_user = f" as user {self.user!r}" if self.user else ""

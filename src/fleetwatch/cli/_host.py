@@ -43,5 +43,6 @@ def host_command(
         labels=section.labels,
         capacity=section.capacity,
         ttl=section.ttl,
+        token_env=section.token_env,
     )
     raise typer.Exit(asyncio.run(HostDaemon(settings).run()))

@@ -122,6 +122,8 @@ class TokenSection(BaseModel):
                 "a token with the 'host' scope names its host (host = \"ID\"), and only such a "
                 "token does"
             )
+        if "host" in self.scopes and {"deploy", "admin"} & set(self.scopes):
+            raise ValueError("a host token cannot also have the 'deploy' or 'admin' scope")
         return self
 
 

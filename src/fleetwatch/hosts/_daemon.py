@@ -69,6 +69,8 @@ class HostSettings:
     labels: Mapping[str, str] = field(default_factory=dict)
     capacity: int = 1
     ttl: float = 10.0
+    #: The variable the daemon read its token from: not passed on to what it launches.
+    token_env: str = TOKEN_ENV
 
     def __post_init__(self) -> None:
         check_name(self.host_id, "host id")
@@ -121,6 +123,8 @@ class HostDaemon:
         self._loops = Supervisor("host", detail=settings.host_id, on_fail=self._on_fail)
         #: Orders refused or failed here, by id: the feed may hand them over again.
         self._done: set[str] = set()
+        #: Instances whose agent exited, kept until the order that started them is told.
+        self._exited: dict[str, LocalInstance] = {}
 
     # -- life -------------------------------------------------------------------------------
 
@@ -224,8 +228,8 @@ class HostDaemon:
             else:
                 await self._stop_instance(order)
         except OrderRefused as exc:
-            self._done.add(order.order_id)
             await self._tell(order, OrderState.REFUSED, str(exc))
+            self._done.add(order.order_id)
         except (OSError, RegistryError) as exc:
             # A report that fails is told again when the order comes round on the feed.
             log.warning("host.order_error %s: %s", order.order_id, exc)
@@ -293,7 +297,9 @@ class HostDaemon:
         if profile.user:
             agent += ["--run-as", profile.user]
         agent += [*profile.agent_args, "--", *command]
-        env = dict(os.environ)
+        # The agent gets the host's token as FLEETWATCH_TOKEN (and strips it from its server's
+        # environment); the variable the daemon read it from is not passed on.
+        env = {k: v for k, v in os.environ.items() if k not in (s.token_env, TOKEN_ENV)}
         if s.token:
             env[TOKEN_ENV] = s.token
         try:
@@ -334,11 +340,15 @@ class HostDaemon:
         """Forget instances that exited, and move tracked orders on."""
         exited = [i for i in self.table if not process_matches(i.pid, i.create_time)]
         for instance in exited:
+            # An agent that died may leave its server running in its session: end it too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(instance.pid, signal.SIGKILL)
             self.table.forget(instance.instance_id)
+            self._exited[instance.instance_id] = instance
         if exited:
             with contextlib.suppress(RegistryError):
                 await self.report_now()
-        gone = {i.instance_id: i for i in exited}
+        gone = self._exited
         statuses = await self._registry_statuses()
         now = time.monotonic()
         for order_id, tracked in list(self._tracked.items()):
@@ -369,6 +379,7 @@ class HostDaemon:
             tail = log_tail(exited.log)
             await self._tell(order, OrderState.FAILED, f"the agent exited: {tail}", iid)
             self._finish(order.order_id)
+            self._exited.pop(iid, None)
         elif status is InstanceStatus.AVAILABLE:
             await self._tell(order, OrderState.AVAILABLE, iid=iid)
             self._finish(order.order_id)

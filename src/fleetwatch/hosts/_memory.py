@@ -8,7 +8,7 @@ import time
 from fleetwatch.errors import Conflict, Fenced
 from fleetwatch.hosts._lease import Fence, Lease
 from fleetwatch.hosts._model import Host, Order, OrderState
-from fleetwatch.hosts._store import DEFAULT_ORDER_HISTORY, trimmed
+from fleetwatch.hosts._store import DEFAULT_ORDER_HISTORY, check_report, reused, trimmed
 
 
 class _Feed:
@@ -16,6 +16,9 @@ class _Feed:
 
     def __init__(self) -> None:
         self.orders: dict[str, Order] = {}
+        #: Every order id ever used here, with what it asked for: an id stays taken after
+        #: its order is forgotten, so a resent old order is never carried out again.
+        self.used: dict[str, Order] = {}
         self.index = 0
         self.changed = asyncio.Event()
 
@@ -110,11 +113,14 @@ class MemoryHostStore:
             if not known.same_request(order):
                 raise Conflict(f"order id {order.order_id!r} is taken by a different order")
             return known, False
+        if order.order_id in feed.used:
+            raise Conflict(reused(order.order_id))
         now = time.time()
         stored = order.with_changes(
             state=OrderState.PENDING, created_at=now, updated_at=now, index=feed.bump()
         )
         feed.orders[order.order_id] = stored
+        feed.used[order.order_id] = stored
         for old in trimmed(list(feed.orders.values()), self._history):
             del feed.orders[old]
         return stored, True
@@ -126,6 +132,7 @@ class MemoryHostStore:
         known = feed.orders.get(order_id)
         if known is None:
             return None
+        check_report(known, state)
         stored = known.with_changes(
             state=state,
             reason=reason,

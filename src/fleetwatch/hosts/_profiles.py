@@ -74,6 +74,13 @@ class ParamRule:
                 raise OrderRefused(f"{where}: {value!r} is not a whole number in {low}..{high}")
             return value
         assert self.path_under is not None
+        try:
+            return self._check_path(value, where)
+        except OSError as exc:  # an unreadable folder, a broken mount: refused, and said why
+            raise OrderRefused(f"{where}: {value!r} cannot be checked: {exc}") from None
+
+    def _check_path(self, value: str, where: str) -> str:
+        assert self.path_under is not None
         root = Path(os.path.realpath(self.path_under))
         candidate = Path(value) if os.path.isabs(value) else root / value
         resolved = Path(os.path.realpath(candidate))

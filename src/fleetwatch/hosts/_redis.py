@@ -5,7 +5,9 @@ Keys, under the registry's hash tag ``{NS}`` (one slot, as the instance keys):
 - ``{NS}:hosts`` hash host id -> host JSON; ``{NS}:cordoned`` set of cordoned host ids;
 - ``{NS}:orders:<host>`` hash order id -> order JSON; ``{NS}:oidx:<host>`` hash order id ->
   its index; ``{NS}:oindex:<host>`` the feed's index;
-- ``{NS}:ofeed:<host>`` stream, entry id ``<index>-1``: what a waiting host blocks on.
+- ``{NS}:ofeed:<host>`` stream, entry id ``<index>-1``: what a waiting host blocks on;
+- ``{NS}:oids:<host>`` set of every order id ever used (an id stays taken once forgotten);
+- ``{NS}:lease:<name>`` hash holder/epoch/expires, ``{NS}:lease-epoch:<name>`` its counter.
 
 A new order and a report each move the order, its index and the stream in one Lua script.
 """
@@ -18,7 +20,7 @@ from typing import Any
 from fleetwatch.errors import Conflict, Fenced
 from fleetwatch.hosts._lease import Fence, Lease
 from fleetwatch.hosts._model import Host, Order, OrderState
-from fleetwatch.hosts._store import DEFAULT_ORDER_HISTORY, trimmed
+from fleetwatch.hosts._store import DEFAULT_ORDER_HISTORY, check_report, reused, trimmed
 from fleetwatch.registry.stores._redis_connect import client_factory, translated
 
 #: Every command but a blocking wait is bounded by this.
@@ -39,9 +41,10 @@ local function fence_holds(key, epoch)
 end
 """
 
-# KEYS: orders, oidx, oindex, ofeed, lease. ARGV: order id, order JSON, only_if_new (1/0),
-# stream length, fence epoch ('' for none). Returns {created, stored JSON, index}; {-1} when
-# only_if_new=0 and the order is unknown; {-2} when the fence's epoch lost the lease.
+# KEYS: orders, oidx, oindex, ofeed, lease, used ids. ARGV: order id, order JSON, only_if_new
+# (1/0), stream length, fence epoch ('' for none). Returns {created, stored JSON, index}; {-1}
+# when only_if_new=0 and the order is unknown; {-2} when the fence's epoch lost the lease; {-3}
+# when the id was used by an order since forgotten.
 _WRITE_ORDER = (
     FENCE_CHECK
     + """
@@ -49,6 +52,8 @@ if not fence_holds(KEYS[5], ARGV[5]) then return {-2} end
 local known = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[3] == '1' then
   if known then return {0, known, tonumber(redis.call('HGET', KEYS[2], ARGV[1]))} end
+  if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then return {-3} end
+  redis.call('SADD', KEYS[6], ARGV[1])
 elseif not known then
   return {-1}
 end
@@ -211,7 +216,11 @@ class RedisHostStore:
     ) -> tuple[int, Order | None]:
         async with translated("write order"):
             reply = await self._write_order(
-                keys=[*self._feed_keys(order.host_id), self.lease_key(fence.name if fence else "")],
+                keys=[
+                    *self._feed_keys(order.host_id),
+                    self.lease_key(fence.name if fence else ""),
+                    self._key("oids", order.host_id),
+                ],
                 args=[
                     order.order_id,
                     json.dumps(order.to_dict()),
@@ -221,6 +230,8 @@ class RedisHostStore:
                 ],
             )
         created = int(reply[0])
+        if created == -3:
+            raise Conflict(reused(order.order_id))
         if created == -2:
             assert fence is not None
             raise Fenced(f"epoch {fence.epoch} no longer holds the {fence.name!r} lease")
@@ -260,6 +271,7 @@ class RedisHostStore:
         if raw is None:
             return None
         known = Order.from_dict(json.loads(_text(raw)))
+        check_report(known, state)
         changed = known.with_changes(
             state=state,
             reason=reason,

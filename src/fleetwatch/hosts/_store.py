@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from fleetwatch.errors import Conflict
 from fleetwatch.hosts._lease import Fence, Lease
 from fleetwatch.hosts._model import Host, Order, OrderState
 
@@ -84,3 +85,20 @@ def trimmed(orders: list[Order], keep: int) -> list[str]:
     """The ids of finished orders beyond the newest ``keep`` finished: what to forget."""
     finished = sorted((o for o in orders if o.state.finished), key=lambda o: o.index)
     return [o.order_id for o in finished[: max(0, len(finished) - keep)]]
+
+
+def reused(order_id: str) -> str:
+    """Why a forgotten order's id cannot be used again."""
+    return (
+        f"order id {order_id!r} was used by an order that finished and has been forgotten; "
+        "an order is carried out once: give the new order a new id"
+    )
+
+
+def check_report(known: Order, state: OrderState) -> None:
+    """Raise Conflict for a report on a finished order (a stale report must not undo it)."""
+    if known.state.finished and state != known.state:
+        raise Conflict(
+            f"order {known.order_id!r} already ended {known.state.value}; "
+            f"a report of {state.value!r} comes too late"
+        )

@@ -104,6 +104,11 @@ class Token:
                 f"token {self.name!r}: the host scope and a host id go together "
                 "(a host token is bound to exactly one host)"
             )
+        if Scope.HOST in self.scopes and self.scopes & {Scope.DEPLOY, Scope.ADMIN}:
+            raise ValueError(
+                f"token {self.name!r}: a host token cannot also deploy or administer "
+                "(it would write orders to every host); give those to another token"
+            )
 
 
 class TokenAuth:
