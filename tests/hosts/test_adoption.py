@@ -31,23 +31,29 @@ def test_a_live_process_is_adopted_and_a_reused_pid_is_not(tmp_path: Path) -> No
         sleeper.wait()
 
 
-def test_a_record_from_an_older_version_is_read(tmp_path: Path) -> None:
-    """A record with fields this version does not know, and without some it writes, is read."""
-    table = InstanceTable(tmp_path)
-    (table.records / "old.json").write_text(
-        json.dumps(
-            {
-                "instance_id": "old",
-                "service": "llm",
-                "pid": 1,
-                "create_time": 0.0,
-                "fleetwatch_version": "0.0.1",
-                "retired_field": True,
-            }
+def test_a_record_from_an_older_version_is_adopted(tmp_path: Path) -> None:
+    """A record with only what adoption needs (instance id, pid, start time), a field this
+    version does not know, and an old version, names a live process: it is adopted."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # noqa: S603
+    try:
+        table = InstanceTable(tmp_path)
+        (table.records / "old.json").write_text(
+            json.dumps(
+                {
+                    "instance_id": "old",
+                    "pid": sleeper.pid,
+                    "create_time": psutil.Process(sleeper.pid).create_time(),
+                    "fleetwatch_version": "0.0.1",
+                    "retired_field": True,
+                }
+            )
         )
-    )
-    _, gone = table.adopt()
-    assert [(i.instance_id, i.fleetwatch_version) for i in gone] == [("old", "0.0.1")]
+        adopted, gone = table.adopt()
+        assert [(i.instance_id, i.fleetwatch_version) for i in adopted] == [("old", "0.0.1")]
+        assert gone == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_a_record_written_before_its_spawn_finds_the_agent_by_its_instance_id(

@@ -41,7 +41,8 @@ class LocalInstance:
     """One instance this host started, as its record says."""
 
     instance_id: str
-    service: str
+    #: Empty in a record that predates it (the registry still knows the instance's service).
+    service: str = ""
     order_id: str = ""
     profile: str = ""
     version: str = ""
