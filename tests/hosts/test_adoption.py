@@ -34,7 +34,7 @@ def test_a_live_process_is_adopted_and_a_reused_pid_is_not(tmp_path: Path) -> No
 def test_a_record_from_an_older_version_is_adopted(tmp_path: Path) -> None:
     """A record with only what adoption needs (instance id, pid, start time), a field this
     version does not know, and an old version, names a live process: it is adopted."""
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # noqa: S603
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         table = InstanceTable(tmp_path)
         (table.records / "old.json").write_text(
