@@ -62,7 +62,15 @@ def test_a_record_written_before_its_spawn_finds_the_agent_by_its_instance_id(
     """A daemon killed between writing a record (pid 0) and the spawn finds the agent again
     by ``--instance-id`` on its command line."""
     agent = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)", "agent", "--instance-id", "mid"]
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(30)",
+            "fleetwatch",
+            "agent",
+            "--instance-id",
+            "mid",
+        ]
     )
     try:
         table = InstanceTable(tmp_path)

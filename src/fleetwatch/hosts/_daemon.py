@@ -249,7 +249,8 @@ class HostDaemon:
             await self._tell(order, OrderState.FAILED, "its instance no longer runs on this host")
             return
         profile = find_profile(s.profiles, order.profile)
-        command = profile.render(order.params, address=s.address)
+        # Off the event loop: resolving paths may touch a slow (network) file system.
+        command = await asyncio.to_thread(profile.render, order.params, address=s.address)
         if len(self.table) >= s.capacity:
             raise OrderRefused(f"no free slot: {len(self.table)} of {s.capacity} in use")
         instance_id = instance_id_for(order)
@@ -283,7 +284,7 @@ class HostDaemon:
             "--upstream", f"http://{s.address}:{{port}}",
             "--kind", profile.kind,
             "--instance-id", instance_id,
-            "--version", order.version,
+            f"--version={order.version}",
             "--listen", f"{s.address}:0",
             "--meta", f"host_id={s.host_id}",
             "--meta", f"order_id={order.order_id}",

@@ -83,10 +83,16 @@ def process_matches(pid: int, create_time: float) -> bool:
 
 
 def find_agent(instance_id: str) -> psutil.Process | None:
-    """The running ``fleetwatch agent`` whose command line names ``instance_id``."""
-    for process in psutil.process_iter(["cmdline"]):
+    """The running ``fleetwatch agent`` of this user whose command line names
+    ``--instance-id instance_id``."""
+    for process in psutil.process_iter(["cmdline", "uids"]):
         cmdline = process.info.get("cmdline") or []
-        if "agent" in cmdline and instance_id in cmdline:
+        uids = process.info.get("uids")
+        # Only our own agents: this user's processes, a `fleetwatch ... agent` command line.
+        ours = uids is not None and uids.real == os.geteuid()
+        if not ours or "fleetwatch" not in cmdline or "agent" not in cmdline:
+            continue
+        if instance_id in cmdline:
             pairs = itertools.pairwise(cmdline)
             if ("--instance-id", instance_id) in pairs:
                 return process

@@ -104,14 +104,18 @@ async def orders(
     *,
     request: Request,
     host_id: Name,
-    who: Reader,
+    who: Caller,
     hosts: Hosts,
     index: Annotated[int | None, Query(ge=0)] = None,
     wait: str | None = None,
 ) -> schemas.OrdersReply:
     """The host's orders changed after ``index`` (all of them without it); with ``index``,
-    a blocking query: it answers when the feed moves past it or after ``wait``."""
-    who.require_not_other_host(host_id, f"reading host {host_id!r}'s orders")
+    a blocking query: it answers when the feed moves past it or after ``wait``. A host's own
+    token reads its own feed; any other host's gets 403; other tokens need ``read``."""
+    what = f"reading host {host_id!r}'s orders"
+    who.require_not_other_host(host_id, what)
+    if who.host_id != host_id:
+        who.require(Scope.READ, what)
     if index is not None:
         await unless_disconnected(request, hosts.wait_for_orders(host_id, index, parse_wait(wait)))
     current, changed = await hosts.orders(host_id, after=index or 0)
