@@ -27,14 +27,13 @@ ctx = { one_of = ["2048", "4096", "8192"], default = "4096" }
 from __future__ import annotations
 
 import pwd
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from fleetwatch.config._durations import parse_duration
-from fleetwatch.config._validation import Where, validate
+from fleetwatch.config._validation import Where, read_toml, validate
 from fleetwatch.errors import ConfigError
 from fleetwatch.hosts._profiles import BUILTIN_PARAMS, LaunchProfile, ParamRule
 from fleetwatch.registry._model import NAME_PATTERN
@@ -166,14 +165,7 @@ class HostConfig(BaseModel):
 def load_host_config(path: str | Path) -> HostConfig:
     """Read and validate a host configuration file."""
     source = str(path)
-    try:
-        raw: Any = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=source) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc}", source=source) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    raw = read_toml(path)
     config = validate(HostConfig, raw, Where(source, {}))
     try:
         config.launch_profiles()

@@ -23,7 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleetwatch.config._checks import CHECK_TYPES, CheckConfig
-from fleetwatch.config._validation import Overrides, Where, validate
+from fleetwatch.config._validation import Overrides, Where, read_toml, validate
 from fleetwatch.errors import ConfigError
 from fleetwatch.health import CheckSettings, HealthCheck, ScoreThresholds
 
@@ -87,16 +87,7 @@ class HealthConfig:
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> HealthConfig:
     """Read, override from the environment and validate the TOML file at ``path``."""
     source = str(path)
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=source) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc}", source=source) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    raw = read_toml(path)
     return parse_config(raw, source=source, environ=os.environ if environ is None else environ)
 
 

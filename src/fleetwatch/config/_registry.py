@@ -45,16 +45,15 @@ latency_threshold = "2s"
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from fleetwatch.config._alerts import AlertSection, NotifierSection
 from fleetwatch.config._durations import parse_duration
-from fleetwatch.config._validation import Where, validate
+from fleetwatch.config._validation import Where, read_toml, validate
 from fleetwatch.errors import ConfigError
 from fleetwatch.registry._model import NAME_PATTERN
 from fleetwatch.security._auth import Token
@@ -224,12 +223,5 @@ def load_serve_config(path: str | Path | None) -> ServeConfig:
     if path is None:
         return ServeConfig()
     source = str(path)
-    try:
-        raw: Any = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=source) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc}", source=source) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    raw = read_toml(path)
     return validate(ServeConfig, raw, Where(source, {}))

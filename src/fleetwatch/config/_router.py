@@ -19,13 +19,12 @@ session = 0.5
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fleetwatch.config._validation import Where, validate
+from fleetwatch.config._validation import Where, read_toml, validate
 from fleetwatch.errors import ConfigError
 from fleetwatch.routing import SCORER_NAMES, RouterSettings, Strategy
 from fleetwatch.routing._request import DEFAULT_BLOCK_CHARS
@@ -91,11 +90,4 @@ def load_router(path: str | Path) -> RouterSettings:
 
 def read_gateway_file(path: str | Path) -> dict[str, Any]:
     """The parsed TOML of a gateway configuration file."""
-    source = str(path)
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", source=source) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
-    return raw
+    return read_toml(path)

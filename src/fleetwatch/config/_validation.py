@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -54,3 +56,19 @@ def config_error(exc: ValidationError, model: type[BaseModel], where: Where) -> 
     return ConfigError(
         "; ".join(problems), source=where.source, check=where.check, field=first_field
     )
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML file at ``path``; a ConfigError naming the file says what is wrong
+    (missing, unreadable, not UTF-8, not TOML)."""
+    source = str(path)
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None

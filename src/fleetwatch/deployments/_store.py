@@ -13,6 +13,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from fleetwatch._change_index import ChangeIndex
 from fleetwatch.deployments._model import DEFAULT_HISTORY, Deployment, DeploymentSpec, Progress
 from fleetwatch.errors import Conflict, InstanceNotFound
 from fleetwatch.hosts._lease import Fence
@@ -95,25 +96,16 @@ class MemoryDeploymentStore:
     def __init__(self, hosts: MemoryHostStore) -> None:
         self._hosts = hosts
         self._records: dict[str, Deployment] = {}
-        self._index = 0
-        self._changed = asyncio.Event()
+        self._index = ChangeIndex()
 
     async def deployment(self, service: str) -> Deployment | None:
         return self._records.get(service)
 
     async def deployments(self) -> tuple[int, list[Deployment]]:
-        return self._index, [self._records[s] for s in sorted(self._records)]
+        return self._index.value, [self._records[s] for s in sorted(self._records)]
 
     async def wait_for_change(self, index: int, within: float) -> int:
-        if self._index != index:
-            return self._index
-        try:
-            async with asyncio.timeout(within):
-                while self._index <= index:
-                    await self._changed.wait()
-        except TimeoutError:
-            pass
-        return self._index
+        return await self._index.wait_past(index, within)
 
     async def swap(
         self,
@@ -124,11 +116,8 @@ class MemoryDeploymentStore:
     ) -> Deployment:
         self._hosts.check_fence(fence)
         updated = change(self._records.get(service))
-        self._index += 1
-        stored = updated.with_changes(index=self._index)
+        stored = updated.with_changes(index=self._index.bump())
         self._records[service] = stored
-        self._changed.set()
-        self._changed = asyncio.Event()
         return stored
 
     async def aclose(self) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
+from fleetwatch._change_index import ChangeIndex
 from fleetwatch.errors import Conflict, Fenced
 from fleetwatch.hosts._lease import Fence, Lease
 from fleetwatch.hosts._model import Host, Order, OrderState
@@ -19,14 +19,10 @@ class _Feed:
         #: Every order id ever used here, with what it asked for: an id stays taken after
         #: its order is forgotten, so a resent old order is never carried out again.
         self.used: dict[str, Order] = {}
-        self.index = 0
-        self.changed = asyncio.Event()
+        self.index = ChangeIndex()
 
     def bump(self) -> int:
-        self.index += 1
-        self.changed.set()
-        self.changed = asyncio.Event()
-        return self.index
+        return self.index.bump()
 
 
 class MemoryHostStore:
@@ -146,19 +142,10 @@ class MemoryHostStore:
     async def orders(self, host_id: str, after: int = 0) -> tuple[int, list[Order]]:
         feed = self._feed(host_id)
         changed = sorted((o for o in feed.orders.values() if o.index > after), key=_by_index)
-        return feed.index, changed
+        return feed.index.value, changed
 
     async def wait_for_orders(self, host_id: str, index: int, within: float) -> int:
-        feed = self._feed(host_id)
-        if feed.index != index:
-            return feed.index  # newer, or older: the store restarted and the host resyncs
-        try:
-            async with asyncio.timeout(within):
-                while feed.index <= index:
-                    await feed.changed.wait()
-        except TimeoutError:
-            pass
-        return feed.index
+        return await self._feed(host_id).index.wait_past(index, within)
 
     async def aclose(self) -> None:
         return None

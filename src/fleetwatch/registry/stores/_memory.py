@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Mapping
 
+from fleetwatch._change_index import ChangeIndex
 from fleetwatch.errors import Forbidden, IndexReset, InstanceGone
 from fleetwatch.registry._model import NOTICE_KEY, Event, EventType, Instance, InstanceStatus
 from fleetwatch.registry._store import DEFAULT_HISTORY, CheckRecord
@@ -27,8 +27,7 @@ class MemoryStore:
         self._leases: dict[Key, float] = {}
         self._tombstones: dict[Key, float] = {}
         self._events: deque[Event] = deque(maxlen=history)
-        self._index = 0
-        self._changed = asyncio.Event()
+        self._changes = ChangeIndex()
         self._loads: dict[Key, dict[str, float]] = {}
         self._sli: dict[str, dict[int, dict[str, float]]] = {}
         self._nodes: dict[str, float] = {}
@@ -37,7 +36,7 @@ class MemoryStore:
         return time.time()
 
     async def index(self) -> int:
-        return self._index
+        return self._changes.value
 
     def _emit(
         self,
@@ -47,11 +46,9 @@ class MemoryStore:
         previous: InstanceStatus | None = None,
         reason: str = "",
     ) -> Event:
-        self._index += 1
-        event = Event(self._index, kind, key[0], key[1], time.time(), instance, previous, reason)
+        index = self._changes.bump()
+        event = Event(index, kind, key[0], key[1], time.time(), instance, previous, reason)
         self._events.append(event)
-        self._changed.set()
-        self._changed = asyncio.Event()
         return event
 
     def _check_tombstone(self, key: Key) -> None:
@@ -170,12 +167,12 @@ class MemoryStore:
         return [members[instance_id] for instance_id in sorted(members)]
 
     async def events_after(self, index: int, limit: int = 1000) -> list[Event]:
-        if index > self._index:
+        if index > self._changes.value:
             raise IndexReset(
-                f"index {index} is ahead of the registry's {self._index}: it restarted; "
+                f"index {index} is ahead of the registry's {self._changes.value}: it restarted; "
                 "fetch the full state again"
             )
-        oldest = self._events[0].index if self._events else self._index + 1
+        oldest = self._events[0].index if self._events else self._changes.value + 1
         if index + 1 < oldest:
             raise IndexReset(
                 f"events after {index} are no longer kept (oldest is {oldest}); "
@@ -184,15 +181,7 @@ class MemoryStore:
         return [event for event in self._events if event.index > index][:limit]
 
     async def wait_for_change(self, index: int, within: float) -> int:
-        if self._index > index:
-            return self._index
-        try:
-            async with asyncio.timeout(within):
-                while self._index <= index:
-                    await self._changed.wait()
-        except TimeoutError:
-            pass
-        return self._index
+        return await self._changes.wait_past(index, within)
 
     async def put_load(self, service: str, instance_id: str, load: Mapping[str, float]) -> None:
         if (service, instance_id) in self._instances:
