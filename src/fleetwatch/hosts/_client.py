@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetwatch.discovery._registry_client import REQUEST_TIMEOUT_S, RegistryClient
-from fleetwatch.hosts._model import Host, Order, OrderState
+from fleetwatch.hosts._model import Host, Order, OrderAction, OrderState
 
 
 def _host(data: Mapping[str, Any]) -> Host:
@@ -49,11 +49,9 @@ class HostsClient(RegistryClient):
             "order_id": order.order_id,
             "action": order.action.value,
             "service": order.service,
-            "version": order.version,
-            "params": dict(order.params),
         }
-        if order.profile:
-            body["profile"] = order.profile
+        if order.action is OrderAction.START:
+            body.update(profile=order.profile, version=order.version, params=dict(order.params))
         if order.instance_id:
             body["instance_id"] = order.instance_id
         reply = await self._call("POST", f"/v1/hosts/{order.host_id}/orders", json=body)

@@ -12,7 +12,9 @@ from fleetwatch.registry._model import NAME_PATTERN
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 #: What a label or parameter may hold: short, and printable.
 ShortText = Annotated[str, Field(max_length=256)]
-ParamName = Annotated[str, Field(max_length=64)]
+#: A label's or a parameter's name: any short text (JSON Schema cannot publish a pattern for an
+#: object's keys that fuzzers and clients would honour, so none is imposed).
+Key = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class HostBody(BaseModel):
@@ -21,12 +23,12 @@ class HostBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     address: Annotated[str, Field(min_length=1, max_length=255)]
-    labels: Annotated[dict[Name, ShortText], Field(max_length=64)] = Field(default_factory=dict)
+    labels: Annotated[dict[Key, ShortText], Field(max_length=64)] = Field(default_factory=dict)
     capacity: Annotated[int, Field(ge=0, le=10_000)] = 1
     gpus: Annotated[int, Field(ge=0, le=1024)] = 0
     version: Annotated[str, Field(max_length=64)] = ""
     #: Instance id -> service, of what runs on the host now.
-    instances: Annotated[dict[Name, Name], Field(max_length=10_000)] = Field(default_factory=dict)
+    instances: Annotated[dict[Key, Key], Field(max_length=10_000)] = Field(default_factory=dict)
     #: The report holds this long; the daemon reports every third of it.
     ttl: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
@@ -77,31 +79,43 @@ class CordonBody(BaseModel):
     cordoned: bool = True
 
 
-class OrderBody(BaseModel):
-    """A new order (``POST /v1/hosts/{host_id}/orders``). Sending the same order id again
-    returns the order already stored: an order is carried out once."""
+class StartOrderBody(BaseModel):
+    """Start an instance of a launch profile of the host's configuration."""
 
     model_config = ConfigDict(extra="forbid")
 
     order_id: Name
-    action: Literal["start", "stop"]
+    action: Literal["start"]
     service: Name
-    profile: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    profile: Name
     version: Annotated[str, Field(max_length=64)] = ""
-    params: Annotated[dict[ParamName, ShortText], Field(max_length=64)] = Field(
-        default_factory=dict
-    )
+    params: Annotated[dict[Key, ShortText], Field(max_length=64)] = Field(default_factory=dict)
+    #: The instance id to start under (default: one derived from the order id).
     instance_id: Name | None = None
 
     def order(self, host_id: str) -> Order:
-        return Order.from_dict(
-            {
-                **self.model_dump(exclude_none=True),
-                "host_id": host_id,
-                "profile": self.profile or "",
-                "instance_id": self.instance_id or "",
-            }
-        )
+        fields = self.model_dump(exclude_none=True)
+        fields.update(host_id=host_id, instance_id=self.instance_id or "")
+        return Order.from_dict(fields)
+
+
+class StopOrderBody(BaseModel):
+    """Drain and stop one of the host's instances."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: Name
+    action: Literal["stop"]
+    service: Name
+    instance_id: Name
+
+    def order(self, host_id: str) -> Order:
+        return Order.from_dict({**self.model_dump(), "host_id": host_id})
+
+
+#: A new order (``POST /v1/hosts/{host_id}/orders``), told apart by ``action``. Sending the
+#: same order id again returns the order already stored: an order is carried out once.
+OrderBody = Annotated[StartOrderBody | StopOrderBody, Field(discriminator="action")]
 
 
 class OrderOut(BaseModel):

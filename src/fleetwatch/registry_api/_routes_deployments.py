@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fleetwatch.deployments._controller import LEASE_NAME
 from fleetwatch.deployments._model import CanaryStep, Deployment, DeploymentSpec
 from fleetwatch.deployments._store import DeploymentStore, put_spec, set_paused
-from fleetwatch.errors import InstanceNotFound
+from fleetwatch.errors import Conflict, InstanceNotFound
 from fleetwatch.registry._model import NAME_PATTERN
 from fleetwatch.registry_api._blocking import parse_wait, unless_disconnected
 from fleetwatch.registry_api._deps import Caller, Reader
@@ -22,8 +22,10 @@ from fleetwatch.security._auth import Scope
 router = APIRouter(tags=["deployments"], responses=ERROR_RESPONSES)
 Name = Annotated[str, Path(pattern=NAME_PATTERN)]
 ShortText = Annotated[str, Field(max_length=256)]
-ParamName = Annotated[str, Field(max_length=64)]
-LabelName = Annotated[str, Field(pattern=NAME_PATTERN)]
+#: Parameter and label names: any short text (no pattern on an object's keys, see
+#: _host_schemas.Key).
+ParamName = Annotated[str, Field(min_length=1, max_length=64)]
+LabelName = ParamName
 Amount = Annotated[str, Field(pattern=r"^\d{1,6}%?$")]
 PATH = "/v1/deployments/{service}"
 
@@ -66,11 +68,16 @@ class DeploymentBody(BaseModel):
     canary: CanaryBody | None = None
 
     def spec(self, service: str) -> DeploymentSpec:
+        """As a :class:`DeploymentSpec`; a body that contradicts itself (surge and
+        unavailability both 0) is a Conflict (409), which the schema cannot say."""
         data = self.model_dump()
         canary = data.pop("canary")
-        return DeploymentSpec(
-            service=service, canary=CanaryStep(**canary) if canary else None, **data
-        )
+        try:
+            return DeploymentSpec(
+                service=service, canary=CanaryStep(**canary) if canary else None, **data
+            )
+        except ValueError as exc:
+            raise Conflict(str(exc), service=service) from None
 
 
 class PauseBody(BaseModel):

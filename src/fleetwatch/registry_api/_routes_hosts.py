@@ -74,7 +74,12 @@ async def cordon(
     return schemas.HostReply(host=schemas.HostOut.of(found, await hosts.now()))
 
 
-@router.post(HOST + "/orders", response_model=schemas.OrderReply, status_code=201)
+@router.post(
+    HOST + "/orders",
+    response_model=schemas.OrderReply,
+    status_code=201,
+    responses={200: {"model": schemas.OrderReply, "description": "The order was already stored."}},
+)
 async def add_order(
     *,
     host_id: Name,
