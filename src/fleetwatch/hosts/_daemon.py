@@ -116,7 +116,7 @@ class HostDaemon:
         self.settings = settings
         self.client = client or HostsClient(settings.registry_url, token=settings.token)
         self.table = InstanceTable(settings.state_dir)
-        self.gpus = gpu_count()
+        self.gpus = 0  # read in run(): NVML blocks
         self._tracked: dict[str, _Tracked] = {}
         self._stop = asyncio.Event()
         self._failure: BaseException | None = None
@@ -141,7 +141,9 @@ class HostDaemon:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-        adopted, gone = self.table.adopt()
+        # Off the event loop: NVML, and a scan of /proc for each record, block.
+        self.gpus = await asyncio.to_thread(gpu_count)
+        adopted, gone = await asyncio.to_thread(self.table.adopt)
         for instance in adopted:
             log.info("host.adopted %s pid=%d (%s)", instance.instance_id, instance.pid,
                      instance.fleetwatch_version or "unknown version")  # fmt: skip
@@ -339,7 +341,10 @@ class HostDaemon:
 
     async def watch_once(self) -> None:
         """Forget instances that exited, and move tracked orders on."""
-        exited = [i for i in self.table if not process_matches(i.pid, i.create_time)]
+        # Off the event loop: each check reads /proc (and reaps a child of ours).
+        exited = await asyncio.to_thread(
+            lambda: [i for i in self.table if not process_matches(i.pid, i.create_time)]
+        )
         for instance in exited:
             # An agent that died may leave its server running in its session: end it too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
