@@ -38,14 +38,26 @@ async def deployment(fleet: Fleet, service: str = FAST) -> dict[str, Any]:
 async def until_phase(
     fleet: Fleet, revision: int, phase: str, within: float, *, service: str = FAST
 ) -> dict[str, Any]:
-    """The deployment once its progress for ``revision`` reaches ``phase``."""
-    async with asyncio.timeout(within):
-        while True:
-            found = await deployment(fleet, service)
-            progress = found["progress"]
-            if progress["revision"] == revision and progress["phase"] == phase:
-                return found
-            await asyncio.sleep(0.2)
+    """The deployment once its progress for ``revision`` reaches ``phase``.
+
+    On timeout the assertion names the last progress seen, so that a slow or stuck rollout
+    says which of the two it was.
+    """
+    found: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                found = await deployment(fleet, service)
+                progress = found["progress"]
+                if progress["revision"] == revision and progress["phase"] == phase:
+                    return found
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        pass
+    raise AssertionError(
+        f"revision {revision} of {service} not {phase!r} within {within:g}s; "
+        f"last seen: {found.get('progress')}"
+    )
 
 
 async def running(fleet: Fleet, service: str = FAST) -> dict[str, list[str]]:

@@ -31,7 +31,9 @@ from tests._support.host_fleet import (
 )
 from tests._support.rollouts import Traffic
 
-pytestmark = pytest.mark.serial  # namespaces and real servers: one module at a time
+# Namespaces and real servers: one module at a time. A test waits on two rollouts at most,
+# whose bounds add up past the suite's 120 s default.
+pytestmark = [pytest.mark.serial, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
