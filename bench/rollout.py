@@ -28,7 +28,7 @@ from _fleet import CHAT, MODEL, gateway
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.rollout import Rollout, RolloutSettings
-from fleetwatch.rollout._launcher import launch
+from fleetwatch_testing.hand_started import launch
 from fleetwatch_testing import free_port
 from fleetwatch_testing.llama import llama_server_template
 from fleetwatch_testing.llama_build import MODEL_NAME
@@ -120,7 +120,7 @@ async def fast_run(
     registry: str, gateway_port: int, logs: Path, steady_s: float, pids: list[int]
 ) -> dict[str, Any]:
     old = [
-        launch(plan(registry, logs, "1", FAST, kind="openai", model=MODEL), 0, None)
+        launch(plan(registry, logs, "1", FAST, kind="openai", model=MODEL))
         for _ in range(3)
     ]
     pids += [o.pid for o in old]
@@ -149,7 +149,7 @@ async def fast_run(
 async def llm_run(registry: str, gateway_port: int, logs: Path, pids: list[int]) -> dict[str, Any]:
     template = llama_server_template()
     old = [
-        launch(plan(registry, logs, "1", template, kind="llamacpp", model=MODEL_NAME), 0, None)
+        launch(plan(registry, logs, "1", template, kind="llamacpp", model=MODEL_NAME))
         for _ in range(3)
     ]
     pids += [o.pid for o in old]

@@ -15,7 +15,7 @@ import httpx
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.rollout import RolloutSettings
-from fleetwatch.rollout._launcher import Launched, launch
+from fleetwatch_testing.hand_started import Launched, launch
 from tests._support.registry_node import TOKEN, RunningRegistry
 
 SERVICE = "llm"
@@ -43,7 +43,7 @@ async def start_fleet(
     api: RegistryClient, plan: RolloutSettings, count: int, reaper: list[int]
 ) -> list[Launched]:
     """``count`` instances of ``plan``'s version, available."""
-    fleet = [launch(plan, 0, None) for _ in range(count)]
+    fleet = [launch(plan) for _ in range(count)]
     reaper.extend(one.pid for one in fleet)
     async with asyncio.timeout(60):
         while True:

@@ -19,7 +19,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     listed = [name for name in all_commands() if f" {name} " in out]
     assert listed == list(all_commands())
     assert sorted(COMMANDS) == [
-        "agent", "check", "deploy", "gateway", "host", "hosts", "rollout", "serve", "status",
+        "agent", "check", "gateway", "host", "hosts", "rollout", "serve", "status",
     ]  # fmt: skip
     assert set(listed) - set(COMMANDS) == {"demo", "demo-llm"}
 

@@ -90,32 +90,32 @@ async def cli(fleet: Fleet, *args: str) -> tuple[int, str]:
 
 
 async def test_apply_pause_resume_and_undo_through_the_cli(fleet: Fleet) -> None:
-    """`deploy apply` follows a rollout to complete; paused, a new revision starts nothing;
-    resumed, it rolls out; `deploy undo` goes back to the revision before, as a new one."""
+    """`rollout SERVICE` follows a rollout to complete; paused, a new revision (only
+    --version given: the rest from the current one) starts nothing; resumed, it rolls out;
+    `rollout undo` goes back to the revision before, as a new one."""
     await hosts_up(fleet, 3)
-    code, out = await cli(fleet, "deploy", "apply", FAST, "--profile", "fast", "--version", "5",
+    code, out = await cli(fleet, "rollout", FAST, "--profile", "fast", "--version", "5",
                           "--replicas", "3")  # fmt: skip
     assert code == 0, out
     assert "complete" in out
-    code, out = await cli(fleet, "deploy", "pause", FAST)
+    code, out = await cli(fleet, "rollout", "pause", FAST)
     assert code == 0, out
     assert "paused" in out
-    code, out = await cli(fleet, "deploy", "apply", FAST, "--profile", "fast", "--version", "6",
-                          "--replicas", "3")  # fmt: skip
+    code, out = await cli(fleet, "rollout", FAST, "--version", "6")
     assert code == 1, out  # it ends paused, not complete
     assert "paused" in out
     await asyncio.sleep(1.5)
     assert list(await running(fleet)) == ["5"]
-    code, out = await cli(fleet, "deploy", "resume", FAST)
+    code, out = await cli(fleet, "rollout", "resume", FAST)
     assert code == 0, out
     paused = await deployment(fleet)
     await until_phase(fleet, paused["revision"], "complete", 60)
     assert list(await running(fleet)) == ["6"]
-    code, out = await cli(fleet, "deploy", "undo", FAST)
+    code, out = await cli(fleet, "rollout", "undo", FAST)
     assert code == 0, out
     assert f"revision {paused['revision'] + 1} (version 5)" in out
     assert list(await running(fleet)) == ["5"]
-    code, out = await cli(fleet, "deploy", "status")
+    code, out = await cli(fleet, "rollout", "status")
     assert code == 0, out
     assert "complete" in out
     assert "controller:" in out

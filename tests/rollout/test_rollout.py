@@ -12,7 +12,7 @@ from typing import Any
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.rollout import Rollout
-from fleetwatch.rollout._launcher import alive
+from fleetwatch_testing.hand_started import alive
 from fleetwatch_testing import spawned
 from tests._support.registry_node import TOKEN, RunningRegistry
 from tests._support.rollouts import FAST_SERVER, SERVICE, settings, start_fleet
@@ -51,7 +51,8 @@ async def test_rollout_under_traffic_drops_no_request(
 async def test_a_version_that_never_gets_ready_stops_the_rollout_safely(
     registry: RunningRegistry, api: RegistryClient, tmp_path: Path, reaper: Any
 ) -> None:
-    """Not available by --ready-timeout: the new instance is stopped, no old one is touched."""
+    """Not available by --ready-timeout: the new instance is stopped, no old one is touched,
+    and the rollout says why."""
     old = settings(registry, tmp_path, version="1")
     fleet = await start_fleet(api, old, 2, reaper)
     broken = settings(
@@ -102,12 +103,18 @@ async def test_a_canary_that_fails_more_stops_the_rollout(
 async def test_undo_rolls_back_to_the_recorded_version(
     registry: RunningRegistry, api: RegistryClient, tmp_path: Path, reaper: Any
 ) -> None:
-    """After 1 -> 2, ``fleetwatch rollout --undo --json`` brings version 1 back from the
-    launch command the new instances recorded."""
-    await start_fleet(api, settings(registry, tmp_path, version="1"), 1, reaper)
+    """Version 1 rolled onto this machine from nothing, then 2: ``fleetwatch rollout --undo
+    --json`` writes revision 3 with revision 1's spec and runs the launch command this
+    machine recorded for it."""
+    first = await Rollout(
+        settings(registry, tmp_path, version="1", replicas=1), say=lambda _: None
+    ).run()
+    reaper.extend(first.pids.values())
+    assert first.ok, first.reason
     forward = await Rollout(settings(registry, tmp_path), say=lambda _: None).run()
     reaper.extend(forward.pids.values())
     assert forward.ok, forward.reason
+    assert (first.revision, forward.revision) == (1, 2)
     async with spawned(
         sys.executable, "-m", "fleetwatch", "rollout", "--service", SERVICE, "--undo", "--json",
         "--registry", registry.url, "--token", TOKEN, "--log-dir", str(tmp_path / "logs"),
@@ -120,5 +127,5 @@ async def test_undo_rolls_back_to_the_recorded_version(
     report = json.loads(out)
     reaper.extend(report["pids"].values())
     assert process.returncode == 0, err.decode()[-2000:]
-    assert report["version"] == "1"
+    assert (report["version"], report["revision"]) == ("1", 3)
     assert sorted((await _versions(api)).values()) == ["1"]

@@ -14,7 +14,7 @@ import pytest
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.rollout import Rollout
-from fleetwatch.rollout._launcher import launch
+from fleetwatch_testing.hand_started import launch
 from fleetwatch_testing.llama import llama_server_template
 from tests._support.registry_node import TOKEN, RunningRegistry
 from tests._support.rollouts import SERVICE, settings, start_fleet
@@ -70,7 +70,7 @@ async def test_plain_restarts_without_a_drain_fail_requests(
         new_plan = _plan(registry, tmp_path, "2")
         for old in fleet:
             os.killpg(old.pid, signal.SIGKILL)  # a plain restart: stop now, start the new one
-            new = launch(new_plan, 1, None)
+            new = launch(new_plan)
             reaper.append(new.pid)
             await asyncio.sleep(1.5)
         await asyncio.sleep(3.0)

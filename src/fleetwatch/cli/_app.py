@@ -27,11 +27,10 @@ from fleetwatch.errors import MissingExtraError
 COMMANDS: dict[str, tuple[str, str, dict[str, bool]]] = {
     "agent": ("fleetwatch.cli._agent", "agent_command", {"allow_interspersed_args": False}),
     "check": ("fleetwatch.cli._check", "check_command", {}),
-    "deploy": ("fleetwatch.cli._deploy", "deploy_app", {}),
     "gateway": ("fleetwatch.cli._gateway", "gateway_command", {}),
     "host": ("fleetwatch.cli._host", "host_command", {}),
     "hosts": ("fleetwatch.cli._hosts", "hosts_app", {}),
-    "rollout": ("fleetwatch.cli._rollout", "rollout_command", {}),
+    "rollout": ("fleetwatch.cli._rollout", "rollout_app", {}),
     "serve": ("fleetwatch.cli._registry_node", "serve_command", {}),
     "status": ("fleetwatch.cli._status", "status_command", {}),
 }

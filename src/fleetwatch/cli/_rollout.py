@@ -1,4 +1,13 @@
-"""``fleetwatch rollout``: replace every instance of a service with a new version."""
+"""``fleetwatch rollout``: a new version of a service, rolled by the deployment controller.
+
+- ``fleetwatch rollout SERVICE --version V [--param k=v ...]``: across the hosts. It writes
+  the service's next revision (the current one with what the options change) and follows it.
+- ``fleetwatch rollout --service S --launch CMD --version V``: on this machine, as its one
+  host, with the same controller (see :mod:`fleetwatch.rollout`).
+- ``fleetwatch rollout status [SERVICE] [--watch]``, ``pause``, ``resume``, ``undo``.
+
+The first word picks a subcommand when it names one; anything else is a rollout.
+"""
 
 from __future__ import annotations
 
@@ -6,96 +15,151 @@ import asyncio
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer import _click as click
+from typer.core import TyperGroup
 
 from fleetwatch.cli._logsetup import setup_logs
 from fleetwatch.cli._options import RegistryToken, RegistryUrl
+from fleetwatch.cli._rollout_fleet import _pairs, fleet_apply, pause, resume, status, undo
 from fleetwatch.config._durations import parse_duration
-from fleetwatch.discovery._registry_client import RegistryClient
+from fleetwatch.deployments._model import CanaryStep
 from fleetwatch.errors import ConfigError
 from fleetwatch.llm._adapters import KINDS
 from fleetwatch.rollout import Rollout, RolloutSettings
-from fleetwatch.rollout._plan import META_PREVIOUS_TEMPLATE, META_PREVIOUS_VERSION
+
+#: The hidden command a first word that is no subcommand goes to.
+ROLL = "roll"
+#: How long a new instance on this machine may take to be available, by default.
+LOCAL_READY = "120s"
 
 
-async def _previous(registry: str | None, token: str | None, service: str) -> tuple[str, str]:
-    """(version, launch template) the current instances say they replaced."""
-    async with RegistryClient(registry, token=token) as api:
-        _, instances = await api.instances(service)
-    found = {
-        (i.metadata.get(META_PREVIOUS_VERSION, ""), i.metadata.get(META_PREVIOUS_TEMPLATE, ""))
-        for i in instances
-    }
-    found.discard(("", ""))
-    if len(found) != 1:
-        raise ConfigError(
-            f"--undo: the instances of {service} record {len(found)} previous versions "
-            f"({', '.join(sorted(v for v, _ in found)) or 'none'}); undo needs exactly one "
-            "(give --version and --launch instead)"
-        )
-    version, template = found.pop()
-    if not template:
-        raise ConfigError(f"--undo: no launch command recorded for version {version}")
-    return version, template
+class RolloutCommands(TyperGroup):
+    """``rollout SUBCOMMAND ...`` when the first word is one, ``rollout ...`` (a rollout)
+    otherwise."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else None
+        if first is not None and first not in self.commands and first not in ("--help", "-h"):
+            args = [ROLL, *args]
+        return super().parse_args(ctx, args)
 
 
-def rollout_command(
-    service: Annotated[str, typer.Option(help="The service to roll.")] = ...,  # type: ignore[assignment]
-    launch: Annotated[
-        str | None, typer.Option(help="Command for a new instance, with {port} in it.")
+rollout_app = typer.Typer(
+    cls=RolloutCommands,
+    help=(
+        "Roll a service to a new version: across the hosts (`rollout SERVICE --version V`) or "
+        "on this machine (`rollout --service S --launch CMD --version V`); then status, "
+        "pause, resume, undo."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+rollout_app.command("status")(status)
+rollout_app.command("pause")(pause)
+rollout_app.command("resume")(resume)
+rollout_app.command("undo")(undo)
+
+
+def _count(value: str, option: str) -> int:
+    if not value.isdigit():
+        raise ConfigError(f"{option} on this machine is a count of instances, got {value!r}")
+    return int(value)
+
+
+@rollout_app.command(ROLL, hidden=True)
+def roll(
+    service_arg: Annotated[
+        str | None, typer.Argument(metavar="SERVICE", help="The service to roll.")
     ] = None,
+    service: Annotated[str | None, typer.Option(help="The service (as SERVICE).")] = None,
     version: Annotated[str | None, typer.Option(help="Version of the new instances.")] = None,
-    registry: RegistryUrl = None,
-    token: RegistryToken = None,
+    param: Annotated[list[str] | None, typer.Option(help="Profile NAME=VALUE.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Launch profile (hosts' config).")] = None,
+    replicas: Annotated[int | None, typer.Option(help="How many instances.", min=0)] = None,
+    place: Annotated[list[str] | None, typer.Option(help="Host label NAME=VALUE.")] = None,
+    max_surge: Annotated[str | None, typer.Option(help="New instances ahead (count or %).")] = (
+        None
+    ),
+    max_unavailable: Annotated[
+        str | None, typer.Option(help="Old instances out ahead (count or %).")
+    ] = None,
+    progress_deadline: Annotated[
+        str | None, typer.Option(help="Fail after no progress this long.")
+    ] = None,
+    ready_timeout: Annotated[
+        str | None, typer.Option(help="Longest wait for 'available' (default 120s here).")
+    ] = None,
+    launch: Annotated[
+        str | None, typer.Option(help="On this machine: the command, with {port} in it.")
+    ] = None,
     kind: Annotated[str, typer.Option(help=f"Server family: {', '.join(KINDS)}.")] = "openai",
     model: Annotated[str | None, typer.Option(help="Model the new servers must serve.")] = None,
-    max_surge: Annotated[int, typer.Option(help="New instances started ahead.", min=0)] = 1,
-    max_unavailable: Annotated[int, typer.Option(help="Old instances taken out ahead.", min=0)] = 0,
-    ready_timeout: Annotated[str, typer.Option(help="Longest wait for 'available'.")] = "120s",
     canary: Annotated[
-        bool, typer.Option(help="Soak the first new instance and compare it (needs --gateway).")
+        bool, typer.Option(help="Soak one new instance first and judge it (needs --gateway).")
     ] = False,
     canary_soak: Annotated[str, typer.Option(help="How long the canary takes traffic.")] = "30s",
     gateway: Annotated[
         str | None, typer.Option(help="The gateway whose figures judge the canary.")
     ] = None,
     log_dir: Annotated[
-        Path, typer.Option(help="Where the new instances' agents write their logs.")
+        Path, typer.Option(help="On this machine: agents' logs and this host's state.")
     ] = Path("fleetwatch-rollout-logs"),
-    undo: Annotated[
-        bool, typer.Option(help="Roll back to the version the current instances replaced.")
+    undo_: Annotated[
+        bool, typer.Option("--undo", help="On this machine: back to an earlier revision.")
     ] = False,
+    to_revision: Annotated[int | None, typer.Option(help="With --undo.", min=1)] = None,
+    follow: Annotated[bool, typer.Option(help="Follow the rollout until it ends.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    registry: RegistryUrl = None,
+    token: RegistryToken = None,
 ) -> None:
-    """Replace each instance of a service: start the new one under an agent, wait until it is
-    available, drain the old one, wait until it has left; stop safely on any failure."""
+    """Roll SERVICE to --version: write its next revision, follow it to the end."""
+    name = service_arg or service
+    if not name:
+        raise ConfigError("name the service: fleetwatch rollout SERVICE --version V")
+    if launch or undo_:
+        _local(
+            RolloutSettings,
+            service=name, launch=launch, version=version, registry_url=registry, token=token,
+            kind=kind, model=model, replicas=replicas,
+            max_surge=_count(max_surge or "1", "--max-surge"),
+            max_unavailable=_count(max_unavailable or "0", "--max-unavailable"),
+            ready_timeout=parse_duration(ready_timeout or LOCAL_READY), canary=canary,
+            canary_soak=parse_duration(canary_soak), gateway_url=gateway,
+            log_dir=log_dir.resolve(), undo=undo_, to_revision=to_revision, as_json=as_json,
+        )  # fmt: skip
+        return
+    if not version:
+        raise ConfigError("--version is required: the version the new instances run")
+    changes: dict[str, Any] = {
+        "params": _pairs(param or [], "--param") if param else None,
+        "placement": _pairs(place or [], "--place") if place else None,
+        "profile": profile,
+        "replicas": replicas,
+        "max_surge": max_surge,
+        "max_unavailable": max_unavailable,
+        "progress_deadline_s": parse_duration(progress_deadline) if progress_deadline else None,
+        "ready_deadline_s": parse_duration(ready_timeout) if ready_timeout else None,
+    }
+    if canary:
+        if not gateway:
+            raise ConfigError("--canary compares the gateway's figures: give --gateway URL")
+        changes["canary"] = CanaryStep(gateway_url=gateway, soak_s=parse_duration(canary_soak))
+    given = {k: v for k, v in changes.items() if v is not None}
+    raise typer.Exit(asyncio.run(fleet_apply(registry, token, name, version, given, follow=follow)))
+
+
+def _local(settings_type: type[RolloutSettings], *, as_json: bool, **values: Any) -> None:
+    """A rollout on this machine, reported as it goes (and as JSON with ``--json``)."""
     setup_logs("info")
     console = Console(stderr=as_json)
-    if undo:
-        version, launch = asyncio.run(_previous(registry, token, service))
-        console.print(f"undo: back to version {version} ({launch})")
-    if not launch or not version:
-        raise ConfigError("--launch and --version are required (or --undo)")
     try:
-        settings = RolloutSettings(
-            service=service,
-            launch=launch,
-            version=version,
-            registry_url=registry,
-            token=token,
-            kind=kind,
-            model=model,
-            max_surge=max_surge,
-            max_unavailable=max_unavailable,
-            ready_timeout=parse_duration(ready_timeout),
-            canary=canary,
-            canary_soak=parse_duration(canary_soak),
-            gateway_url=gateway,
-            log_dir=log_dir.resolve(),
-        )
+        settings = settings_type(**values)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     report = asyncio.run(

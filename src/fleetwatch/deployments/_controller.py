@@ -9,6 +9,12 @@ Every write carries the leader's :class:`~fleetwatch.hosts.Fence`, so a node tha
 lease (paused, cut off) acts on nothing. It counts the orders still under way, so a new
 leader never launches again what its predecessor ordered. When the store cannot be read, it
 freezes: it never tears down what it cannot see.
+
+A spec with a canary step first starts one new instance only, soaks it under the gateway's
+traffic, and judges it by the gateway's per-version figures; a canary that fails its gates
+is undone at once (its instance stopped, the previous revision written back). A start not
+available within the spec's ready deadline is stopped and its host avoided; when no host is
+left to try, the rollout fails, and the old instances keep serving.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from fleetwatch.deployments._model import Deployment, Phase, Progress
+from fleetwatch.deployments._canary import FiguresSource, gateway_figures, regression
+from fleetwatch.deployments._model import Deployment, DeploymentSpec, Phase, Progress
 from fleetwatch.deployments._placement import candidates, place, retire_order
 from fleetwatch.deployments._store import DeploymentStore, put_progress
 from fleetwatch.errors import Conflict, Fenced, RegistryError, RegistryUnavailable
@@ -56,6 +65,8 @@ class Observed:
     old: list[Instance] = field(default_factory=list)
     starting: list[Order] = field(default_factory=list)
     stopping: set[str] = field(default_factory=set)
+    #: Start orders of this revision not available within the spec's ready deadline.
+    overdue: list[Order] = field(default_factory=list)
 
     @property
     def new_available(self) -> int:
@@ -78,6 +89,7 @@ class Controller:
         node_id: str,
         lease_ttl: float = DEFAULT_LEASE_TTL_S,
         tick: float = DEFAULT_TICK_S,
+        figures: FiguresSource = gateway_figures,
     ) -> None:
         self.hosts = hosts
         self.deployments = deployments
@@ -85,10 +97,17 @@ class Controller:
         self.node_id = node_id
         self.lease_ttl = lease_ttl
         self.tick = tick
+        self._figures = figures
         self.lease: Lease | None = None
         #: (template, host) -> until when no start of that template goes there.
         self._bad_hosts: dict[tuple[str, str], float] = {}
         self._failed_orders: set[str] = set()
+        #: template -> the last failed start's host and reason (said when no host is left).
+        self._last_failure: dict[str, str] = {}
+        #: Address -> live host, this pass: where an instance no host launched is retired.
+        self._by_address: dict[str, str] = {}
+        #: The store's clock, this pass (order times are on it).
+        self._now = 0.0
         #: Orders this controller wrote, by id: what it has done, for tests and the log.
         self.written: list[Order] = []
 
@@ -128,6 +147,8 @@ class Controller:
         now = await self.hosts.now()
         alive = [(h, h.alive(now)) for h in hosts]
         feeds = {h.host_id: (await self.hosts.orders(h.host_id))[1] for h, up in alive if up}
+        self._by_address = {h.address: h.host_id for h, up in alive if up}
+        self._now = now
         for deployment in records:
             try:
                 await self.reconcile(deployment, alive, feeds, fence)
@@ -161,19 +182,23 @@ class Controller:
                     continue
                 failed_here = order.state in (OrderState.FAILED, OrderState.REFUSED)
                 if failed_here and order.action is OrderAction.START and order.template == template:
-                    self.note_failed_start(template, host_id, order.order_id)
+                    self.note_failed_start(template, host_id, order.order_id, order.reason)
                 if order.state.finished:
                     continue
                 if order.action is OrderAction.STOP:
                     seen.stopping.add(order.instance_id)
                 elif order.template == template and order.state is not OrderState.AVAILABLE:
-                    seen.starting.append(order)
+                    late = self._now - order.created_at > spec.ready_deadline_s
+                    (seen.overdue if late and order.created_at else seen.starting).append(order)
         registered = {i.instance_id for i in instances}
         # A start order whose instance has registered counts once, as the instance.
         seen.starting = [o for o in seen.starting if o.instance_id not in registered]
+        overdue = {o.instance_id for o in seen.overdue}
         for instance in instances:
             if instance.instance_id in seen.stopping or instance.status is InstanceStatus.DRAINING:
                 continue
+            if instance.instance_id in overdue:
+                continue  # stopped this pass: neither new nor old
             is_new = instance.metadata.get(TEMPLATE_META) == template
             (seen.new if is_new else seen.old).append(instance)
         return seen
@@ -192,20 +217,40 @@ class Controller:
             await self._progress(deployment, seen, Phase.PAUSED, "paused", fence)
             return
         if deployment.progress.phase is Phase.FAILED:
-            # New instances that never became available go; the old ones are not touched.
-            # An operator's next revision (or undo) starts the deployment moving again.
+            # New instances that never became available go (every one, after a failed
+            # canary); the old ones are not touched. An operator's next revision (or undo)
+            # starts the deployment moving again.
+            condemned = deployment.progress.canary_verdict == "failed"
             for instance in seen.new:
-                if not instance.status.routable:
+                if condemned or not instance.status.routable:
                     await self._stop(instance, fence)
             return
+        template = template_id(spec.profile, spec.version, spec.params)
+        for order in seen.overdue:
+            reason = f"not available within {spec.ready_deadline_s:g}s"
+            self.note_failed_start(template, order.host_id, order.order_id, reason)
+            await self._stop_ordered(order, fence)
+        canary = self._in_canary(deployment, seen)
+        wanted = 1 if canary else spec.replicas
         surge, unavailable = spec.surge(), spec.unavailable()
         planned_new = len(seen.new) + len(seen.starting)
         total = planned_new + len(seen.old)
-        to_start = min(spec.replicas - planned_new, spec.replicas + surge - total)
-        if to_start > 0:
-            await self._start(deployment, hosts, to_start, fence)
-        for instance in self.to_retire(seen, spec.replicas, unavailable):
+        to_start = min(wanted - planned_new, spec.replicas + surge - total)
+        started = await self._start(deployment, hosts, to_start, fence) if to_start > 0 else 0
+        if to_start > 0 and not started and self._no_host_left(template, hosts, spec):
+            message = f"no host can start revision {deployment.revision}: " + (
+                self._last_failure.get(template, "no matching host has a free slot")
+            )
+            await self._progress(deployment, seen, Phase.FAILED, message, fence)
+            return
+        retiring = self.to_retire(seen, spec.replicas, unavailable)
+        if canary:  # the old version serves on in full while the canary is judged
+            retiring = [i for i in retiring if not i.status.routable] if surge else retiring[:1]
+        for instance in retiring:
             await self._stop(instance, fence)
+        if canary:
+            await self._judge_canary(deployment, seen, fence)
+            return
         done = seen.new_available >= spec.replicas and not seen.old
         phase, message = (Phase.COMPLETE, "complete") if done else (Phase.PROGRESSING, "")
         if not done and not message:
@@ -214,6 +259,94 @@ class Controller:
                 f"available, {len(seen.old)} old, {len(seen.starting)} starting"
             )
         await self._progress(deployment, seen, phase, message, fence)
+
+    # -- the canary step ----------------------------------------------------------------------
+
+    @staticmethod
+    def _in_canary(deployment: Deployment, seen: Observed) -> bool:
+        """Whether this revision is at its canary step: it has one, it has not been judged,
+        and there is an old version serving to compare it with."""
+        progress = deployment.progress
+        judged = progress.revision == deployment.revision and progress.canary_verdict != ""
+        old_serving = any(i.status.routable for i in seen.old)
+        return deployment.spec.canary is not None and not judged and old_serving
+
+    async def _judge_canary(self, deployment: Deployment, seen: Observed, fence: Fence) -> None:
+        """Soak the available canary, then pass or fail it on the gateway's figures."""
+        step = deployment.spec.canary
+        assert step is not None
+        progress = deployment.progress
+        if seen.new_available == 0:
+            message = f"canary of revision {deployment.revision}: starting"
+            await self._progress(deployment, seen, Phase.PROGRESSING, message, fence)
+            return
+        now = time.time()
+        if not progress.canary_since:
+            message = f"canary of revision {deployment.revision}: soaking {step.soak_s:g}s"
+            await self._progress(
+                deployment, seen, Phase.PROGRESSING, message, fence, canary_since=now
+            )
+            return
+        if now - progress.canary_since < step.soak_s:
+            return
+        old_version = Counter(i.version for i in seen.old).most_common(1)[0][0]
+        figures = await self._figures(step.gateway_url)
+        mine, theirs = figures.get(deployment.spec.version, {}), figures.get(old_version, {})
+        judged: dict[str, Any] = {"new": dict(mine), "old": dict(theirs)}
+        problem = regression(mine, theirs, step)
+        if not problem:
+            log.info("controller.canary_passed %s revision %d", deployment.service,
+                     deployment.revision)  # fmt: skip
+            message = f"canary passed: error rate {float(mine.get('error_rate', 0)):.2%}"
+            await self._progress(
+                deployment, seen, Phase.PROGRESSING, message, fence,
+                canary_verdict="passed", canary_figures=judged,
+            )  # fmt: skip
+            return
+        message = f"canary regressed: {problem}"
+        log.warning("controller.canary_failed %s revision %d: %s", deployment.service,
+                    deployment.revision, problem)  # fmt: skip
+        await self._progress(
+            deployment, seen, Phase.FAILED, message, fence,
+            canary_verdict="failed", canary_figures=judged,
+        )  # fmt: skip
+        for instance in seen.new:
+            await self._stop(instance, fence)
+        await self._undo(deployment, message, judged, fence)
+
+    async def _undo(
+        self, deployment: Deployment, why: str, figures: dict[str, Any], fence: Fence
+    ) -> None:
+        """Write the previous revision's spec back as a new revision, fenced, noting why;
+        nothing when there is none (the old instances serve on, as after any failure)."""
+        if not deployment.history:
+            return
+        failed, (_, previous) = deployment.revision, deployment.history[0]
+        note = f"revision {failed} undone: {why}"
+
+        def change(known: Deployment | None) -> Deployment:
+            if known is None or known.revision != failed:
+                raise Conflict(f"{deployment.service!r} is no longer at revision {failed}")
+            undone = known.revised(previous)
+            progress = replace(undone.progress, note=note, canary_figures=figures)
+            return undone.with_changes(progress=progress)
+
+        try:
+            await self.deployments.swap(deployment.service, change, fence=fence)
+        except Conflict as exc:
+            if isinstance(exc, Fenced):
+                raise
+            return  # an operator wrote a revision meanwhile: theirs stands
+        log.warning("controller.undone %s: %s", deployment.service, note)
+
+    def _no_host_left(
+        self, template: str, hosts: list[tuple[Host, bool]], spec: DeploymentSpec
+    ) -> bool:
+        """Whether every host this spec may use has failed a start of ``template`` lately."""
+        matching = candidates(hosts, spec.service, spec.placement)
+        now = time.monotonic()
+        tried = [c for c in matching if self._bad_hosts.get((template, c.host_id), 0) >= now]
+        return bool(tried) and len(tried) == len(matching)
 
     @staticmethod
     def to_retire(seen: Observed, replicas: int, unavailable: int) -> list[Instance]:
@@ -238,7 +371,8 @@ class Controller:
 
     async def _start(
         self, deployment: Deployment, hosts: list[tuple[Host, bool]], count: int, fence: Fence
-    ) -> None:
+    ) -> int:
+        """Write up to ``count`` start orders; how many it wrote."""
         spec = deployment.spec
         template = template_id(spec.profile, spec.version, spec.params)
         now = time.monotonic()
@@ -247,7 +381,8 @@ class Controller:
             for c in candidates(hosts, spec.service, spec.placement)
             if self._bad_hosts.get((template, c.host_id), 0) < now
         ]
-        for host_id in place(count, usable, spread=spec.spread):
+        chosen = place(count, usable, spread=spec.spread)
+        for host_id in chosen:
             order = Order(
                 order_id=f"{spec.service}-r{deployment.revision}-{secrets.token_hex(4)}"[:63],
                 host_id=host_id,
@@ -260,17 +395,28 @@ class Controller:
             stored, _ = await self.hosts.add_order(order, fence=fence)
             self.written.append(stored)
             log.info("controller.start %s on %s (%s)", spec.service, host_id, order.order_id)
+        return len(chosen)
 
     async def _stop(self, instance: Instance, fence: Fence) -> None:
-        host_id = instance.metadata.get("host_id")
+        # An instance no host launched (an agent started by hand, say) is retired through the
+        # live host at its address, which drains it through the registry.
+        host_id = instance.metadata.get("host_id") or self._by_address.get(instance.host)
         if not host_id:
-            return  # not a host's instance: the controller orders only hosts
+            return  # on no host the controller knows: it orders only hosts
+        await self._write_stop(host_id, instance.service, instance.instance_id, fence)
+
+    async def _stop_ordered(self, start: Order, fence: Fence) -> None:
+        """Stop what an overdue start order started (nothing yet if it has no instance)."""
+        if start.instance_id:
+            await self._write_stop(start.host_id, start.service, start.instance_id, fence)
+
+    async def _write_stop(self, host_id: str, service: str, instance_id: str, fence: Fence) -> None:
         order = Order(
-            order_id=f"stop-{instance.instance_id}"[:63],
+            order_id=f"stop-{instance_id}"[:63],
             host_id=host_id,
             action=OrderAction.STOP,
-            service=instance.service,
-            instance_id=instance.instance_id,
+            service=service,
+            instance_id=instance_id,
         )
         try:
             stored, _ = await self.hosts.add_order(order, fence=fence)
@@ -279,23 +425,40 @@ class Controller:
                 raise
             return  # the same stop already stands
         self.written.append(stored)
-        log.info("controller.stop %s on %s", instance.instance_id, host_id)
+        log.info("controller.stop %s on %s", instance_id, host_id)
 
-    def note_failed_start(self, template: str, host_id: str, order_id: str) -> None:
+    def note_failed_start(
+        self, template: str, host_id: str, order_id: str, reason: str = ""
+    ) -> None:
         """Keep starts of ``template`` off ``host_id`` for a while: a launch failed there
         (each failed order counts once, however often the feed shows it)."""
         if order_id in self._failed_orders:
             return
         self._failed_orders.add(order_id)
         self._bad_hosts[(template, host_id)] = time.monotonic() + BAD_HOST_S
+        self._last_failure[template] = f"{host_id}: {reason or 'the start failed'}"
         log.warning("controller.start_failed %s on %s: other hosts first", order_id, host_id)
 
     async def _progress(
-        self, deployment: Deployment, seen: Observed, phase: Phase, message: str, fence: Fence
+        self,
+        deployment: Deployment,
+        seen: Observed,
+        phase: Phase,
+        message: str,
+        fence: Fence,
+        **canary: Any,
     ) -> None:
+        """Record where the rollout stands (``canary``: the canary fields that change)."""
         old = deployment.progress
         now = time.time()
-        moved = seen.new_available != old.updated or phase != old.phase
+        moved = seen.new_available != old.updated or phase != old.phase or bool(canary)
+        same = old.revision == deployment.revision
+        kept: dict[str, Any] = {
+            "canary_since": old.canary_since if same else 0.0,
+            "canary_verdict": old.canary_verdict if same else "",
+            "canary_figures": old.canary_figures if same else None,
+            "note": old.note if same else "",
+        }
         progress = Progress(
             revision=deployment.revision,
             phase=phase,
@@ -305,6 +468,7 @@ class Controller:
             replicas=deployment.spec.replicas,
             updated_at=now,
             progressed_at=now if moved or not old.progressed_at else old.progressed_at,
+            **{**kept, **canary},
         )
         if phase is Phase.PROGRESSING and now - progress.progressed_at > (
             deployment.spec.progress_deadline_s
@@ -312,12 +476,12 @@ class Controller:
             progress = replace(
                 progress, phase=Phase.FAILED, message="no progress within the progress deadline"
             )
-        if (progress.phase, progress.message, progress.updated, progress.available) == (
-            old.phase,
-            old.message,
-            old.updated,
-            old.available,
-        ) and old.revision == deployment.revision:
+        if (
+            not canary
+            and same
+            and (progress.phase, progress.message, progress.updated, progress.available)
+            == (old.phase, old.message, old.updated, old.available)
+        ):
             return  # nothing new to say: no write, no feed event
         try:
             await put_progress(self.deployments, deployment.service, progress, fence)

@@ -38,13 +38,25 @@ def resolve_amount(amount: str | int, replicas: int, *, round_up: bool) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CanaryStep:
-    """Start one new instance, soak it under traffic, compare it with the old version."""
+    """Start one new instance, soak it under traffic, compare it with the old version.
 
+    The figures are the gateway's per-version ones (``GET {gateway_url}/v1/gateway/stats``),
+    the same gates ``fleetwatch rollout --canary`` has always applied.
+    """
+
+    #: The gateway whose traffic the canary takes and whose figures judge it.
+    gateway_url: str
     soak_s: float = 30.0
     #: It fails when its error rate exceeds the old version's by more than this...
     max_error_increase: float = 0.01
-    #: ...or its p95 latency is more than this many times the old version's.
+    #: ...or its p99 latency is more than this many times the old version's.
     max_latency_ratio: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not self.gateway_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"canary gateway_url {self.gateway_url!r}: give the gateway's http(s):// URL"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +144,21 @@ class Progress:
     updated_at: float = 0.0
     #: When the rollout last moved forward (the progress deadline counts from here).
     progressed_at: float = 0.0
+    #: When the canary became available (its soak counts from here; 0: not yet).
+    canary_since: float = 0.0
+    #: The canary's verdict: "" (none yet or no canary), "passed" or "failed".
+    canary_verdict: str = ""
+    #: The figures it was judged on: {"new": {...}, "old": {...}} from the gateway.
+    canary_figures: Mapping[str, Any] | None = None
+    #: A standing remark on this revision, kept by every later progress write (why the
+    #: controller wrote it, for an automatic undo).
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["phase"] = self.phase.value
+        if self.canary_figures is not None:
+            data["canary_figures"] = dict(self.canary_figures)
         return data
 
     @classmethod

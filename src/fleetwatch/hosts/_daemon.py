@@ -6,6 +6,11 @@ a detached ``fleetwatch agent`` running a launch profile of this host's configur
 same agent as ``fleetwatch agent``, not a copy of it), a stop order a SIGTERM to that agent,
 which drains first. It reports every step on the order. Everything runs in three supervised
 loops; the instances outlive the daemon, which adopts them again when it restarts.
+
+A stop order may also name an instance no host launched, registered at this host's address
+(an agent started by hand, before this host ran a daemon): the daemon sets it ``draining``
+through the registry, so its agent drains and exits, and reports the order stopped once the
+instance has left the registry.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from fleetwatch.hosts._model import (
     check_name,
 )
 from fleetwatch.hosts._profiles import LaunchProfile, OrderRefused, find_profile
-from fleetwatch.registry._model import InstanceStatus
+from fleetwatch.registry._model import CheckType, Instance, InstanceStatus
 from fleetwatch.security._auth import TOKEN_ENV
 
 log = logging.getLogger("fleetwatch.host")
@@ -54,6 +59,9 @@ ORDER_WAIT_S = 30.0
 WATCH_EVERY_S = 0.5
 #: A stopping agent gets its drain and this much more before SIGKILL.
 STOP_GRACE_S = 60.0
+#: An instance with no agent (judged by the registry's probes) is deregistered this long
+#: after it was set draining: long enough for clients to have seen it go.
+UNMANAGED_PROPAGATION_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +91,10 @@ class _Tracked:
     order: Order
     instance_id: str
     deadline: float
+    #: What the deadline allowed, in seconds (said when it passes).
+    within: float = 0.0
+    #: A stop of an instance no host launched: (its registration, when it was set draining).
+    stray: tuple[Instance, float] | None = None
 
 
 def gpu_count() -> int:
@@ -314,6 +326,8 @@ class HostDaemon:
 
     async def _stop_instance(self, order: Order) -> None:
         running = self.table.get(order.instance_id)
+        if running is None and await self._drain_stray(order):
+            return
         if running is None:
             self._done.add(order.order_id)
             if order.state is OrderState.STOPPING:  # it went while the daemon was down
@@ -329,8 +343,25 @@ class HostDaemon:
         signal_instance(running, signal.SIGTERM)  # the agent drains, then stops its server
         self._track(order, running.instance_id, STOP_GRACE_S)
 
+    async def _drain_stray(self, order: Order) -> bool:
+        """Drain an instance no host launched, registered at this host's address, through
+        the registry; whether there was one."""
+        _, instances = await self.client.instances(order.service)
+        found = next((i for i in instances if i.instance_id == order.instance_id), None)
+        if found is None or found.host != self.settings.address:
+            return False
+        if order.state is not OrderState.STOPPING:
+            await self._tell(order, OrderState.ACCEPTED)
+            await self._tell(order, OrderState.STOPPING, "draining through the registry")
+        await self.client.set_status(order.service, order.instance_id, InstanceStatus.DRAINING)
+        self._track(order, order.instance_id, STOP_GRACE_S)
+        self._tracked[order.order_id].stray = (found, time.monotonic())
+        return True
+
     def _track(self, order: Order, instance_id: str, within: float) -> None:
-        self._tracked[order.order_id] = _Tracked(order, instance_id, time.monotonic() + within)
+        self._tracked[order.order_id] = _Tracked(
+            order, instance_id, time.monotonic() + within, within
+        )
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -355,13 +386,16 @@ class HostDaemon:
             with contextlib.suppress(RegistryError):
                 await self.report_now()
         gone = self._exited
-        statuses = await self._registry_statuses()
+        statuses, unread = await self._registry_statuses()
         now = time.monotonic()
         for order_id, tracked in list(self._tracked.items()):
             order, iid = tracked.order, tracked.instance_id
             try:
                 if order.action is OrderAction.START:
                     await self._watch_start(tracked, gone.get(iid), statuses.get(iid), now)
+                elif tracked.stray is not None:
+                    if order.service not in unread:  # gone only if the registry says so
+                        await self._watch_stray(tracked, iid in statuses, now)
                 elif self.table.get(iid) is None:
                     await self._tell(order, OrderState.STOPPED, "drained and stopped")
                     self._finish(order_id)
@@ -393,23 +427,46 @@ class HostDaemon:
             running = self.table.get(iid)
             if running is not None:
                 signal_instance(running, signal.SIGTERM)
-            await self._tell(order, OrderState.FAILED, "not available before its deadline", iid)
+            reason = f"not available within {tracked.within:g}s"
+            await self._tell(order, OrderState.FAILED, reason, iid)
+            self._finish(order.order_id)
+
+    async def _watch_stray(self, tracked: _Tracked, registered: bool, now: float) -> None:
+        """A drained instance no host launched: stopped once it has left the registry (one
+        without an agent is deregistered after the propagation delay)."""
+        assert tracked.stray is not None
+        instance, drained_at = tracked.stray
+        order = tracked.order
+        agentless = instance.check.type is not CheckType.TTL
+        if registered and agentless and now - drained_at > UNMANAGED_PROPAGATION_S:
+            await self.client.deregister(order.service, instance.instance_id, tombstone=False)
+            registered = False
+        if not registered:
+            await self._tell(order, OrderState.STOPPED, "drained and left the registry")
+            self._finish(order.order_id)
+        elif now > tracked.deadline:
+            await self._tell(order, OrderState.FAILED, "still registered after its drain")
             self._finish(order.order_id)
 
     def _finish(self, order_id: str) -> None:
         self._tracked.pop(order_id, None)
         self._done.add(order_id)
 
-    async def _registry_statuses(self) -> dict[str, InstanceStatus]:
-        """The registry's status of each instance a start order waits for."""
+    async def _registry_statuses(self) -> tuple[dict[str, InstanceStatus], set[str]]:
+        """The registry's status of each instance a start (or a stray's stop) waits for, and
+        the services it could not read."""
         services = {
-            t.order.service for t in self._tracked.values() if t.order.action is OrderAction.START
+            t.order.service
+            for t in self._tracked.values()
+            if t.order.action is OrderAction.START or t.stray is not None
         }
         found: dict[str, InstanceStatus] = {}
+        unread: set[str] = set()
         for service in services:
             try:
                 _, instances = await self.client.instances(service)
             except RegistryError:
+                unread.add(service)
                 continue
             found.update({i.instance_id: i.status for i in instances})
-        return found
+        return found, unread

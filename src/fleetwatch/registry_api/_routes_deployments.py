@@ -41,6 +41,9 @@ Deployments = Annotated[DeploymentStore, Depends(deployment_store)]
 class CanaryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: The gateway whose per-version figures judge the canary (the controller GETs its
+    #: ``/v1/gateway/stats``, and nothing else, with a 5 s timeout).
+    gateway_url: Annotated[str, Field(pattern=r"^https?://[^\s]{1,2000}$")]
     soak_s: Annotated[float, Field(ge=0, le=86_400)] = 30.0
     max_error_increase: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_latency_ratio: Annotated[float, Field(ge=1)] = 1.5

@@ -1,6 +1,7 @@
-"""``fleetwatch rollout``: replace a service's instances without dropping a request."""
+"""``fleetwatch rollout`` on one machine: the fleet's deployment controller with this machine
+as its one host."""
 
+from fleetwatch.rollout._local import Rollout, RolloutReport
 from fleetwatch.rollout._plan import RolloutFailed, RolloutSettings
-from fleetwatch.rollout._runner import Rollout
 
-__all__ = ["Rollout", "RolloutFailed", "RolloutSettings"]
+__all__ = ["Rollout", "RolloutFailed", "RolloutReport", "RolloutSettings"]

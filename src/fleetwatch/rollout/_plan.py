@@ -1,33 +1,39 @@
-"""What a rollout is told, and how it fails."""
+"""What a rollout on this machine is told, and how it fails."""
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetwatch.errors import FleetwatchError
-
-#: Metadata keys the rollout records on each new instance (``--undo`` reads them back).
-META_TEMPLATE = "launch_template"
-META_PREVIOUS_VERSION = "previous_version"
-META_PREVIOUS_TEMPLATE = "previous_launch_template"
 
 
 class RolloutFailed(FleetwatchError):
     """The rollout stopped; the service keeps serving on what is left."""
 
 
+def default_host_id() -> str:
+    """``local-<hostname>``, as a valid name: this machine, as the one host of its rollouts."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()) or "machine"
+    return f"local-{name}"[:63].rstrip("-.")
+
+
 @dataclass(frozen=True, slots=True)
 class RolloutSettings:
-    """One rollout of ``service`` to ``version``, launched from ``launch``."""
+    """One rollout of ``service`` on this machine: to ``version``, launched from ``launch``,
+    or (``undo``) back to an earlier revision of its deployment."""
 
     service: str
-    launch: str
-    version: str
+    launch: str | None = None
+    version: str | None = None
     registry_url: str | None = None
     token: str | None = None
     kind: str = "openai"
     model: str | None = None
+    #: Instances wanted (default: the deployment's, else as many as the service has now).
+    replicas: int | None = None
     max_surge: int = 1
     max_unavailable: int = 0
     ready_timeout: float = 120.0
@@ -40,11 +46,22 @@ class RolloutSettings:
     canary_max_error_increase: float = 0.01
     #: ...or its p99 latency exceeds the old version's by this factor.
     canary_max_latency_ratio: float = 1.5
+    #: The agents' logs, and this machine's host state (its instances, its launch commands).
     log_dir: Path = field(default_factory=lambda: Path.cwd() / "fleetwatch-rollout-logs")
     agent_args: tuple[str, ...] = ()
+    #: Go back to an earlier revision instead (``to_revision``: default, the previous one).
+    undo: bool = False
+    to_revision: int | None = None
+    #: This machine as a host of the fleet.
+    host_id: str = field(default_factory=default_host_id)
 
     def __post_init__(self) -> None:
-        if "{port}" not in self.launch:
+        if self.undo:
+            if self.launch or self.version:
+                raise ValueError("--undo takes no --launch or --version: the revision has them")
+        elif not self.launch or not self.version:
+            raise ValueError("--launch and --version are required (or --undo)")
+        if self.launch is not None and "{port}" not in self.launch:
             raise ValueError(
                 f"--launch must contain {{port}} (where the new server listens), "
                 f"got {self.launch!r}"
@@ -57,10 +74,5 @@ class RolloutSettings:
             )
         if self.canary and not self.gateway_url:
             raise ValueError("--canary compares the gateway's figures: give --gateway URL")
-        if not self.version:
-            raise ValueError("--version is required (it tells new instances from old ones)")
-
-    @property
-    def batch(self) -> int:
-        """Instances replaced per step."""
-        return max(self.max_surge, self.max_unavailable)
+        if self.replicas is not None and self.replicas < 0:
+            raise ValueError("--replicas must be >= 0")

@@ -21,7 +21,7 @@ from fleetwatch.discovery import DiscoveryClient, RegistryClient
 from fleetwatch.discovery._client import Change
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.rollout import Rollout, RolloutSettings
-from fleetwatch.rollout._launcher import Launched, alive, launch
+from fleetwatch_testing.hand_started import Launched, alive, launch
 from fleetwatch_testing.llama import llama_server_template
 from fleetwatch_testing.llama_build import MODEL_NAME
 
@@ -71,7 +71,7 @@ class Scenario:
 
     async def start_fleet(self, api: RegistryClient) -> list[Launched]:
         """Three SmolLM2 instances (version 1, 512-token context) under agents."""
-        fleet = [launch(self.plan("1", 512), 0, None) for _ in range(INSTANCES)]
+        fleet = [launch(self.plan("1", 512)) for _ in range(INSTANCES)]
         self.pids += [one.pid for one in fleet]
         for one in fleet:
             self.say(f"started {one.instance_id}: llama-server under an agent (log {one.log})")
@@ -161,7 +161,7 @@ class Scenario:
             f"{failed - failed_before} failed (requests cut by the kill were retried on another "
             "instance before any byte reached the client)"
         )
-        replacement = launch(self.plan("1", 512), 0, None)
+        replacement = launch(self.plan("1", 512))
         self.pids.append(replacement.pid)
         await self._until_available(api, {replacement.instance_id})
         self.say(f"   replacement {replacement.instance_id} available")

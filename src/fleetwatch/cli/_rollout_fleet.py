@@ -1,28 +1,24 @@
-"""``fleetwatch deploy``: a service's deployment across the hosts, carried out by the
-controller of `fleetwatch serve`: apply a revision and follow it, status, pause, resume, undo."""
+"""``fleetwatch rollout SERVICE ...`` across the hosts, carried out by the controller of
+``fleetwatch serve``: write a revision and follow it; ``status``, ``pause``, ``resume``,
+``undo``. Every command here takes ``--registry`` and ``--token`` itself (the group has no
+options of its own, so ``rollout SERVICE`` and ``rollout status`` parse alike)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fleetwatch.cli._options import RegistryToken, RegistryUrl
-from fleetwatch.config._durations import parse_duration
 from fleetwatch.deployments._client import DeploymentsClient
 from fleetwatch.deployments._model import Deployment, DeploymentSpec, Phase
-from fleetwatch.errors import ConfigError, FleetwatchError
+from fleetwatch.errors import ConfigError, FleetwatchError, InstanceNotFound
 
-deploy_app = typer.Typer(
-    help="Deployments across the hosts: apply, status, pause, resume, undo.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 Service = Annotated[str, typer.Argument(help="The service.")]
 #: The phases a rollout ends in (the command's exit: 0 complete, 1 otherwise).
 ENDED = frozenset({Phase.COMPLETE, Phase.FAILED, Phase.PAUSED})
@@ -38,14 +34,7 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return found
 
 
-@deploy_app.callback()
-def options(ctx: typer.Context, registry: RegistryUrl = None, token: RegistryToken = None) -> None:
-    """Deployments across the hosts (the registry's controller carries them out)."""
-    ctx.obj = (registry, token)
-
-
-def _client(ctx: typer.Context) -> DeploymentsClient:
-    registry, token = ctx.obj
+def _client(registry: str | None, token: str | None) -> DeploymentsClient:
     return DeploymentsClient(registry, token=token)
 
 
@@ -78,62 +67,54 @@ async def _follow(api: DeploymentsClient, service: str, revision: int, within: f
     raise FleetwatchError(f"the rollout of {service} did not end within {within:g}s")
 
 
-@deploy_app.command("apply")
-def apply(
-    ctx: typer.Context,
-    service: Service,
-    profile: Annotated[str, typer.Option(help="Launch profile (in each host's config).")] = ...,  # type: ignore[assignment]
-    version: Annotated[str, typer.Option(help="Version of the new instances.")] = ...,  # type: ignore[assignment]
-    replicas: Annotated[int, typer.Option(help="How many instances.", min=0)] = 1,
-    param: Annotated[list[str] | None, typer.Option(help="Profile NAME=VALUE.")] = None,
-    place: Annotated[list[str] | None, typer.Option(help="Host label NAME=VALUE.")] = None,
-    spread: Annotated[bool, typer.Option(help="Spread over hosts.")] = True,
-    max_surge: Annotated[str, typer.Option(help="Count or percentage.")] = "25%",
-    max_unavailable: Annotated[str, typer.Option(help="Count or percentage.")] = "0",
-    progress_deadline: Annotated[str, typer.Option(help="Fail after no progress this long.")] = (
-        "15m"
-    ),
-    follow: Annotated[bool, typer.Option(help="Follow the rollout until it ends.")] = True,
-) -> None:
-    """Write a new revision of SERVICE's deployment and follow its rollout."""
-    try:
-        spec = DeploymentSpec(
-            service=service,
-            profile=profile,
-            version=version,
-            replicas=replicas,
-            params=_pairs(param or [], "--param"),
-            placement=_pairs(place or [], "--place"),
-            spread=spread,
-            max_surge=max_surge,
-            max_unavailable=max_unavailable,
-            progress_deadline_s=parse_duration(progress_deadline),
+async def fleet_apply(
+    registry: str | None,
+    token: str | None,
+    service: str,
+    version: str,
+    changes: dict[str, Any],
+    *,
+    follow: bool,
+) -> int:
+    """Write SERVICE's next revision: the current spec with ``changes`` (the first revision
+    needs a profile), then follow it; the exit code."""
+    async with _client(registry, token) as api:
+        try:
+            current: DeploymentSpec | None = (await api.deployment(service)).spec
+        except InstanceNotFound:
+            current = None
+        if current is None and "profile" not in changes:
+            raise ConfigError(
+                f"{service} has no deployment yet: its first revision needs --profile "
+                "(a launch profile of the hosts' configuration)"
+            )
+        try:
+            if current is None:
+                spec = DeploymentSpec(service=service, version=version, **changes)
+            else:
+                spec = dataclasses.replace(current, version=version, **changes)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        written = await api.apply(spec)
+        Console().print(
+            f"{service}: revision {written.revision} (version {version}) written", highlight=False
         )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-    async def run() -> int:
-        async with _client(ctx) as api:
-            written = await api.apply(spec)
-            Console().print(f"{service}: revision {written.revision} written", highlight=False)
-            if not follow:
-                return 0
-            return await _follow(api, service, written.revision, spec.progress_deadline_s + 60)
-
-    raise typer.Exit(asyncio.run(run()))
+        if not follow:
+            return 0
+        return await _follow(api, service, written.revision, spec.progress_deadline_s + 60)
 
 
-@deploy_app.command("status")
 def status(
-    ctx: typer.Context,
     service: Annotated[str | None, typer.Argument(help="One service (default: all).")] = None,
     watch: Annotated[bool, typer.Option(help="Print again at every change.")] = False,
+    registry: RegistryUrl = None,
+    token: RegistryToken = None,
 ) -> None:
     """Every deployment (or one): revision, phase, progress, and which node leads."""
 
     async def show() -> None:
         index = None
-        async with _client(ctx) as api:
+        async with _client(registry, token) as api:
             while True:
                 index, found, leader = await api.deployments(index=index, wait=30)
                 table = Table("service", "revision", "version", "replicas", "phase", "progress")
@@ -154,34 +135,32 @@ def status(
     asyncio.run(show())
 
 
-@deploy_app.command("pause")
-def pause(ctx: typer.Context, service: Service) -> None:
+def pause(service: Service, registry: RegistryUrl = None, token: RegistryToken = None) -> None:
     """Pause SERVICE's rollout: the controller starts and stops nothing for it."""
-    asyncio.run(_pause(ctx, service, True))
+    asyncio.run(_pause(registry, token, service, True))
 
 
-@deploy_app.command("resume")
-def resume(ctx: typer.Context, service: Service) -> None:
+def resume(service: Service, registry: RegistryUrl = None, token: RegistryToken = None) -> None:
     """Resume SERVICE's rollout."""
-    asyncio.run(_pause(ctx, service, False))
+    asyncio.run(_pause(registry, token, service, False))
 
 
-async def _pause(ctx: typer.Context, service: str, paused: bool) -> None:
-    async with _client(ctx) as api:
+async def _pause(registry: str | None, token: str | None, service: str, paused: bool) -> None:
+    async with _client(registry, token) as api:
         Console().print(_line(await api.pause(service, paused)), highlight=False)
 
 
-@deploy_app.command("undo")
 def undo(
-    ctx: typer.Context,
     service: Service,
     to_revision: Annotated[int | None, typer.Option(help="Default: the previous.", min=1)] = None,
     follow: Annotated[bool, typer.Option(help="Follow the rollout until it ends.")] = True,
+    registry: RegistryUrl = None,
+    token: RegistryToken = None,
 ) -> None:
     """Roll SERVICE back: a new revision with an earlier revision's spec."""
 
     async def run() -> int:
-        async with _client(ctx) as api:
+        async with _client(registry, token) as api:
             written = await api.undo(service, to_revision)
             Console().print(
                 f"{service}: revision {written.revision} (version {written.spec.version}) written",

@@ -1,8 +1,9 @@
-"""Starting a new instance: its server under a ``fleetwatch agent``, detached.
+"""Instances started by hand: a server under a ``fleetwatch agent``, detached, as a user
+starts one before any host daemon runs (the tests' and the demo's first fleet).
 
-The agent process starts in its own session, so it outlives the rollout command; its output
-goes to a log file the rollout names. The agent registers the instance, checks it, and drains
-and stops it when an operator (or a later rollout) sets it to ``draining``.
+The agent process starts in its own session, so it outlives whoever started it; its output
+goes to a log file. The agent registers the instance, checks it, and drains and stops it when
+an operator (or a rollout) sets it to ``draining``.
 """
 
 from __future__ import annotations
@@ -15,29 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetwatch.agent._port import PORT_PLACEHOLDER
-from fleetwatch.rollout._plan import (
-    META_PREVIOUS_TEMPLATE,
-    META_PREVIOUS_VERSION,
-    META_TEMPLATE,
-    RolloutSettings,
-)
+from fleetwatch.rollout import RolloutSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Launched:
-    """A new instance the rollout started."""
+    """An instance started by hand."""
 
     instance_id: str
     pid: int
     log: Path
 
 
-def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | None) -> Launched:
-    """Start one new instance (``previous``: the version and template it replaces).
+def launch(settings: RolloutSettings) -> Launched:
+    """Start one instance of ``settings``' service, version and launch command.
 
     The agent chooses the port (``{port}`` stays in what it is given), on the machine where the
     server runs, and starts the server again on another if it loses the port to another process.
     """
+    assert settings.launch is not None
+    assert settings.version is not None
     instance_id = f"{settings.service}-{settings.version}-{secrets.token_hex(3)}"[:63]
     command = shlex.split(settings.launch)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -49,12 +47,7 @@ def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | N
         "--kind", settings.kind,
         "--instance-id", instance_id,
         "--version", settings.version,
-        "--meta", f"{META_TEMPLATE}={settings.launch}",
-        "--meta", f"rollout_batch={number}",
     ]  # fmt: skip
-    if previous is not None:
-        agent += ["--meta", f"{META_PREVIOUS_VERSION}={previous[0]}"]
-        agent += ["--meta", f"{META_PREVIOUS_TEMPLATE}={previous[1]}"]
     if settings.registry_url:
         agent += ["--registry", settings.registry_url]
     if settings.model:
@@ -75,7 +68,7 @@ def launch(settings: RolloutSettings, number: int, previous: tuple[str, str] | N
                 (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
                 (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
             ],
-            setsid=True,  # its own session: it outlives the rollout command
+            setsid=True,  # its own session: it outlives whoever started it
         )
     return Launched(instance_id, pid, log)
 
