@@ -76,8 +76,8 @@ async def fleet_apply(
     *,
     follow: bool,
 ) -> int:
-    """Write SERVICE's next revision: the current spec with ``changes`` (the first revision
-    needs a profile), then follow it; the exit code."""
+    """Write SERVICE's next revision: the current spec with ``changes`` (with a profile in
+    them, a new spec; the first revision needs one), then follow it; the exit code."""
     async with _client(registry, token) as api:
         try:
             current: DeploymentSpec | None = (await api.deployment(service)).spec
@@ -89,8 +89,11 @@ async def fleet_apply(
                 "(a launch profile of the hosts' configuration)"
             )
         try:
-            if current is None:
-                spec = DeploymentSpec(service=service, version=version, **changes)
+            if current is None or "profile" in changes:
+                # A profile starts the spec afresh: another profile's parameters, deadlines
+                # and canary do not carry over to it (the replica count does).
+                fresh = {"replicas": current.replicas if current else 1, **changes}
+                spec = DeploymentSpec(service=service, version=version, **fresh)
             else:
                 spec = dataclasses.replace(current, version=version, **changes)
         except (TypeError, ValueError) as exc:
