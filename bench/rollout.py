@@ -28,8 +28,8 @@ from _fleet import CHAT, MODEL, gateway
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.rollout import Rollout, RolloutSettings
-from fleetwatch_testing.hand_started import launch
 from fleetwatch_testing import free_port
+from fleetwatch_testing.hand_started import launch
 from fleetwatch_testing.llama import llama_server_template
 from fleetwatch_testing.llama_build import MODEL_NAME
 from fleetwatch_testing.loadgen import SdkTraffic
@@ -119,10 +119,7 @@ def stats(values: list[float]) -> dict[str, float]:
 async def fast_run(
     registry: str, gateway_port: int, logs: Path, steady_s: float, pids: list[int]
 ) -> dict[str, Any]:
-    old = [
-        launch(plan(registry, logs, "1", FAST, kind="openai", model=MODEL))
-        for _ in range(3)
-    ]
+    old = [launch(plan(registry, logs, "1", FAST, kind="openai", model=MODEL)) for _ in range(3)]
     pids += [o.pid for o in old]
     await wait_available(registry, 3, "1")
     await asyncio.sleep(1.5)  # the gateway's view

@@ -8,10 +8,12 @@ judged by the orders the controller writes, which is all it ever does.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
-from fleetwatch.deployments import DeploymentSpec, Phase
+from fleetwatch.deployments import CanaryStep, DeploymentSpec, Phase
 from fleetwatch.deployments._controller import LEASE_NAME, Controller
 from fleetwatch.deployments._store import MemoryDeploymentStore, put_spec
 from fleetwatch.errors import Fenced
@@ -34,7 +36,7 @@ class World:
     async def listed(self, service: str) -> list[Instance]:
         return [i for i in self.instances.values() if i.service == service]
 
-    def controller(self, node: str, **options: float) -> Controller:
+    def controller(self, node: str, **options: Any) -> Controller:
         return Controller(self.hosts, self.deployments, self.listed, node_id=node, **options)
 
     async def report_hosts(self, count: int = 3, capacity: int = 2) -> None:
@@ -167,3 +169,90 @@ async def test_a_failed_start_goes_to_another_host(world: World) -> None:
     [second] = await world.orders(OrderState.PENDING)
     assert second.host_id != first.host_id
     assert second.template == template_id("fast", "1", {})
+
+
+def figures_of(new: dict[str, Any]) -> Any:
+    """A gateway whose figures say ``new`` for version 2 and a clean record for version 1."""
+    old = {"requests": 500, "failures": 0, "error_rate": 0.0, "latency_p99_s": 0.05}
+
+    async def figures(url: str) -> Mapping[str, Mapping[str, Any]]:
+        assert url == "http://gateway.test"
+        return {"1": old, "2": new}
+
+    return figures
+
+
+CANARY = CanaryStep(gateway_url="http://gateway.test", soak_s=0)
+
+
+async def _canary_rollout(world: World, figures: Any) -> Controller:
+    """Version 1 complete on 3 hosts, then version 2 with a canary step, a few passes."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a", figures=figures)
+    await leader.step()
+    await world.carry_out()
+    await leader.step()
+    canary_spec = DeploymentSpec(SERVICE, "fast", "2", 3, max_surge="1", canary=CANARY)
+    await put_spec(world.deployments, canary_spec)
+    return leader
+
+
+async def test_a_canary_that_fails_its_gates_is_undone(world: World) -> None:
+    """One canary only while it soaks; failing the error-rate gate, it is stopped and the
+    previous revision's spec is written back as a new revision, noting why."""
+    bad = {"requests": 40, "failures": 20, "error_rate": 0.5, "latency_p99_s": 0.05}
+    leader = await _canary_rollout(world, figures_of(bad))
+    await leader.step()
+    starts = [o for o in await world.orders(OrderState.PENDING) if o.action is OrderAction.START]
+    assert len(starts) == 1  # the canary alone
+    await world.carry_out()
+    [canary] = [i.instance_id for i in world.instances.values() if i.version == "2"]
+    for _ in range(3):  # available -> soak starts -> judged
+        await leader.step()
+    record = await world.deployments.deployment(SERVICE)
+    assert record is not None
+    assert (record.revision, record.spec.version) == (3, "1")
+    assert record.progress.note.startswith("revision 2 undone: canary regressed: error rate")
+    assert record.progress.canary_figures is not None
+    assert record.progress.canary_figures["new"]["error_rate"] == 0.5
+    stops = [o for o in await world.orders(OrderState.PENDING) if o.action is OrderAction.STOP]
+    assert [o.instance_id for o in stops] == [canary]
+    await world.carry_out()
+    assert sorted(i.version for i in world.instances.values()) == ["1", "1", "1"]
+
+
+async def test_a_canary_that_passes_lets_the_rollout_go_on(world: World) -> None:
+    """A canary as good as the old version passes, and the rollout replaces all three."""
+    good = {"requests": 40, "failures": 0, "error_rate": 0.0, "latency_p99_s": 0.05}
+    leader = await _canary_rollout(world, figures_of(good))
+    for _ in range(14):
+        await leader.step()
+        await world.carry_out()
+    record = await world.deployments.deployment(SERVICE)
+    assert record is not None
+    assert (record.revision, record.progress.canary_verdict) == (2, "passed")
+    assert record.progress.phase is Phase.COMPLETE
+    assert sorted(i.version for i in world.instances.values()) == ["2", "2", "2"]
+
+
+async def test_a_start_that_fails_on_every_host_fails_the_rollout(world: World) -> None:
+    """Each host fails its start of version 2: the rollout fails saying the last reason,
+    and version 1 keeps its three instances."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a")
+    await leader.step()
+    await world.carry_out()
+    await put_spec(world.deployments, spec("2", max_surge="1"))
+    for _ in range(8):
+        await leader.step()
+        for order in await world.orders(OrderState.PENDING):
+            if order.action is OrderAction.START:
+                await world.hosts.report(
+                    order.host_id, order.order_id, OrderState.FAILED, "no GPU memory", ""
+                )
+    record = await world.deployments.deployment(SERVICE)
+    assert record is not None
+    assert record.progress.phase is Phase.FAILED
+    assert record.progress.message.startswith("no host can start revision 2: h")
+    assert record.progress.message.endswith("no GPU memory")
+    assert sorted(i.version for i in world.instances.values()) == ["1", "1", "1"]

@@ -12,8 +12,8 @@ from typing import Any
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.gateway import Gateway, GatewaySettings
 from fleetwatch.rollout import Rollout
-from fleetwatch_testing.hand_started import alive
 from fleetwatch_testing import spawned
+from fleetwatch_testing.hand_started import alive
 from tests._support.registry_node import TOKEN, RunningRegistry
 from tests._support.rollouts import FAST_SERVER, SERVICE, settings, start_fleet
 
