@@ -48,7 +48,8 @@ REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference"
 
 #: ``fleetwatch hosts`` has subcommands: each gets its own section.
 HOSTS_SUBCOMMANDS = ("start", "stop", "orders", "cordon", "uncordon", "drain")
-DEPLOY_SUBCOMMANDS = ("apply", "status", "pause", "resume", "undo")
+#: ``fleetwatch rollout`` too (``SERVICE``: a rollout, which is no subcommand).
+ROLLOUT_SUBCOMMANDS = ("SERVICE", "status", "pause", "resume", "undo")
 
 
 def cli_page() -> str:
@@ -62,7 +63,7 @@ def cli_page() -> str:
         "",
     ]
     subcommands = [f"hosts {sub}" for sub in HOSTS_SUBCOMMANDS]
-    subcommands += [f"deploy {sub}" for sub in DEPLOY_SUBCOMMANDS]
+    subcommands += [f"rollout {sub}" for sub in ROLLOUT_SUBCOMMANDS]
     for name in ["", *COMMANDS, *subcommands]:
         argv = [sys.executable, "-m", "fleetwatch", *name.split(), "--help"]
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=True)

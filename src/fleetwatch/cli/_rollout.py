@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from typer import _click as click
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from fleetwatch.cli._logsetup import setup_logs
 from fleetwatch.cli._options import RegistryToken, RegistryUrl
@@ -48,12 +48,23 @@ class RolloutCommands(TyperGroup):
         return super().parse_args(ctx, args)
 
 
+class RollCommand(TyperCommand):
+    """The rollout itself, whose usage line reads as it is typed (not as its hidden name)."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return ["SERVICE", "--version", "V", "[OPTIONS]"]
+
+    def get_usage(self, ctx: click.Context) -> str:
+        parent = ctx.parent.command_path if ctx.parent else "fleetwatch rollout"
+        return f"Usage: {parent} {' '.join(self.collect_usage_pieces(ctx))}"
+
+
 rollout_app = typer.Typer(
     cls=RolloutCommands,
     help=(
         "Roll a service to a new version: across the hosts (`rollout SERVICE --version V`) or "
         "on this machine (`rollout --service S --launch CMD --version V`); then status, "
-        "pause, resume, undo."
+        "pause, resume, undo. `fleetwatch rollout SERVICE --help` lists a rollout's options."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -71,7 +82,7 @@ def _count(value: str, option: str) -> int:
     return int(value)
 
 
-@rollout_app.command(ROLL, hidden=True)
+@rollout_app.command(ROLL, hidden=True, cls=RollCommand)
 def roll(
     service_arg: Annotated[
         str | None, typer.Argument(metavar="SERVICE", help="The service to roll.")
@@ -118,7 +129,9 @@ def roll(
     registry: RegistryUrl = None,
     token: RegistryToken = None,
 ) -> None:
-    """Roll SERVICE to --version: write its next revision, follow it to the end."""
+    """Roll SERVICE to --version across the hosts: write its next revision (the current one
+    with what the options change; --profile starts afresh) and follow it to the end. With
+    --launch (or --undo), on this machine as its one host, through the same controller."""
     name = service_arg or service
     if not name:
         raise ConfigError("name the service: fleetwatch rollout SERVICE --version V")

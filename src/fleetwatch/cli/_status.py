@@ -137,7 +137,7 @@ def slo_table(slos: list[SloReport]) -> Table:
 
 
 def rollouts_table(deployments: list[Deployment]) -> Table:
-    """Deployments and their rollouts as they stand (``fleetwatch deploy``)."""
+    """Deployments and their rollouts as they stand (``fleetwatch rollout``)."""
     table = Table(title="deployments", title_justify="left")
     for column in ("service", "revision", "version", "replicas", "phase", "progress"):
         table.add_column(column)
