@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -104,3 +105,29 @@ async def test_a_killed_instance_turns_unavailable_on_screen_within_2s(
     assert focused == "llm/a"
     assert overflow <= 0
     assert (await asyncio.to_thread((ARTIFACTS / "dashboard.png").stat)).st_size > 10_000
+
+
+async def test_deployments_and_their_progress_show_live(
+    registry: RunningRegistry, browser: Browser
+) -> None:
+    """A deployment written through the API appears with its revision, phase and the leading
+    controller; pausing it reads "paused" on screen within 2 s, pushed by its feed."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"profile": "fast", "version": "7", "replicas": 2}
+    async with httpx.AsyncClient(base_url=registry.url, headers=headers, timeout=5) as http:
+        assert (await http.put("/v1/deployments/llm", json=body)).status_code == 200
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await page.goto(f"{registry.url}/ui/#token={TOKEN}")
+        row = page.locator('[data-deployment="llm"]')
+        await row.filter(has_text="progressing").wait_for(timeout=10_000)
+        await page.locator("#deployments .leader").filter(has_text="epoch").wait_for()
+        paused_at = time.monotonic()
+        reply = await http.put("/v1/deployments/llm/pause", json={"paused": True})
+        assert reply.status_code == 200
+        await row.locator(".phase").filter(has_text="paused").wait_for(timeout=2_000)
+        shown_after = time.monotonic() - paused_at
+        text = await row.inner_text()
+        await page.close()
+    assert shown_after < 2.0
+    assert "7" in text
+    assert "0/2" in text

@@ -205,7 +205,43 @@ function renderSlos(slos) {
     </tr>`).join("")}</tbody></table>`;
 }
 
+function renderDeployments({ deployments, controller }) {
+  if (!deployments.length) { $("deployments").textContent = "No deployments."; return; }
+  const leader = controller ? `controller: ${escape(controller.holder)} (epoch ${controller.epoch})`
+    : "controller: none leads";
+  $("deployments").innerHTML = `<table><thead><tr><th>service</th><th>revision</th><th>version</th>
+    <th>updated</th><th>available</th><th>phase</th><th>progress</th></tr></thead><tbody>${deployments.map((d) => {
+    const p = d.progress;
+    const phase = d.paused ? "paused" : p.phase;
+    return `<tr data-deployment="${escape(d.spec.service)}"><td>${escape(d.spec.service)}</td>
+    <td>${d.revision}</td><td>${escape(d.spec.version)}</td>
+    <td>${p.updated}/${d.spec.replicas}</td><td>${p.available}</td>
+    <td class="phase phase-${escape(phase)}">${escape(phase)}</td>
+    <td>${escape(p.note || p.message || "")}</td></tr>`; }).join("")}</tbody></table>
+    <p class="leader">${leader}</p>`;
+}
+
+let followingDeployments = false;
+
+async function followDeployments() {
+  // The deployment feed is a blocking query of its own: each change wakes it at once.
+  if (followingDeployments) return;
+  followingDeployments = true;
+  let index = 0;
+  for (;;) {
+    try {
+      const body = await api(`/v1/deployments${index ? `?index=${index}&wait=30s` : ""}`);
+      index = body.index;
+      renderDeployments(body);
+    } catch (error) {
+      if (error.message === "token needed") { followingDeployments = false; return; }
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+}
+
 async function start() {
+  followDeployments();
   for (;;) {
     try {
       await loadAll();
