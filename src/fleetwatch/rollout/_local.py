@@ -96,8 +96,12 @@ class Rollout:
                 self.report.reason = str(exc)
             finally:
                 daemon.request_stop()
-                async with asyncio.timeout(30):
-                    await host
+                try:
+                    async with asyncio.timeout(30):
+                        await host
+                except Exception as exc:  # the daemon's crash is said, never lost
+                    failed = f"this machine's host daemon failed: {exc!r}"
+                    self.report.reason = self.report.reason or failed
             if self.report.reason:
                 self.say(f"rollout stopped: {self.report.reason}")
             _, now = await hosts.instances(s.service)
