@@ -63,9 +63,13 @@ async def until_complete(
     """Seconds until ``revision`` is complete; ``at_half()`` once half of it is available."""
     started = time.monotonic()
     fired = at_half is None
+    said = started
     async with asyncio.timeout(within):
         while True:
             found = await progress_of(fleet)
+            if time.monotonic() - said > 10:
+                said = time.monotonic()
+                progress(f"  revision {found['revision']}: {found['phase']}, {found['message']}")
             if found["revision"] == revision:
                 if not fired and found["updated"] >= replicas / 2:
                     fired = True
@@ -86,12 +90,17 @@ def fleet_rss_mb() -> float:
 
 
 async def orders_written(fleet: Fleet, hosts: int) -> int:
+    """Orders on every host's feed (each host keeps its recent ones)."""
+    total = 0
     async with fleet.client() as api:
-        return sum(len((await api.orders(f"h{n}"))[1]) for n in range(hosts))
+        for n in range(hosts):
+            total += len((await api.orders(f"h{n}"))[1])
+    return total
 
 
 async def one_run(tmp: Path, hosts: int, *, kill_leader: bool) -> dict[str, Any]:
     replicas = hosts * PER_HOST
+    tmp.mkdir(parents=True, exist_ok=True)
     redis = RedisServer() if kill_leader else contextlib.nullcontext()
     with redis as server:
         options: dict[str, Any] = {}

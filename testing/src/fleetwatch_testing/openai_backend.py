@@ -194,6 +194,10 @@ class _Handlers:
                         "choices": [{"index": 0, "text": "ok ", "finish_reason": None}],
                     }
                 last = n == self.state.tokens - 1
+                if last and self.state.mode == "ok":
+                    # As a real server ends a stream cut at max tokens: the openai SDK's
+                    # clients (loadgen) count a stream without one as failed.
+                    chunk["choices"][0]["finish_reason"] = "length"
                 if last and self.state.mode == "reset-after-finish":
                     chunk["choices"][0]["finish_reason"] = "stop"
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
