@@ -235,9 +235,38 @@ async def test_a_canary_that_passes_lets_the_rollout_go_on(world: World) -> None
     assert sorted(i.version for i in world.instances.values()) == ["2", "2", "2"]
 
 
-async def test_a_start_that_fails_on_every_host_fails_the_rollout(world: World) -> None:
-    """Each host fails its start of version 2: the rollout fails saying the last reason,
-    and version 1 keeps its three instances."""
+async def test_a_start_that_fails_on_the_only_host_fails_the_rollout() -> None:
+    """One host, whose start of version 2 fails: nowhere else to try, so the rollout fails at
+    once with the host's reason, and version 1's instance serves on."""
+    world = World()
+    await world.hosts.put_host(Host("h0", "10.0.0.0", capacity=2), ttl=60)
+    await put_spec(world.deployments, spec("1", replicas=1, max_surge="1"))
+    leader = world.controller("a")
+    await leader.step()
+    [first] = await world.orders(OrderState.PENDING)
+    await world.hosts.report("h0", first.order_id, OrderState.AVAILABLE, "", "llm-one")
+    world.instances["llm-one"] = Instance(
+        service=SERVICE, instance_id="llm-one", host="10.0.0.0", port=8000, version="1",
+        status=InstanceStatus.AVAILABLE,
+        metadata={"host_id": "h0", TEMPLATE_META: first.template},
+    )  # fmt: skip
+    await put_spec(world.deployments, spec("2", replicas=1, max_surge="1"))
+    await leader.step()
+    [start] = await world.orders(OrderState.PENDING)
+    await world.hosts.report("h0", start.order_id, OrderState.FAILED, "no GPU memory", "")
+    await leader.step()
+    await leader.step()
+    record = await world.deployments.deployment(SERVICE)
+    assert record is not None
+    assert record.progress.phase is Phase.FAILED
+    assert record.progress.message == "no host can start revision 2: h0: no GPU memory"
+    assert [o for o in await world.orders(OrderState.PENDING)] == []
+    assert [i.version for i in world.instances.values()] == ["1"]
+
+
+async def test_a_start_that_fails_on_every_host_of_many_is_retried_later(world: World) -> None:
+    """Three hosts each fail a start of version 2: the rollout does not fail (a fleet under
+    load fails starts that succeed later); it waits out the hosts' penalty, version 1 serves."""
     await put_spec(world.deployments, spec("1"))
     leader = world.controller("a")
     await leader.step()
@@ -252,7 +281,7 @@ async def test_a_start_that_fails_on_every_host_fails_the_rollout(world: World) 
                 )
     record = await world.deployments.deployment(SERVICE)
     assert record is not None
-    assert record.progress.phase is Phase.FAILED
-    assert record.progress.message.startswith("no host can start revision 2: h")
-    assert record.progress.message.endswith("no GPU memory")
+    assert record.progress.phase is Phase.PROGRESSING
+    failed = [o for o in await world.orders(OrderState.FAILED)]
+    assert sorted(o.host_id for o in failed) == ["h0", "h1", "h2"]
     assert sorted(i.version for i in world.instances.values()) == ["1", "1", "1"]

@@ -13,8 +13,8 @@ freezes: it never tears down what it cannot see.
 A spec with a canary step first starts one new instance only, soaks it under the gateway's
 traffic, and judges it by the gateway's per-version figures; a canary that fails its gates
 is undone at once (its instance stopped, the previous revision written back). A start not
-available within the spec's ready deadline is stopped and its host avoided; when no host is
-left to try, the rollout fails, and the old instances keep serving.
+available within the spec's ready deadline is stopped and its host avoided; with only one
+host to use, the rollout then fails at once, and the old instances keep serving.
 """
 
 from __future__ import annotations
@@ -342,11 +342,17 @@ class Controller:
     def _no_host_left(
         self, template: str, hosts: list[tuple[Host, bool]], spec: DeploymentSpec
     ) -> bool:
-        """Whether every host this spec may use has failed a start of ``template`` lately."""
+        """Whether the one host this spec may use has failed a start of ``template`` lately.
+
+        With one host (a rollout on one machine) there is nowhere else to try: the rollout
+        fails at once, saying the host's reason. With more, a host that failed is avoided for
+        a while and the start retried on the others, or on it again later, until the
+        progress deadline: a fleet under load fails starts that succeed the next time.
+        """
         matching = candidates(hosts, spec.service, spec.placement)
-        now = time.monotonic()
-        tried = [c for c in matching if self._bad_hosts.get((template, c.host_id), 0) >= now]
-        return bool(tried) and len(tried) == len(matching)
+        if len(matching) != 1:
+            return False
+        return self._bad_hosts.get((template, matching[0].host_id), 0) >= time.monotonic()
 
     @staticmethod
     def to_retire(seen: Observed, replicas: int, unavailable: int) -> list[Instance]:
