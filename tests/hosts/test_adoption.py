@@ -80,3 +80,31 @@ def test_a_record_written_before_its_spawn_finds_the_agent_by_its_instance_id(
     finally:
         agent.kill()
         agent.wait()
+
+
+WATCH_A_SPAWNING_RECORD = """
+import asyncio, sys
+from pathlib import Path
+from fleetwatch.hosts._daemon import HostDaemon, HostSettings
+from fleetwatch.hosts._local import LocalInstance
+
+async def main():
+    daemon = HostDaemon(HostSettings("h0", "127.0.0.1", None, None, Path(sys.argv[1])))
+    daemon.table.record(LocalInstance("spawning", "llm"))  # pid 0: the agent is being spawned
+    await daemon.watch_once()
+    await daemon.client.aclose()
+    print("alive", daemon.table.get("spawning") is not None)
+
+asyncio.run(main())
+"""
+
+
+def test_a_record_being_spawned_is_neither_exited_nor_signalled(tmp_path: Path) -> None:
+    """The watch pass leaves a record without a pid (its agent is being spawned) alone: it
+    stays, and the daemon survives (taken for exited, killpg(0) ended the daemon's own
+    process group). Run in a process of its own session, so a regression cannot end pytest."""
+    done = subprocess.run(
+        [sys.executable, "-c", WATCH_A_SPAWNING_RECORD, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, start_new_session=True, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "alive True"), done.stderr[-2000:]

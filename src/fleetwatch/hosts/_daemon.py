@@ -372,11 +372,18 @@ class HostDaemon:
 
     async def watch_once(self) -> None:
         """Forget instances that exited, and move tracked orders on."""
+        # The records are taken here, on the loop that writes them; a record without a pid
+        # is an agent being spawned right now, not one that exited. (Taken for exited, its
+        # pid 0 made killpg(0) below end the daemon's own process group: the fleet
+        # benchmark lost host daemons that way, right after a launch.)
+        launched = [i for i in self.table if i.pid > 0]
         # Off the event loop: each check reads /proc (and reaps a child of ours).
         exited = await asyncio.to_thread(
-            lambda: [i for i in self.table if not process_matches(i.pid, i.create_time)]
+            lambda: [i for i in launched if not process_matches(i.pid, i.create_time)]
         )
         for instance in exited:
+            if self.table.get(instance.instance_id) != instance:
+                continue  # its record changed meanwhile (a new spawn under the same id)
             # An agent that died may leave its server running in its session: end it too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(instance.pid, signal.SIGKILL)
