@@ -100,7 +100,7 @@ async def orders_written(fleet: Fleet, hosts: int) -> int:
 
 async def one_run(tmp: Path, hosts: int, *, kill_leader: bool) -> dict[str, Any]:
     replicas = hosts * PER_HOST
-    tmp.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     redis = RedisServer() if kill_leader else contextlib.nullcontext()
     with redis as server:
         options: dict[str, Any] = {}

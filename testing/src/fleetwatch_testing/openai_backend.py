@@ -45,7 +45,30 @@ MODES = (
     "eof-mid-stream",
     "reset-after-finish",
 )
+
+
 #: Modes in which a stream breaks after its first chunk, on purpose.
+def stream_chunk(path: str, model: str) -> dict[str, Any]:
+    """One streamed chunk of "ok ", as chat completions or completions send it."""
+    if path.endswith("chat/completions"):
+        return {
+            "id": "chunk",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": "ok "}, "finish_reason": None}],
+        }
+    return {
+        "id": "chunk",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": "ok ", "finish_reason": None}],
+    }
+
+
+#: The finish_reason of a stream's last chunk, by mode (None: none is sent).
+LAST_FINISH = {"ok": "length", "reset-after-finish": "stop"}
 BREAKING_MODES = frozenset(
     {"die-mid-stream", "error-mid-stream", "eof-mid-stream", "reset-after-finish"}
 )
@@ -175,31 +198,13 @@ class _Handlers:
             for n in range(self.state.tokens):
                 if self.state.token_delay:
                     await asyncio.sleep(self.state.token_delay)
-                if path.endswith("chat/completions"):
-                    chunk: dict[str, Any] = {
-                        "id": "chunk",
-                        "object": "chat.completion.chunk",
-                        "created": int(time.time()),
-                        "model": self.state.model,
-                        "choices": [
-                            {"index": 0, "delta": {"content": "ok "}, "finish_reason": None}
-                        ],
-                    }
-                else:
-                    chunk = {
-                        "id": "chunk",
-                        "object": "text_completion",
-                        "created": int(time.time()),
-                        "model": self.state.model,
-                        "choices": [{"index": 0, "text": "ok ", "finish_reason": None}],
-                    }
+                chunk = stream_chunk(path, self.state.model)
                 last = n == self.state.tokens - 1
-                if last and self.state.mode == "ok":
-                    # As a real server ends a stream cut at max tokens: the openai SDK's
-                    # clients (loadgen) count a stream without one as failed.
-                    chunk["choices"][0]["finish_reason"] = "length"
+                if last:
+                    # As a real server ends a stream (cut at max tokens, when "ok"): the openai
+                    # SDK's clients (loadgen) count a stream without one as failed.
+                    chunk["choices"][0]["finish_reason"] = LAST_FINISH.get(self.state.mode)
                 if last and self.state.mode == "reset-after-finish":
-                    chunk["choices"][0]["finish_reason"] = "stop"
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
                     raise ConnectionAbortedError("the backend died after its last chunk")
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
