@@ -137,14 +137,14 @@ def roll(
         raise ConfigError("name the service: fleetwatch rollout SERVICE --version V")
     if launch or undo_:
         _local(
-            RolloutSettings,
+            as_json,
             service=name, launch=launch, version=version, registry_url=registry, token=token,
             kind=kind, model=model, replicas=replicas,
             max_surge=_count(max_surge or "1", "--max-surge"),
             max_unavailable=_count(max_unavailable or "0", "--max-unavailable"),
             ready_timeout=parse_duration(ready_timeout or LOCAL_READY), canary=canary,
             canary_soak=parse_duration(canary_soak), gateway_url=gateway,
-            log_dir=log_dir.resolve(), undo=undo_, to_revision=to_revision, as_json=as_json,
+            log_dir=log_dir.resolve(), undo=undo_, to_revision=to_revision,
         )  # fmt: skip
         return
     if not version:
@@ -167,12 +167,12 @@ def roll(
     raise typer.Exit(asyncio.run(fleet_apply(registry, token, name, version, given, follow=follow)))
 
 
-def _local(settings_type: type[RolloutSettings], *, as_json: bool, **values: Any) -> None:
+def _local(as_json: bool, **values: Any) -> None:
     """A rollout on this machine, reported as it goes (and as JSON with ``--json``)."""
     setup_logs("info")
     console = Console(stderr=as_json)
     try:
-        settings = settings_type(**values)
+        settings = RolloutSettings(**values)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     report = asyncio.run(

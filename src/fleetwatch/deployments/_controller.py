@@ -459,13 +459,9 @@ class Controller:
         now = time.time()
         moved = seen.new_available != old.updated or phase != old.phase or bool(canary)
         same = old.revision == deployment.revision
-        kept: dict[str, Any] = {
-            "canary_since": old.canary_since if same else 0.0,
-            "canary_verdict": old.canary_verdict if same else "",
-            "canary_figures": old.canary_figures if same else None,
-            "note": old.note if same else "",
-        }
-        progress = Progress(
+        # The same revision keeps its canary fields and note; another starts from none.
+        progress = replace(
+            old if same else Progress(),
             revision=deployment.revision,
             phase=phase,
             message=message,
@@ -474,7 +470,7 @@ class Controller:
             replicas=deployment.spec.replicas,
             updated_at=now,
             progressed_at=now if moved or not old.progressed_at else old.progressed_at,
-            **{**kept, **canary},
+            **canary,
         )
         if phase is Phase.PROGRESSING and now - progress.progressed_at > (
             deployment.spec.progress_deadline_s

@@ -246,12 +246,13 @@ class Rollout:
         _, feed = await hosts.orders(self.settings.host_id)
         return [o for o in feed if o.order_id not in before]
 
-    async def _narrate(self, hosts: HostsClient, daemon: HostDaemon) -> None:
-        """Say each order's steps as this machine carries them out."""
+    async def _narrate(self, hosts: HostsClient, daemon: HostDaemon) -> list[Order] | None:
+        """Say each order's steps as this machine carries them out; the feed it read (None
+        when it could not be read)."""
         try:
             _, feed = await hosts.orders(self.settings.host_id)
         except RegistryError:
-            return
+            return None
         for order in feed:
             if self._seen.get(order.order_id) is order.state:
                 continue
@@ -263,6 +264,7 @@ class Rollout:
             line = _order_line(order, running.pid if running else 0)
             if line:
                 self.say(line)
+        return feed
 
     async def _until_orders_end(
         self, hosts: HostsClient, daemon: HostDaemon, host: asyncio.Task[int], before: set[str]
@@ -272,25 +274,26 @@ class Rollout:
         deadline = time.monotonic() + self.settings.drain_wait
         while time.monotonic() < deadline:
             self._check_daemon(host)
-            await self._narrate(hosts, daemon)
-            mine = await self._orders(hosts, before)
-            if all(o.state.finished or o.state is OrderState.AVAILABLE for o in mine):
+            feed = await self._narrate(hosts, daemon)
+            mine = [o for o in feed or () if o.order_id not in before]
+            if feed is not None and all(
+                o.state.finished or o.state is OrderState.AVAILABLE for o in mine
+            ):
                 return
             await asyncio.sleep(POLL_S)
         raise RolloutFailed(f"the old instances did not leave within {self.settings.drain_wait:g}s")
 
     def _conclude(self, final: Deployment, revision: int) -> None:
         progress = final.progress
+        self.report.canary = dict(progress.canary_figures or {}) or None
         if final.revision != revision:
             undone = progress.note.startswith(f"revision {revision} undone: ")
-            self.report.canary = dict(progress.canary_figures or {}) or None
             self.report.reason = (
                 progress.note.split(": ", 1)[1]
                 if undone
                 else f"revision {final.revision} was written while revision {revision} rolled"
             )
             return
-        self.report.canary = dict(progress.canary_figures or {}) or None
         if final.paused:
             self.report.reason = "paused (fleetwatch rollout resume carries it on)"
         elif progress.phase is Phase.FAILED:

@@ -44,18 +44,21 @@ class MachineProfiles:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "profiles.json"
 
-    def load(self) -> dict[str, LaunchProfile]:
+    def _raw(self) -> dict[str, dict[str, Any]]:
         try:
             raw: dict[str, dict[str, Any]] = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
-        return {name: _profile(name, data) for name, data in raw.items()}
+        return raw
+
+    def load(self) -> dict[str, LaunchProfile]:
+        return {name: _profile(name, data) for name, data in self._raw().items()}
 
     def add(self, settings: RolloutSettings) -> LaunchProfile:
         """Record the profile of ``settings``' launch command; the profile."""
         assert settings.launch is not None
         name = profile_name(settings)
-        known = json.loads(self.path.read_text()) if self.path.exists() else {}
+        known = self._raw()
         known[name] = {
             "launch": settings.launch,
             "kind": settings.kind,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleetwatch.agent._port import PORT_PLACEHOLDER
+from fleetwatch.hosts._local import spawn_detached
 from fleetwatch.rollout import RolloutSettings
 
 
@@ -56,20 +57,7 @@ def launch(settings: RolloutSettings) -> Launched:
     env = dict(os.environ)
     if settings.token:
         env["FLEETWATCH_TOKEN"] = settings.token
-    # posix_spawn, not Popen: the agent is not our child to wait for (a Popen object would
-    # warn when collected while the process it started runs on, which is the point here).
-    with log.open("ab") as out, open(os.devnull, "rb") as devnull:
-        pid = os.posix_spawn(
-            agent[0],
-            agent,
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, devnull.fileno(), 0),
-                (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
-                (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
-            ],
-            setsid=True,  # its own session: it outlives whoever started it
-        )
+    pid = spawn_detached(agent, env, log)  # its own session: it outlives whoever started it
     return Launched(instance_id, pid, log)
 
 
