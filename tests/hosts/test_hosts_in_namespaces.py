@@ -7,6 +7,7 @@ host gets a loopback address of its own, and the output says which mode ran."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -156,6 +157,15 @@ async def test_refused_orders_are_recorded_and_start_nothing(fleet: Fleet, tmp_p
             await h0.orders("h1")
 
 
+def _exec_d_server(agent_pid: int) -> psutil.Process | None:
+    """The agent's child once it runs the static server's command, else None."""
+    for child in psutil.Process(agent_pid).children():
+        with contextlib.suppress(psutil.Error):
+            if "http.server" in child.cmdline():
+                return child
+    return None
+
+
 async def test_a_profile_user_runs_the_server_as_that_user(fleet: Fleet) -> None:
     """The static profile names user nobody: its server runs with nobody's uid, and without
     the registry's or the host's token in its environment."""
@@ -165,9 +175,10 @@ async def test_a_profile_user_runs_the_server_as_that_user(fleet: Fleet) -> None
         async with asyncio.timeout(30):
             while not (records := fleet.records(0)) or records[0]["pid"] == 0:  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.2)
-            while not psutil.Process(int(records[0]["pid"])).children():  # noqa: ASYNC110 - another process
+            # Until the child has exec'd, it is a fork of the agent, with the agent's uid change
+            # already made but the agent's environment still in place: wait for the server.
+            while not (server := _exec_d_server(int(records[0]["pid"]))):  # noqa: ASYNC110 - another process
                 await asyncio.sleep(0.2)
-        [server] = psutil.Process(int(records[0]["pid"])).children()
         assert server.uids().real == pwd.getpwnam("nobody").pw_uid
         # Neither the registry token nor the host's own reaches the server it runs.
         environ = set(server.environ())
