@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -32,6 +33,14 @@ class World:
         self.hosts = MemoryHostStore()
         self.deployments = MemoryDeploymentStore(self.hosts)
         self.instances: dict[str, Instance] = {}
+        #: Hosts whose daemon is down: they report no more and carry out nothing.
+        self.down: set[str] = set()
+
+    async def drain(self, service: str, instance_id: str) -> None:
+        """What the registry does when the controller drains an instance."""
+        self.instances[instance_id] = replace(
+            self.instances[instance_id], status=InstanceStatus.DRAINING
+        )
 
     async def listed(self, service: str) -> list[Instance]:
         return [i for i in self.instances.values() if i.service == service]
@@ -44,8 +53,9 @@ class World:
         for instance in self.instances.values():
             on[int(instance.metadata["host_id"][1:])][instance.instance_id] = SERVICE
         for n in range(count):
-            host = Host(f"h{n}", f"10.0.0.{n}", capacity=capacity, instances=on[n])
-            await self.hosts.put_host(host, ttl=60)
+            if f"h{n}" not in self.down:
+                host = Host(f"h{n}", f"10.0.0.{n}", capacity=capacity, instances=on[n])
+                await self.hosts.put_host(host, ttl=60)
 
     async def orders(self, state: OrderState | None = None) -> list[Order]:
         found = []
@@ -57,6 +67,8 @@ class World:
         """Do what the hosts would: each pending start becomes an instance, each stop removes
         one; then report the hosts again."""
         for order in await self.orders(OrderState.PENDING):
+            if order.host_id in self.down:
+                continue
             if order.action is OrderAction.START:
                 iid = f"{SERVICE}-{order.order_id[-8:]}"
                 self.instances[iid] = Instance(
@@ -169,6 +181,33 @@ async def test_a_failed_start_goes_to_another_host(world: World) -> None:
     [second] = await world.orders(OrderState.PENDING)
     assert second.host_id != first.host_id
     assert second.template == template_id("fast", "1", {})
+
+
+async def test_old_instances_on_a_host_whose_daemon_is_down_are_drained(world: World) -> None:
+    """h2's daemon stops reporting while its agent serves on: its old instance gets a stop
+    order that waits on h2's feed and is drained through the registry, and the rollout
+    completes on h0 and h1 without ever going below 3 available."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a", drain=world.drain)
+    await leader.step()
+    await world.carry_out()
+    [on_h2] = [i for i in world.instances.values() if i.metadata["host_id"] == "h2"]
+    world.down.add("h2")
+    await world.hosts.put_host(Host("h2", "10.0.0.2", capacity=2), ttl=0.05)
+    await asyncio.sleep(0.1)
+    await put_spec(world.deployments, spec("2", max_surge="1", max_unavailable="0"))
+    for _ in range(12):
+        await leader.step()
+        assert sum(i.status.routable for i in world.instances.values()) >= 3
+        await world.carry_out()
+    record = await world.deployments.deployment(SERVICE)
+    assert record is not None
+    assert record.progress.phase is Phase.COMPLETE
+    new = [i for i in world.instances.values() if i.version == "2"]
+    assert sorted(i.metadata["host_id"] for i in new) in (["h0", "h0", "h1"], ["h0", "h1", "h1"])
+    assert world.instances[on_h2.instance_id].status is InstanceStatus.DRAINING
+    [waiting] = [o for o in (await world.hosts.orders("h2"))[1] if o.action is OrderAction.STOP]
+    assert (waiting.instance_id, waiting.state) == (on_h2.instance_id, OrderState.PENDING)
 
 
 def figures_of(new: dict[str, Any]) -> Any:

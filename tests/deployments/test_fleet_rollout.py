@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fleetwatch.hosts import OrderState
 from tests._support.deploying import deploy, deployment, running, until_phase
 from tests._support.host_fleet import FAST, Fleet, fleet_gateway, hosts_up, running_fleet
 from tests._support.host_fleet import FLEET_TOKEN as TOKEN
@@ -124,6 +125,38 @@ async def test_apply_pause_resume_and_undo_through_the_cli(fleet: Fleet) -> None
     assert code == 0, out
     assert "deployments" in out
     assert f"{FAST}" in out
+
+
+async def test_serving_instances_of_a_host_whose_daemon_died_are_drained(fleet: Fleet) -> None:
+    """h2's daemon SIGKILLed while its instance serves on: a rollout under traffic completes
+    on h0 and h1, that instance drained through the registry (its agent then leaves), with no
+    failed request; started again, the daemon reports the waiting stop order carried out."""
+    await hosts_up(fleet, 3)
+    base = await deploy(fleet, "5")
+    await until_phase(fleet, base["revision"], "complete", 60)
+    fleet.kill_daemon(2)
+    [orphan] = [str(r["instance_id"]) for r in fleet.records(2)]
+    async with fleet_gateway(fleet, FAST) as gateway:
+        traffic = Traffic(gateway.url, clients=10)
+        traffic.start()
+        target = await deploy(fleet, "6", max_surge="1", max_unavailable="0")
+        await until_phase(fleet, target["revision"], "complete", 120)
+        while traffic.sent < 300:  # noqa: ASYNC110 - counting the clients' requests
+            await asyncio.sleep(0.1)
+        await traffic.stop()
+    assert traffic.failures == []
+    assert sorted(Counter((await running(fleet))["6"]).values()) == [1, 2]
+    async with fleet.client() as api:
+        assert orphan not in {i.instance_id for i in (await api.instances(FAST))[1]}
+        [stop] = [o for o in (await api.orders("h2"))[1] if o.order_id == f"stop-{orphan}"]
+        assert stop.state is OrderState.PENDING  # the daemon is down: nobody took it
+        fleet.start_daemon(2)
+        async with asyncio.timeout(30):
+            while (now := await api.order("h2", stop.order_id)) and now.state is stop.state:  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.2)
+        assert now is not None
+        assert now.state is OrderState.STOPPED
+    assert "controller.drained" in fleet.nodes[0].log.read_text()
 
 
 async def test_a_host_that_dies_mid_rollout_is_rescheduled_around(fleet: Fleet) -> None:

@@ -55,6 +55,8 @@ DEFAULT_TICK_S = 0.5
 BAD_HOST_S = 120.0
 
 Instances = Callable[[str], Awaitable[list[Instance]]]
+#: Takes an instance out of routing through the registry: ``(service, instance_id)``.
+Drain = Callable[[str, str], Awaitable[None]]
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Controller:
         lease_ttl: float = DEFAULT_LEASE_TTL_S,
         tick: float = DEFAULT_TICK_S,
         figures: FiguresSource = gateway_figures,
+        drain: Drain | None = None,
     ) -> None:
         self.hosts = hosts
         self.deployments = deployments
@@ -98,6 +101,7 @@ class Controller:
         self.lease_ttl = lease_ttl
         self.tick = tick
         self._figures = figures
+        self._drain = drain
         self.lease: Lease | None = None
         #: (template, host) -> until when no start of that template goes there.
         self._bad_hosts: dict[tuple[str, str], float] = {}
@@ -106,6 +110,8 @@ class Controller:
         self._last_failure: dict[str, str] = {}
         #: Address -> live host, this pass: where an instance no host launched is retired.
         self._by_address: dict[str, str] = {}
+        #: The hosts heard from lately, this pass.
+        self._live: set[str] = set()
         #: The store's clock, this pass (order times are on it).
         self._now = 0.0
         #: Orders this controller wrote, by id: what it has done, for tests and the log.
@@ -148,6 +154,7 @@ class Controller:
         alive = [(h, h.alive(now)) for h in hosts]
         feeds = {h.host_id: (await self.hosts.orders(h.host_id))[1] for h, up in alive if up}
         self._by_address = {h.address: h.host_id for h, up in alive if up}
+        self._live = set(feeds)
         self._now = now
         for deployment in records:
             try:
@@ -410,6 +417,13 @@ class Controller:
         if not host_id:
             return  # on no host the controller knows: it orders only hosts
         await self._write_stop(host_id, instance.service, instance.instance_id, fence)
+        if host_id not in self._live and self._drain is not None:
+            # Its daemon is down but its agent may live on, serving: the stop order waits on
+            # the host's feed until the daemon is back, and meanwhile the registry takes the
+            # instance out of routing, so the rollout goes on instead of waiting for a host
+            # that may never return. Only after a fenced write: a deposed leader drains nothing.
+            await self._drain(instance.service, instance.instance_id)
+            log.info("controller.drained %s: host %s is down", instance.instance_id, host_id)
 
     async def _stop_ordered(self, start: Order, fence: Fence) -> None:
         """Stop what an overdue start order started (nothing yet if it has no instance)."""

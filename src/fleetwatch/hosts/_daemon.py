@@ -137,6 +137,9 @@ class HostDaemon:
         self._done: set[str] = set()
         #: Instances whose agent exited, kept until the order that started them is told.
         self._exited: dict[str, LocalInstance] = {}
+        #: Instances whose agent exited while the daemon was down (drained through the
+        #: registry, say): a stop order for one is already carried out.
+        self._gone: set[str] = set()
 
     # -- life -------------------------------------------------------------------------------
 
@@ -161,6 +164,7 @@ class HostDaemon:
                      instance.fleetwatch_version or "unknown version")  # fmt: skip
         for instance in gone:
             log.info("host.gone %s: exited while the daemon was down", instance.instance_id)
+            self._gone.add(instance.instance_id)
         self._loops.start("report", self._report_loop, max_backoff=self.settings.ttl / 3)
         self._loops.start("orders", self._order_loop, max_backoff=5.0)
         self._loops.start("watch", self._watch_loop, max_backoff=2.0)
@@ -330,7 +334,8 @@ class HostDaemon:
             return
         if running is None:
             self._done.add(order.order_id)
-            if order.state is OrderState.STOPPING:  # it went while the daemon was down
+            # It went while the daemon was down: mid-stop, or on its own.
+            if order.state is OrderState.STOPPING or order.instance_id in self._gone:
                 await self._tell(order, OrderState.STOPPED, "it had exited")
             else:
                 await self._tell(

@@ -40,6 +40,7 @@ from fleetwatch.observability._metrics import (
     TaskMetrics,
     metrics_route,
 )
+from fleetwatch.registry._model import InstanceStatus
 from fleetwatch.registry._monitor import Monitor, MonitorSettings
 from fleetwatch.registry._open_store import open_store
 from fleetwatch.registry._preservation import PreservationPolicy
@@ -180,10 +181,19 @@ class RegistryNode:
         loops.start("alerts", self.alerts.run)
         if self.run_controller:
             controller = Controller(
-                self.hosts, self.deployments, self.store.instances, node_id=self.monitor.node_id
+                self.hosts,
+                self.deployments,
+                self.store.instances,
+                node_id=self.monitor.node_id,
+                drain=self._drain_for_controller,
             )
             loops.start("controller", controller.run, max_backoff=5.0)
         return loops
+
+    async def _drain_for_controller(self, service: str, instance_id: str) -> None:
+        await self.store.set_status(
+            service, instance_id, InstanceStatus.DRAINING, reason="controller: its host is down"
+        )
 
     def app(self) -> ASGIApp:
         """The HTTP app; serving it starts and stops the monitor and health checks."""
