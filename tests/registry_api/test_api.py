@@ -158,6 +158,9 @@ async def test_discovery_filters(api: Api) -> None:
     assert await ids("status=starting") == ["c"]
     assert await ids("status=available&status=degraded") == ["a", "b"]
     assert await ids("passing=true") == ["a", "b"]
+    assert await ids("instance=b") == ["b"]
+    assert await ids("instance=b&status=available") == []
+    assert await ids("instance=nobody") == []
     weights = {
         i["instance_id"]: i["effective_weight"]
         for i in (await api.client.get(URL, headers=TEAM_A)).json()["instances"]
@@ -205,6 +208,30 @@ async def test_blocking_query_ignores_other_services_and_times_out(api: Api) -> 
     reply = await api.client.get(f"{URL}?index={index}&wait=600ms", headers=TEAM_A)
     await task
     assert 0.55 < time.perf_counter() - started < 2.0
+    assert [i["instance_id"] for i in reply.json()["instances"]] == ["a"]
+
+
+async def test_a_query_for_one_draining_instance_sleeps_through_other_changes(api: Api) -> None:
+    """What an agent asks (its own record, once draining): b and a changing leave it waiting;
+    a set draining answers it at once."""
+    for name in ("a", "b"):
+        body = {"host": "127.0.0.1", "port": 8000}
+        await api.client.put(f"{URL}/{name}", json=body, headers=TEAM_A)
+    index = int((await api.client.get(URL, headers=TEAM_A)).headers["X-Fleetwatch-Index"])
+
+    async def changes() -> None:
+        await asyncio.sleep(0.1)
+        await api.registry.store.set_status("llm", "b", InstanceStatus.AVAILABLE)
+        await api.registry.store.set_status("llm", "a", InstanceStatus.AVAILABLE)
+        await asyncio.sleep(0.4)
+        await api.registry.store.set_status("llm", "a", InstanceStatus.DRAINING)
+
+    task = asyncio.create_task(changes())
+    started = time.perf_counter()
+    query = f"{URL}?instance=a&status=draining&index={index}&wait=10s"
+    reply = await api.client.get(query, headers=TEAM_A)
+    await task
+    assert 0.45 < time.perf_counter() - started < 2.0
     assert [i["instance_id"] for i in reply.json()["instances"]] == ["a"]
 
 

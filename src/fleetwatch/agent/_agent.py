@@ -323,8 +323,14 @@ class Agent:
         index = 0
         while True:
             try:
+                # Only our own record, and only once it is draining: the answer changes once,
+                # so a rollout's thousand changes elsewhere in the service wake no reply here.
                 index, instances = await self._registry.instances(
-                    self.settings.service, index=index, wait=WATCH_WAIT_S
+                    self.settings.service,
+                    index=index,
+                    wait=WATCH_WAIT_S,
+                    status=[InstanceStatus.DRAINING],
+                    instance_id=self.state.instance_id,
                 )
             except RegistryError as exc:
                 self._note_error(exc)

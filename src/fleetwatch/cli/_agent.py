@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import typer
 
@@ -48,6 +49,60 @@ def _meta(pairs: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"--meta takes KEY=VALUE, got {pair!r}")
         out[key] = value
     return out
+
+
+def agent_settings(options: Mapping[str, Any]) -> AgentSettings:
+    """The agent's settings from its command line's options, by name, checked as the command
+    checks them (a benchmark's pooled agents read the same command line through it)."""
+    o = options
+    listen = str(o["listen"])
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise typer.BadParameter(f"--listen takes HOST:PORT, got {listen!r}")
+    api_key = None
+    if o["api_key_env"]:
+        api_key = os.environ.get(o["api_key_env"])
+        if api_key is None:
+            raise ConfigError(f"--api-key-env: environment variable {o['api_key_env']} is not set")
+    try:
+        llm = LlmServerSettings(
+            base_url=o["upstream"],
+            kind=o["kind"],
+            model=o["model"],
+            api_key=api_key,
+            probe_every=_duration(o["probe_every"]),
+            hourly_token_budget=o["token_budget"],
+        )
+        settings = AgentSettings(
+            service=o["service"],
+            llm=llm,
+            registry_url=o["registry"],
+            token=o["token"],
+            instance_id=o["instance_id"],
+            version=o["version"],
+            tags=frozenset(o["tag"] or ()),
+            metadata=_meta(o["meta"] or []),
+            weight=o["weight"],
+            command=tuple(o["command"] or ()),
+            run_as=o["run_as"],
+            listen_host=host,
+            listen_port=int(port_text),
+            tls=server_files(o["tls_cert"], o["tls_key"]),
+            ca_bundle=o["ca_bundle"],
+            advertise_host=o["advertise_host"],
+            ttl=_duration(o["ttl"]),
+            propagation_delay=_duration(o["propagation_delay"], zero_ok=True),
+            drain_timeout=_duration(o["drain_timeout"]),
+            startup_grace=_duration(o["startup_grace"]),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if needs_port(settings) and not any(PORT_PLACEHOLDER in part for part in settings.command):
+        raise ConfigError(
+            f"--upstream has {PORT_PLACEHOLDER} but the command after -- does not: the agent "
+            "chooses the port, so the server must be told it (for example --port {port})"
+        )
+    return settings
 
 
 def agent_command(
@@ -115,53 +170,9 @@ def agent_command(
     Example: fleetwatch agent --service llm --upstream http://127.0.0.1:8080 --kind llamacpp
     -- llama-server -m model.gguf --port 8080 --metrics
     """
+    options = dict(locals())  # every option by name, before any other local is made
     setup_logs("info")
-    host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise typer.BadParameter(f"--listen takes HOST:PORT, got {listen!r}")
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if api_key is None:
-            raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set")
-    try:
-        llm = LlmServerSettings(
-            base_url=upstream,
-            kind=kind,
-            model=model,
-            api_key=api_key,
-            probe_every=_duration(probe_every),
-            hourly_token_budget=token_budget,
-        )
-        settings = AgentSettings(
-            service=service,
-            llm=llm,
-            registry_url=registry,
-            token=token,
-            instance_id=instance_id,
-            version=version,
-            tags=frozenset(tag or ()),
-            metadata=_meta(meta or []),
-            weight=weight,
-            command=tuple(command or ()),
-            run_as=run_as,
-            listen_host=host,
-            listen_port=int(port_text),
-            tls=server_files(tls_cert, tls_key),
-            ca_bundle=ca_bundle,
-            advertise_host=advertise_host,
-            ttl=_duration(ttl),
-            propagation_delay=_duration(propagation_delay, zero_ok=True),
-            drain_timeout=_duration(drain_timeout),
-            startup_grace=_duration(startup_grace),
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if needs_port(settings) and not any(PORT_PLACEHOLDER in part for part in settings.command):
-        raise ConfigError(
-            f"--upstream has {PORT_PLACEHOLDER} but the command after -- does not: the agent "
-            "chooses the port, so the server must be told it (for example --port {port})"
-        )
+    settings = agent_settings(options)
     raise typer.Exit(asyncio.run(_run(settings)))
 
 

@@ -79,6 +79,9 @@ class HostSettings:
     ttl: float = 10.0
     #: The variable the daemon read its token from: not passed on to what it launches.
     token_env: str = TOKEN_ENV
+    #: What runs an instance's agent, before its options: ``fleetwatch agent`` (this
+    #: Python's); the fleet benchmark puts a stand-in for a pooled agent here.
+    agent_command: tuple[str, ...] = (sys.executable, "-m", "fleetwatch", "agent")
 
     def __post_init__(self) -> None:
         check_name(self.host_id, "host id")
@@ -297,7 +300,7 @@ class HostDaemon:
         )
         self.table.record(planned)  # before the spawn: a crash in between is found again
         agent = [
-            sys.executable, "-m", "fleetwatch", "agent",
+            *s.agent_command,
             "--service", order.service,
             "--upstream", f"http://{s.address}:{{port}}",
             "--kind", profile.kind,

@@ -212,13 +212,20 @@ class Registry:
         status: Iterable[InstanceStatus] = (),
         tags: Iterable[str] = (),
         passing: bool = False,
+        instance_id: str | None = None,
     ) -> list[Instance]:
-        """Instances of a service, filtered: any of ``status``, all of ``tags``, or routable."""
+        """Instances of a service, filtered: any of ``status``, all of ``tags``, or routable;
+        ``instance_id``: that one only (read by itself: an agent watching its own record must
+        not cost a read of the whole service on every change)."""
         statuses = frozenset(status)
         wanted = frozenset(tags)
+        if instance_id is None:
+            found = await self.store.instances(service)
+        else:
+            found = [i for i in [await self.store.get(service, instance_id)] if i is not None]
         return [
             i
-            for i in await self.store.instances(service)
+            for i in found
             if (not statuses or i.status in statuses)
             and wanted <= i.tags
             and (not passing or i.status.routable)

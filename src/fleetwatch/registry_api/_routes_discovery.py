@@ -64,6 +64,7 @@ async def instances(
     status: Annotated[list[InstanceStatus] | None, Query()] = None,
     tag: Annotated[list[str] | None, Query(description="repeatable: all must match")] = None,
     passing: bool = False,
+    instance: Annotated[str | None, Query(description="this instance id only")] = None,
     index: Index = None,
     wait: Wait = None,
 ) -> schemas.InstancesReply:
@@ -71,7 +72,7 @@ async def instances(
 
     async def read() -> list[schemas.InstanceOut]:
         found = await registry.discover(
-            service, status=status or (), tags=tag or (), passing=passing
+            service, status=status or (), tags=tag or (), passing=passing, instance_id=instance
         )
         return [schemas.InstanceOut.of(i) for i in found]
 

@@ -47,11 +47,21 @@ def _serve_config(path: Path, hosts: int) -> Path:
     return path
 
 
-def _host_config(tmp: Path, host: SimulatedHost, registry_port: int, capacity: int) -> Path:
+@dataclass(frozen=True)
+class HostShape:
+    """What every simulated host's host.toml says beyond its identity."""
+
+    capacity: int
+    model: Path
+    llama_server: Path
+    agent_args: Sequence[str] = tuple(AGENT_ARGS)
+
+
+def _host_config(tmp: Path, host: SimulatedHost, registry_port: int, shape: HostShape) -> Path:
     """h<N>'s host.toml: three profiles (fast test server, llama.cpp, a static server)."""
-    model = ensure_model()
+    model, capacity, agent_args = shape.model, shape.capacity, list(shape.agent_args)
     llama = [
-        str(ensure_llama_server()), "-m", "{model}", "-c", "{ctx}", "--alias", "smol",
+        str(shape.llama_server), "-m", "{model}", "-c", "{ctx}", "--alias", "smol",
         "--host", "{address}", "--port", "{port}", "--threads", "1", "--parallel", "2",
         "--metrics", "--slots", "--no-webui",
     ]  # fmt: skip
@@ -78,7 +88,7 @@ ttl = "3s"
 [[profiles]]
 name = "fast"
 command = {json.dumps(fast)}
-agent_args = {json.dumps(AGENT_ARGS)}
+agent_args = {json.dumps(agent_args)}
 ready_timeout = "60s"
 [profiles.params]
 tokens = {{ one_of = ["8", "200"], default = "8" }}
@@ -88,7 +98,7 @@ mode = {{ one_of = ["ok", "draining"], default = "ok" }}
 name = "llama"
 kind = "llamacpp"
 command = {json.dumps(llama)}
-agent_args = {json.dumps(AGENT_ARGS)}
+agent_args = {json.dumps(agent_args)}
 ready_timeout = "90s"
 [profiles.params]
 model = {{ path_under = "{model.parent}", suffix = ".gguf" }}
@@ -98,7 +108,7 @@ ctx = {{ one_of = ["512", "1024"], default = "1024" }}
 name = "static"
 command = {json.dumps(static)}
 user = "nobody"
-agent_args = {json.dumps(AGENT_ARGS)}
+agent_args = {json.dumps(agent_args)}
 """
     path = tmp / f"host{host.number}.toml"
     path.write_text(text)
@@ -117,6 +127,8 @@ class Fleet:
     state_dirs: list[Path]
     logs: Path
     daemons: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: Pool processes, each running several hosts' daemons (see :mod:`host_pool`).
+    pools: list[subprocess.Popen[bytes]] = field(default_factory=list)
     nodes: list[ServeNode] = field(default_factory=list)
 
     def start_daemon(self, n: int) -> None:
@@ -128,6 +140,22 @@ class Fleet:
             self.daemons[n] = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+
+    def start_pools(self, per_pool: int) -> None:
+        """The hosts' daemons ``per_pool`` to a process, with their instances' agents."""
+        for first in range(0, len(self.configs), per_pool):
+            number = len(self.pools)
+            argv = [
+                sys.executable, "-m", "fleetwatch_testing.host_pool",
+                "--socket", str(self.logs / f"pool-{number}.sock"),
+                *map(str, self.configs[first : first + per_pool]),
+            ]  # fmt: skip
+            with (self.logs / f"pool-{number}.log").open("ab") as log:
+                self.pools.append(
+                    subprocess.Popen(
+                        argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
 
     def kill_daemon(self, n: int) -> None:
         daemon = self.daemons.pop(n)
@@ -232,11 +260,15 @@ def running_fleet(
     node_args: Sequence[Sequence[str]] = (),
     capacity: int = 3,
     namespaces: bool | None = None,
+    agent_args: Sequence[str] = tuple(AGENT_ARGS),
+    per_pool: int = 0,
 ) -> Iterator[Fleet]:
     """``count`` hosts (namespaces, or loopback addresses), ``nodes`` `fleetwatch serve`
     processes on all addresses in the root namespace (sharing ``store`` when there are
     several), and `fleetwatch host` on each host; all of it gone after. The first node
-    starts alone and takes the controller lease; hosts and clients use the last node."""
+    starts alone and takes the controller lease; hosts and clients use the last node.
+    ``per_pool``: run the daemons that many to a process, each with its instances' agents
+    (:mod:`fleetwatch_testing.host_pool`); 0, a `fleetwatch host` process each."""
     ports = [free_port() for _ in range(nodes)]
     # FLEETWATCH_TEST_NETNS=0 runs the loopback fallback on purpose.
     if namespaces is None:
@@ -245,12 +277,13 @@ def running_fleet(
         print(f"\nsimulated hosts: {sim.mode} {sim.reason}".rstrip())
         os.environ.update({f"FW_TEST_HOST{n}": host_token(n) for n in range(count)})
         config = _serve_config(tmp / "serve.toml", count)
+        shape = HostShape(capacity, ensure_model(), ensure_llama_server(), agent_args)
         fleet = Fleet(
             sim=sim,
             serve_config=config,
             store=store,
             registry_url=f"http://127.0.0.1:{ports[-1]}",
-            configs=[_host_config(tmp, h, ports[-1], capacity) for h in sim.hosts],
+            configs=[_host_config(tmp, h, ports[-1], shape) for h in sim.hosts],
             state_dirs=[tmp / f"h{h.number}" for h in sim.hosts],
             logs=tmp,
         )
@@ -260,12 +293,18 @@ def running_fleet(
                 fleet.nodes.append(start_node(tmp, number, port, config, store=store, args=args))
                 if number == 0 and nodes > 1:
                     wait_for_leader(fleet.nodes[0], 20)
-            for n in range(count):
-                fleet.start_daemon(n)
+            if per_pool:
+                fleet.start_pools(per_pool)
+            else:
+                for n in range(count):
+                    fleet.start_daemon(n)
             yield fleet
         finally:
             for n in list(fleet.daemons):
                 fleet.kill_daemon(n)
+            for pool in fleet.pools:
+                pool.kill()
+                pool.wait(timeout=10)
             for state_dir in fleet.state_dirs:
                 _kill_recorded(state_dir)
             for node in fleet.nodes:
