@@ -1,17 +1,23 @@
 """A deployment rolled across many hosts by the controller, with and without its leader dying.
 
-Every part is the real program: `fleetwatch serve` (the controller inside it), one
-`fleetwatch host` daemon per simulated host on a loopback address of its own (127.0.0.2, ...),
-and per instance a `fleetwatch agent` over the fast OpenAI-compatible test backend, each its
-own process. Traffic goes through a gateway in this process with the openai SDK (half of the
-clients stream). Run 1 (one node, memory store): deploy version 1, then roll to version 2 with
-``max_surge`` 10 %. Run 2 (three nodes on one Redis; two run the controller, the third serves
-the hosts and clients): the same rollout, the leading node SIGKILLed when half of the new
-instances are available.
+Every part is the real program: `fleetwatch serve` (the controller inside it), a real host
+daemon per simulated host on a loopback address of its own (127.0.0.2, ...), and per instance
+the real agent over the fast OpenAI-compatible test backend. Traffic goes through a gateway in
+this process with the openai SDK (half of the clients stream). Run 1 (one node, memory store):
+deploy version 1, then roll to version 2 with ``max_surge`` 10 %. Run 2 (three nodes on one
+Redis; two run the controller, the third serves the hosts and clients): the same rollout, the
+leading node SIGKILLed when half of the new instances are available.
 
-Scale: ``--quick`` 3 hosts x 4 instances, full 10 hosts x 4 (80 processes for the instances,
-which is what fits 2 cores; the issue's 100 x 4 would need the daemons and instances of many
-hosts in one process each, which is not built).
+Scale, and what runs in one process to fit 24 GiB and 2 cores:
+- full: 100 hosts x 4. The hosts run 10 to a pool process
+  (:mod:`fleetwatch_testing.host_pool`): each host is its own daemon, with its own id,
+  address, token, state directory and order feed, and launches each instance as a process of
+  its own in its own session, as always; that process is a 9 MB stand-in whose agent (the
+  real one, from the same command line) and backend run in the pool. Agents heartbeat with
+  the default 10 s lease.
+- ``--quick``: 3 hosts x 4, every daemon and agent its own process (`fleetwatch host`,
+  `fleetwatch agent`, a backend process each), with the tests' 3 s leases.
+- ``--hosts N``: N hosts x 4, pooled, for a run in between.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ from fleetwatch_testing.fleet import (
 from fleetwatch_testing.loadgen import SdkTraffic
 
 PER_HOST = 4
+#: Hosts per pool process in a full run (see the module's docstring).
+PER_POOL = 10
+#: The pooled agents' settings: the default 10 s lease (the tests' 3 s would make 400
+#: agents send 400 heartbeats a second to one node).
+POOLED_AGENT_ARGS = ("--ttl", "10s", "--propagation-delay", "1s", "--drain-timeout", "20s")
 HEADERS = {"Authorization": f"Bearer {FLEET_TOKEN}"}
 
 
@@ -79,14 +90,26 @@ async def until_complete(
             await asyncio.sleep(0.2)
 
 
-def fleet_rss_mb() -> float:
-    """Resident memory of every fleetwatch process here (nodes, daemons, agents, backends)."""
-    total = 0
-    for process in psutil.process_iter(["cmdline", "memory_info"]):
-        cmdline = " ".join(process.info.get("cmdline") or [])
-        if "fleetwatch" in cmdline and process.info.get("memory_info") is not None:
-            total += process.info["memory_info"].rss
-    return round(total / 2**20, 1)
+def fleet_rss_mb() -> dict[str, float]:
+    """Resident memory (MB) of the fleet's processes, all descendants of this one: the serve
+    nodes, the host daemons or pools, and the instances' processes (agents and backends, or
+    stand-ins); Redis is left out. ``total`` adds this process (gateway and clients)."""
+    parts = {"nodes": 0, "hosts": 0, "instances": 0}
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmdline = " ".join(process.cmdline())
+            rss = process.memory_info().rss
+            if "redis-server" in cmdline:
+                continue
+            if " serve " in cmdline:
+                parts["nodes"] += rss
+            elif "host_pool" in cmdline or " host --config" in cmdline:
+                parts["hosts"] += rss
+            else:
+                parts["instances"] += rss
+    found = {name: round(rss / 2**20, 1) for name, rss in parts.items()}
+    found["total"] = round(sum(found.values()) + psutil.Process().memory_info().rss / 2**20, 1)
+    return found
 
 
 async def orders_written(fleet: Fleet, hosts: int) -> int:
@@ -98,17 +121,23 @@ async def orders_written(fleet: Fleet, hosts: int) -> int:
     return total
 
 
-async def one_run(tmp: Path, hosts: int, *, kill_leader: bool) -> dict[str, Any]:
+async def one_run(tmp: Path, hosts: int, per_pool: int, *, kill_leader: bool) -> dict[str, Any]:
     replicas = hosts * PER_HOST
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     redis = RedisServer() if kill_leader else contextlib.nullcontext()
     with redis as server:
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"per_pool": per_pool}
+        if per_pool:
+            options["agent_args"] = POOLED_AGENT_ARGS
         if kill_leader:
             assert isinstance(server, RedisServer)
-            options = {"nodes": 3, "store": server.url, "node_args": ((), (), ("--no-controller",))}
+            options |= {
+                "nodes": 3,
+                "store": server.url,
+                "node_args": ((), (), ("--no-controller",)),
+            }
         with running_fleet(tmp, hosts, capacity=PER_HOST + 2, namespaces=False, **options) as fleet:
-            await hosts_up(fleet, hosts, within=60)
+            await hosts_up(fleet, hosts, within=120)
             progress(f"{hosts} hosts up; deploying version 1 ({replicas} instances)")
             first = await deploy(fleet, "1", replicas)
             deploy_s = await until_complete(fleet, first, 600)
@@ -158,18 +187,22 @@ async def one_run(tmp: Path, hosts: int, *, kill_leader: bool) -> dict[str, Any]
 
 
 async def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    hosts = 3 if args.quick else 10
+    command = parser(__doc__.splitlines()[0])
+    command.add_argument("--hosts", type=int, help="hosts (x 4 instances), pooled")
+    args = command.parse_args()
+    hosts = args.hosts or (3 if args.quick else 100)
+    per_pool = 0 if args.quick and not args.hosts else PER_POOL
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fleet-rollout-") as tmp:
-        plain = await one_run(Path(tmp) / "one", hosts, kill_leader=False)
+        plain = await one_run(Path(tmp) / "one", hosts, per_pool, kill_leader=False)
         progress(f"run 1: {plain}")
-        failover = await one_run(Path(tmp) / "two", hosts, kill_leader=True)
+        failover = await one_run(Path(tmp) / "two", hosts, per_pool, kill_leader=True)
         progress(f"run 2: {failover}")
     emit(
         "fleet_rollout",
         {
             "mode": "quick" if args.quick else "full",
+            "hosts_per_process": per_pool or 1,
             "runs": {"one_node": plain, "leader_killed": failover},
             "headline": {
                 "hosts x instances": f"{hosts} x {PER_HOST}",
@@ -179,7 +212,7 @@ async def main() -> None:
                 "controller node CPU s / RSS MB": (
                     f"{plain['controller_cpu_s']} / {plain['controller_node_rss_mb']}"
                 ),
-                "fleet RSS MB": plain["fleet_rss_mb"],
+                "fleet RSS MB": plain["fleet_rss_mb"]["total"],
                 "failed requests / requests": (f"{plain['failed_requests']} / {plain['requests']}"),
                 "failed requests / requests, leader killed": (
                     f"{failover['failed_requests']} / {failover['requests']}"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.agent import StopReason
+from fleetwatch.agent import Agent, StopReason
 from fleetwatch.discovery import RegistryClient
 from fleetwatch.health import HealthStatus
 from fleetwatch.llm._check import GENERATE_CHECK
@@ -141,3 +141,38 @@ async def test_an_operator_removing_the_instance_stops_the_agent(
         assert await status_of(ops, iid) is None
     assert code == 0
     assert agent.agent.state.stop_reason is StopReason.REMOVED
+
+
+async def test_an_agent_waits_for_a_registry_out_of_reach_at_its_start(
+    registry: RunningRegistry, api: RegistryClient
+) -> None:
+    """The registry is down as the agent starts (a fleet starting at once swamps it so): the
+    agent keeps asking, registers once the registry is back, and its server goes available."""
+    await registry.stop()
+    async with OpenAIBackend() as backend:
+        agent = Agent(agent_settings(registry, backend.url, llm={"kind": "openai"}))
+        task = asyncio.create_task(agent.run(handle_signals=False))
+        await asyncio.sleep(1.5)
+        assert not task.done()
+        assert not agent.ready.is_set()
+        await registry.start()
+        async with asyncio.timeout(15):
+            await agent.ready.wait()
+        await wait_status(api, agent.state.instance_id, InstanceStatus.AVAILABLE, within=10)
+        agent.request_stop(StopReason.SIGNAL, "the test is over")
+        async with asyncio.timeout(15):
+            assert await task == 0
+
+
+async def test_an_agent_stopped_while_its_registry_is_out_of_reach_exits_at_once(
+    registry: RunningRegistry,
+) -> None:
+    """Asked to stop while it waits for the registry, the agent ends within a second, 0."""
+    await registry.stop()
+    agent = Agent(agent_settings(registry, f"http://127.0.0.1:{free_port()}"))
+    task = asyncio.create_task(agent.run(handle_signals=False))
+    await asyncio.sleep(0.8)
+    agent.request_stop(StopReason.SIGNAL, "the test is over")
+    async with asyncio.timeout(1.5):
+        assert await task == 0
+    assert not agent.ready.is_set()

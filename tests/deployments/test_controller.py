@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from fleetwatch.deployments import CanaryStep, DeploymentSpec, Phase
+from fleetwatch.deployments import _controller as controller_module
 from fleetwatch.deployments._controller import LEASE_NAME, Controller
 from fleetwatch.deployments._store import MemoryDeploymentStore, put_spec
 from fleetwatch.errors import Fenced
@@ -35,6 +36,8 @@ class World:
         self.instances: dict[str, Instance] = {}
         #: Hosts whose daemon is down: they report no more and carry out nothing.
         self.down: set[str] = set()
+        #: Instances their hosts run that the registry has lost (their heartbeats lapsed).
+        self.lost: set[str] = set()
 
     async def drain(self, service: str, instance_id: str) -> None:
         """What the registry does when the controller drains an instance."""
@@ -43,7 +46,11 @@ class World:
         )
 
     async def listed(self, service: str) -> list[Instance]:
-        return [i for i in self.instances.values() if i.service == service]
+        return [
+            i
+            for i in self.instances.values()
+            if i.service == service and i.instance_id not in self.lost
+        ]
 
     def controller(self, node: str, **options: Any) -> Controller:
         return Controller(self.hosts, self.deployments, self.listed, node_id=node, **options)
@@ -208,6 +215,30 @@ async def test_old_instances_on_a_host_whose_daemon_is_down_are_drained(world: W
     assert world.instances[on_h2.instance_id].status is InstanceStatus.DRAINING
     [waiting] = [o for o in (await world.hosts.orders("h2"))[1] if o.action is OrderAction.STOP]
     assert (waiting.instance_id, waiting.state) == (on_h2.instance_id, OrderState.PENDING)
+
+
+async def test_an_instance_the_registry_lost_is_waited_for_before_it_is_replaced(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """h1's instance lapses from the registry while h1 still runs it: no replacement is
+    ordered within the grace (it may come back); after it, one is."""
+    monkeypatch.setattr(controller_module, "LAPSED_GRACE_S", 0.5)
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a")
+    await leader.step()
+    await world.carry_out()
+    [on_h1] = [i for i in world.instances.values() if i.metadata["host_id"] == "h1"]
+    world.lost.add(on_h1.instance_id)
+    await leader.step()
+    await leader.step()
+    assert await world.orders(OrderState.PENDING) == []
+    record = await world.deployments.deployment(SERVICE)
+    assert record is not None
+    assert "1 lost by the registry" in record.progress.message
+    await asyncio.sleep(0.6)
+    await leader.step()
+    [replacement] = await world.orders(OrderState.PENDING)
+    assert replacement.action is OrderAction.START
 
 
 def figures_of(new: dict[str, Any]) -> Any:

@@ -33,7 +33,7 @@ from fleetwatch.agent._settings import AgentSettings
 from fleetwatch.agent._verdict import instance_status
 from fleetwatch.discovery._heartbeat import Heartbeater
 from fleetwatch.discovery._registry_client import RegistryClient
-from fleetwatch.errors import RegistryError
+from fleetwatch.errors import RegistryError, RegistryUnavailable
 from fleetwatch.health import HealthProbes, HealthScheduler
 from fleetwatch.lifecycle import AppServer
 from fleetwatch.llm._check import LlmServer
@@ -52,6 +52,9 @@ EXIT_CRASHED = 70
 DRAIN_POLL_S = 0.2
 #: A blocking query on the agent's own service waits at most this long per round.
 WATCH_WAIT_S = 30.0
+#: A registry out of reach at start is asked again after this, doubling up to the max.
+REGISTER_RETRY_FIRST_S = 0.5
+REGISTER_RETRY_MAX_S = 5.0
 
 
 class StopReason(StrEnum):
@@ -172,19 +175,19 @@ class Agent:
                 tls=self.settings.tls,
             )
             await self.http.start()
-            await self._register()
-            self.scheduler.start()
-            self.ready.set()
-            # Reports, heartbeats, load and the operator watch restart after a crash (the
-            # next round does the same work); the child watcher is how the agent learns its
-            # server died, so its crash fails the agent rather than leave it blind.
-            self.loops.start("reporter", self._report_changes)
-            self.loops.start("heartbeat", self._heartbeat)
-            self.loops.start("load", self._publish_load)
-            self.loops.start("watch", self._watch_operator)
-            self.loops.start("child", self._watch_child, policy=Policy.FAIL)
-            await self._stop.wait()
-            await self._drain()
+            if await self._register():
+                self.scheduler.start()
+                self.ready.set()
+                # Reports, heartbeats, load and the operator watch restart after a crash
+                # (the next round does the same work); the child watcher is how the agent
+                # learns its server died, so its crash fails the agent, not leave it blind.
+                self.loops.start("reporter", self._report_changes)
+                self.loops.start("heartbeat", self._heartbeat)
+                self.loops.start("load", self._publish_load)
+                self.loops.start("watch", self._watch_operator)
+                self.loops.start("child", self._watch_child, policy=Policy.FAIL)
+                await self._stop.wait()
+                await self._drain()
         finally:
             await self.loops.aclose()
             await self._shutdown()
@@ -242,11 +245,29 @@ class Agent:
             ttl=s.ttl,
         )
 
-    async def _register(self) -> None:
-        await self.lease.register()
+    async def _register(self) -> bool:
+        """Register, waiting out a registry that cannot be reached (restarting, or swamped
+        by a whole fleet starting at once: giving up would fail a healthy server's start);
+        False if asked to stop first. Any other refusal is raised."""
+        delay = REGISTER_RETRY_FIRST_S
+        while True:
+            try:
+                await self.lease.register()
+                break
+            except RegistryUnavailable as exc:
+                self._note_error(exc)
+                log.warning("agent.register_retry %s: %s; again in %.1fs",
+                            self.state.instance_id, exc, delay)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
+                if self._stop.is_set():
+                    return False
+                delay = min(delay * 2, REGISTER_RETRY_MAX_S)
         self.state.registrations = self.lease.registrations
         self.state.reported = InstanceStatus.STARTING
         log.info("agent.registered %s/%s", self.settings.service, self.state.instance_id)
+        return True
 
     async def _send(self, status: InstanceStatus | None, output: str = "") -> None:
         """One heartbeat (with a verdict when ``status`` is given), by the one protocol."""

@@ -53,6 +53,9 @@ DEFAULT_LEASE_TTL_S = 6.0
 DEFAULT_TICK_S = 0.5
 #: A host where a start failed gets no new start of the same template for this long.
 BAD_HOST_S = 120.0
+#: An instance its host still runs but the registry has lost (heartbeats that lapsed under
+#: load) counts as still coming for this long before it is replaced.
+LAPSED_GRACE_S = 30.0
 
 Instances = Callable[[str], Awaitable[list[Instance]]]
 #: Takes an instance out of routing through the registry: ``(service, instance_id)``.
@@ -67,6 +70,9 @@ class Observed:
     old: list[Instance] = field(default_factory=list)
     starting: list[Order] = field(default_factory=list)
     stopping: set[str] = field(default_factory=set)
+    #: Started instances of this revision that their live host still runs but the registry
+    #: has lost, within their grace: counted as coming back, not replaced.
+    lapsed: list[Order] = field(default_factory=list)
     #: Start orders of this revision not available within the spec's ready deadline.
     overdue: list[Order] = field(default_factory=list)
 
@@ -112,6 +118,10 @@ class Controller:
         self._by_address: dict[str, str] = {}
         #: The hosts heard from lately, this pass.
         self._live: set[str] = set()
+        #: Instances the live hosts say they run, this pass.
+        self._on_hosts: set[str] = set()
+        #: Instance -> when it was first seen lapsed (run by its host, lost by the registry).
+        self._lapsed_since: dict[str, float] = {}
         #: The store's clock, this pass (order times are on it).
         self._now = 0.0
         #: Orders this controller wrote, by id: what it has done, for tests and the log.
@@ -155,6 +165,8 @@ class Controller:
         feeds = {h.host_id: (await self.hosts.orders(h.host_id))[1] for h, up in alive if up}
         self._by_address = {h.address: h.host_id for h, up in alive if up}
         self._live = set(feeds)
+        self._on_hosts = {i for h, up in alive if up for i in h.instances}
+        self._lapsed_since = {i: t for i, t in self._lapsed_since.items() if i in self._on_hosts}
         self._now = now
         for deployment in records:
             try:
@@ -183,6 +195,7 @@ class Controller:
         spec = deployment.spec
         template = template_id(spec.profile, spec.version, spec.params)
         seen = Observed()
+        registered = {i.instance_id for i in instances}
         for host_id, orders in feeds.items():
             for order in orders:
                 if order.service != spec.service:
@@ -190,6 +203,8 @@ class Controller:
                 failed_here = order.state in (OrderState.FAILED, OrderState.REFUSED)
                 if failed_here and order.action is OrderAction.START and order.template == template:
                     self.note_failed_start(template, host_id, order.order_id, order.reason)
+                if self._lapsed(order, template, registered):
+                    seen.lapsed.append(order)
                 if order.state.finished:
                     continue
                 if order.action is OrderAction.STOP:
@@ -197,7 +212,6 @@ class Controller:
                 elif order.template == template and order.state is not OrderState.AVAILABLE:
                     late = self._now - order.created_at > spec.ready_deadline_s
                     (seen.overdue if late and order.created_at else seen.starting).append(order)
-        registered = {i.instance_id for i in instances}
         # A start order whose instance has registered counts once, as the instance.
         seen.starting = [o for o in seen.starting if o.instance_id not in registered]
         overdue = {o.instance_id for o in seen.overdue}
@@ -209,6 +223,24 @@ class Controller:
             is_new = instance.metadata.get(TEMPLATE_META) == template
             (seen.new if is_new else seen.old).append(instance)
         return seen
+
+    def _lapsed(self, order: Order, template: str, registered: set[str]) -> bool:
+        """Whether ``order`` started an instance of ``template`` that its live host still
+        runs but the registry no longer lists, first seen so less than the grace ago. (A
+        registry swamped by a fleet lets heartbeats lapse; replacing each instance that lapsed
+        would order more than the surge allows, and fill the hosts.)"""
+        iid = order.instance_id
+        if (
+            order.action is not OrderAction.START
+            or order.template != template
+            or order.state is not OrderState.AVAILABLE
+            or iid in registered
+            or iid not in self._on_hosts
+        ):
+            self._lapsed_since.pop(iid, None)
+            return False
+        since = self._lapsed_since.setdefault(iid, self._now)
+        return self._now - since < LAPSED_GRACE_S
 
     async def reconcile(
         self,
@@ -240,7 +272,7 @@ class Controller:
         canary = self._in_canary(deployment, seen)
         wanted = 1 if canary else spec.replicas
         surge, unavailable = spec.surge(), spec.unavailable()
-        planned_new = len(seen.new) + len(seen.starting)
+        planned_new = len(seen.new) + len(seen.starting) + len(seen.lapsed)
         total = planned_new + len(seen.old)
         to_start = min(wanted - planned_new, spec.replicas + surge - total)
         started = await self._start(deployment, hosts, to_start, fence) if to_start > 0 else 0
@@ -264,7 +296,7 @@ class Controller:
             message = (
                 f"{seen.new_available}/{spec.replicas} of revision {deployment.revision} "
                 f"available, {len(seen.old)} old, {len(seen.starting)} starting"
-            )
+            ) + (f", {len(seen.lapsed)} lost by the registry" if seen.lapsed else "")
         await self._progress(deployment, seen, phase, message, fence)
 
     # -- the canary step ----------------------------------------------------------------------

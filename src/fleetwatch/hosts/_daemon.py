@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fleetwatch import __version__
 from fleetwatch._supervisor import Supervisor
-from fleetwatch.errors import RegistryError
+from fleetwatch.errors import Conflict, RegistryError
 from fleetwatch.hosts._client import HostsClient
 from fleetwatch.hosts._local import (
     InstanceTable,
@@ -419,6 +419,11 @@ class HostDaemon:
                     if running is not None:
                         signal_instance(running, signal.SIGKILL)
                     tracked.deadline = now + STOP_GRACE_S
+            except Conflict as exc:
+                # The order has ended already (a report whose reply was lost had landed):
+                # asking again every pass would only be refused again.
+                log.warning("host.report_refused %s: %s; no longer followed", order_id, exc)
+                self._finish(order_id)
             except RegistryError as exc:
                 log.warning("host.report_failed %s: %s", order_id, exc)
 
