@@ -161,6 +161,7 @@ async def test_discovery_filters(api: Api) -> None:
     assert await ids("instance=b") == ["b"]
     assert await ids("instance=b&status=available") == []
     assert await ids("instance=nobody") == []
+    assert await ids("instance=c&instance=a") == ["c", "a"]
     weights = {
         i["instance_id"]: i["effective_weight"]
         for i in (await api.client.get(URL, headers=TEAM_A)).json()["instances"]

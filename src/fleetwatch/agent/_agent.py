@@ -351,7 +351,7 @@ class Agent:
                     index=index,
                     wait=WATCH_WAIT_S,
                     status=[InstanceStatus.DRAINING],
-                    instance_id=self.state.instance_id,
+                    instance_ids=[self.state.instance_id],
                 )
             except RegistryError as exc:
                 self._note_error(exc)

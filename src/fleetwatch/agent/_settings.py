@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 from fleetwatch.llm._check import LlmServerSettings
 
 #: How long a heartbeat lease lasts; the agent renews it every third of that.
+#: How often the agent publishes its server's load (when it changed): what load-aware routing
+#: reads. A fleet of hundreds on one registry node may want it less often.
+DEFAULT_LOAD_EVERY_S = 1.0
 DEFAULT_TTL_S = 10.0
 #: After saying ``draining``, keep serving this long so every client has seen it. The change
 #: feed delivers in milliseconds (bench/propagation.py); a client polling every second, or a
@@ -57,7 +60,7 @@ class AgentSettings:
     #: The address clients use for the upstream (default: the upstream URL's host).
     advertise_host: str | None = None
     ttl: float = DEFAULT_TTL_S
-    load_every: float = 1.0
+    load_every: float = DEFAULT_LOAD_EVERY_S
     propagation_delay: float = DEFAULT_PROPAGATION_DELAY_S
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S
     stop_timeout: float = DEFAULT_STOP_TIMEOUT_S

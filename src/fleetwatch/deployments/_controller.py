@@ -388,7 +388,10 @@ class Controller:
         a while and the start retried on the others, or on it again later, until the
         progress deadline: a fleet under load fails starts that succeed the next time.
         """
-        matching = candidates(hosts, spec.service, spec.placement)
+        # Every matching host the store knows, up or not: a fleet whose hosts all missed a
+        # report under load (one answering) is not a fleet of one.
+        known = [(host, True) for host, _ in hosts]
+        matching = candidates(known, spec.service, spec.placement)
         if len(matching) != 1:
             return False
         return self._bad_hosts.get((template, matching[0].host_id), 0) >= time.monotonic()

@@ -169,16 +169,15 @@ class RegistryClient(AsyncResource):
         status: Iterable[InstanceStatus] = (),
         tags: Iterable[str] = (),
         passing: bool = False,
-        instance_id: str | None = None,
+        instance_ids: Iterable[str] = (),
     ) -> tuple[int, list[Instance]]:
         """(index, instances); with ``index`` and ``wait``, a blocking query. Filters combine;
-        ``instance_id``: that instance only."""
+        ``instance_ids``: those instances only."""
         params: list[tuple[str, str]] = [("status", s.value) for s in status]
         params += [("tag", t) for t in tags]
         if passing:
             params.append(("passing", "true"))
-        if instance_id is not None:
-            params.append(("instance", instance_id))
+        params += [("instance", i) for i in instance_ids]
         timeout = REQUEST_TIMEOUT_S
         if index is not None:
             params.append(("index", str(index)))

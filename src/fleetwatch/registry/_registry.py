@@ -212,17 +212,19 @@ class Registry:
         status: Iterable[InstanceStatus] = (),
         tags: Iterable[str] = (),
         passing: bool = False,
-        instance_id: str | None = None,
+        instance_ids: Iterable[str] = (),
     ) -> list[Instance]:
         """Instances of a service, filtered: any of ``status``, all of ``tags``, or routable;
-        ``instance_id``: that one only (read by itself: an agent watching its own record must
-        not cost a read of the whole service on every change)."""
+        ``instance_ids``: those only, each read by itself (an agent watching its own record,
+        or a host its own instances, must not cost a read of the whole service)."""
         statuses = frozenset(status)
         wanted = frozenset(tags)
-        if instance_id is None:
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids:
             found = await self.store.instances(service)
         else:
-            found = [i for i in [await self.store.get(service, instance_id)] if i is not None]
+            read = [await self.store.get(service, iid) for iid in ids]
+            found = [i for i in read if i is not None]
         return [
             i
             for i in found

@@ -64,7 +64,9 @@ async def instances(
     status: Annotated[list[InstanceStatus] | None, Query()] = None,
     tag: Annotated[list[str] | None, Query(description="repeatable: all must match")] = None,
     passing: bool = False,
-    instance: Annotated[str | None, Query(description="this instance id only")] = None,
+    instance: Annotated[
+        list[str] | None, Query(description="these instance ids only (repeatable)")
+    ] = None,
     index: Index = None,
     wait: Wait = None,
 ) -> schemas.InstancesReply:
@@ -72,7 +74,11 @@ async def instances(
 
     async def read() -> list[schemas.InstanceOut]:
         found = await registry.discover(
-            service, status=status or (), tags=tag or (), passing=passing, instance_id=instance
+            service,
+            status=status or (),
+            tags=tag or (),
+            passing=passing,
+            instance_ids=instance or (),
         )
         return [schemas.InstanceOut.of(i) for i in found]
 
