@@ -14,7 +14,8 @@ Scale, and what runs in one process to fit 24 GiB and 2 cores:
   address, token, state directory and order feed, and launches each instance as a process of
   its own in its own session, as always; that process is a 9 MB stand-in whose agent (the
   real one, from the same command line) and backend run in the pool. Agents heartbeat with
-  the default 10 s lease and publish their load every 5 s.
+  the default 10 s lease and publish their load every 5 s; daemons report with a 10 s lease;
+  in run 2 the hosts talk to nodes 1 and 2 in turn. The first deployment grows 100 at a time.
 - ``--quick``: 3 hosts x 4, every daemon and agent its own process (`fleetwatch host`,
   `fleetwatch agent`, a backend process each), with the tests' 3 s leases.
 - ``--hosts N``: N hosts x 4, pooled, for a run in between.
@@ -151,9 +152,12 @@ async def one_run(tmp: Path, hosts: int, per_pool: int, *, kill_leader: bool) ->
     with redis as server:
         options: dict[str, Any] = {"per_pool": per_pool}
         if per_pool:
-            options["agent_args"] = POOLED_AGENT_ARGS
+            options |= {"agent_args": POOLED_AGENT_ARGS, "host_ttl": "10s"}
         if kill_leader:
             assert isinstance(server, RedisServer)
+            # The hosts and their agents talk to nodes 1 and 2 in turn (node 0, the leader,
+            # is killed): one node alone on Redis could not answer 400 agents on 2 cores.
+            options["host_nodes"] = (1, 2)
             options |= {
                 "nodes": 3,
                 "store": server.url,

@@ -55,6 +55,8 @@ class HostShape:
     model: Path
     llama_server: Path
     agent_args: Sequence[str] = tuple(AGENT_ARGS)
+    #: The daemon's lease (it reports every third of it).
+    host_ttl: str = "3s"
 
 
 def _host_config(tmp: Path, host: SimulatedHost, registry_port: int, shape: HostShape) -> Path:
@@ -83,7 +85,7 @@ token_env = "FW_TEST_HOST{host.number}"
 labels = {{ zone = "z{host.number}" }}
 capacity = {capacity}
 state_dir = "{config["state"]}"
-ttl = "3s"
+ttl = "{shape.host_ttl}"
 
 [[profiles]]
 name = "fast"
@@ -262,13 +264,17 @@ def running_fleet(
     namespaces: bool | None = None,
     agent_args: Sequence[str] = tuple(AGENT_ARGS),
     per_pool: int = 0,
+    host_ttl: str = "3s",
+    host_nodes: Sequence[int] = (),
 ) -> Iterator[Fleet]:
     """``count`` hosts (namespaces, or loopback addresses), ``nodes`` `fleetwatch serve`
     processes on all addresses in the root namespace (sharing ``store`` when there are
     several), and `fleetwatch host` on each host; all of it gone after. The first node
     starts alone and takes the controller lease; hosts and clients use the last node.
     ``per_pool``: run the daemons that many to a process, each with its instances' agents
-    (:mod:`fleetwatch_testing.host_pool`); 0, a `fleetwatch host` process each."""
+    (:mod:`fleetwatch_testing.host_pool`); 0, a `fleetwatch host` process each.
+    ``host_nodes``: the nodes the hosts (and so their agents) talk to, in turn; by default
+    the last one."""
     ports = [free_port() for _ in range(nodes)]
     # FLEETWATCH_TEST_NETNS=0 runs the loopback fallback on purpose.
     if namespaces is None:
@@ -277,13 +283,20 @@ def running_fleet(
         print(f"\nsimulated hosts: {sim.mode} {sim.reason}".rstrip())
         os.environ.update({f"FW_TEST_HOST{n}": host_token(n) for n in range(count)})
         config = _serve_config(tmp / "serve.toml", count)
-        shape = HostShape(capacity, ensure_model(), ensure_llama_server(), agent_args)
+        shape = HostShape(
+            capacity, ensure_model(), ensure_llama_server(), agent_args, host_ttl=host_ttl
+        )
         fleet = Fleet(
             sim=sim,
             serve_config=config,
             store=store,
             registry_url=f"http://127.0.0.1:{ports[-1]}",
-            configs=[_host_config(tmp, h, ports[-1], shape) for h in sim.hosts],
+            configs=[
+                _host_config(tmp, h, ports[host_nodes[h.number % len(host_nodes)]], shape)
+                if host_nodes
+                else _host_config(tmp, h, ports[-1], shape)
+                for h in sim.hosts
+            ],
             state_dirs=[tmp / f"h{h.number}" for h in sim.hosts],
             logs=tmp,
         )
