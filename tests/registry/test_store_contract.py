@@ -200,6 +200,28 @@ async def test_wait_for_change_wakes_on_a_change(store: RegistryStore) -> None:
     assert await store.wait_for_change(index, 5.0) == index + 1  # already newer: at once
 
 
+async def test_a_store_names_the_keys_it_saw_change_or_says_it_does_not_know(
+    store: RegistryStore,
+) -> None:
+    """After a waiter has followed them, the keys of recent changes are known without a
+    read; a range reaching back past what the node saw is unknown (None)."""
+    start = await store.index()
+    assert await store.wait_for_change(start, 0.05) == start  # a follower runs from here
+    for name in ("a", "b", "a"):
+        await store.upsert(instance(name))
+    current = start
+    async with asyncio.timeout(5):
+        while current < start + 3:
+            current = await store.wait_for_change(current, 1.0)
+        while store.changed_keys(start, start + 3) is None:  # noqa: ASYNC110 - the Redis follower catches up
+            await asyncio.sleep(0.01)
+    assert store.changed_keys(start, start + 3) == {("llm", "a"), ("llm", "b")}
+    assert store.changed_keys(start + 2, start + 3) == {("llm", "a")}
+    assert store.changed_keys(start + 3, start + 3) == set()
+    # Reaching back before the first change this node saw: not known.
+    assert store.changed_keys(start - 5, start + 3) is None
+
+
 async def test_load_figures_do_not_bump_the_index(store: RegistryStore) -> None:
     """Load travels on its own channel: writing it changes no index and wakes no one."""
     await store.upsert(instance())

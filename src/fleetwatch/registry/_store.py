@@ -7,7 +7,7 @@ and load figures travel apart from membership, so blocking queries wake only for
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -119,6 +119,13 @@ class RegistryStore(Protocol):
         """Return the current index once it exceeds ``index``, or after ``within`` seconds."""
         ...
 
+    def changed_keys(self, after: int, upto: int) -> set[tuple[str, str]] | None:
+        """The (service, instance_id) of every change in ``(after, upto]``, as far as this
+        node knows without asking the store (a notice counts as :data:`NOTICE_KEY`); None when
+        it does not know them all. What lets a blocking query sleep on through changes that
+        cannot touch its answer, without a read each."""
+        ...
+
     async def put_load(self, service: str, instance_id: str, load: Mapping[str, float]) -> None:
         """Record load figures (queue depth, KV-cache use); never bumps the change index."""
         ...
@@ -178,3 +185,19 @@ async def consistent_read(
             return before, answer
     before = await store.index()
     return before, await read()
+
+
+def recent_keys(
+    newest_first: Iterable[tuple[int, tuple[str, str]]], after: int, upto: int
+) -> set[tuple[str, str]] | None:
+    """The keys of the changes in ``(after, upto]`` from (index, key) pairs newest first, or
+    None when the pairs do not reach back to ``after + 1``."""
+    keys: set[tuple[str, str]] = set()
+    for index, key in newest_first:
+        if index <= after:
+            return keys
+        if index <= upto:
+            keys.add(key)
+        if index == after + 1:
+            return keys
+    return None

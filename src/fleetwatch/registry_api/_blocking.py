@@ -10,6 +10,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from fleetwatch.config._durations import parse_duration
+from fleetwatch.registry._model import NOTICE_KEY
 from fleetwatch.registry._store import RegistryStore, consistent_read
 
 T = TypeVar("T")
@@ -59,13 +60,18 @@ async def blocking_read(
     index: int | None,
     wait: float,
     read: Callable[[], Awaitable[T]],
+    *,
+    concerns: Callable[[tuple[str, str]], bool] | None = None,
 ) -> tuple[int, T]:
     """Read now, or, given the caller's last ``index``, once the answer differs from what it was
     at that index or ``wait`` (plus up to 1/16 jitter, as Consul does) has passed.
 
     The change index is registry-wide, so a change elsewhere wakes the wait; the answer is then
-    compared and the wait goes on if this answer did not change. An index ahead of the store's
-    (the store restarted) answers at once, so the client resynchronises.
+    compared and the wait goes on if this answer did not change. With ``concerns`` (whether a
+    change to (service, instance_id) may touch the answer), changes the store names that
+    concern none of it are slept through without a read: an agent following its own record
+    must not read Redis for each of a rollout's thousand changes. An index ahead of the
+    store's (the store restarted) answers at once, so the client resynchronises.
     """
     current, answer = await consistent_read(store, read)
     if index is None or current != index:
@@ -79,6 +85,13 @@ async def blocking_read(
         newer = await store.wait_for_change(current, remaining)
         if newer == current:
             return current, answer
+        if concerns is not None and newer > current:
+            changed = store.changed_keys(current, newer)
+            if changed is not None and not any(
+                key == NOTICE_KEY or concerns(key) for key in changed
+            ):
+                current = newer  # the answer at ``newer`` is the one we hold
+                continue
         newer, fresh = await consistent_read(store, read)
         if fresh != answer or newer < current:
             return newer, fresh

@@ -82,8 +82,13 @@ async def instances(
         )
         return [schemas.InstanceOut.of(i) for i in found]
 
+    only = set(instance or ())
+
+    def concerns(key: tuple[str, str]) -> bool:
+        return key[0] == service and (not only or key[1] in only)
+
     current, answer = await unless_disconnected(
-        request, blocking_read(registry.store, index, parse_wait(wait), read)
+        request, blocking_read(registry.store, index, parse_wait(wait), read, concerns=concerns)
     )
     response.headers[INDEX_HEADER] = str(current)
     return schemas.InstancesReply(service=service, index=current, instances=answer)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from fleetwatch._change_index import ChangeIndex
 from fleetwatch.errors import Forbidden, IndexReset, InstanceGone
 from fleetwatch.registry._model import NOTICE_KEY, Event, EventType, Instance, InstanceStatus
-from fleetwatch.registry._store import DEFAULT_HISTORY, CheckRecord
+from fleetwatch.registry._store import DEFAULT_HISTORY, CheckRecord, recent_keys
 
 Key = tuple[str, str]
 
@@ -182,6 +182,9 @@ class MemoryStore:
 
     async def wait_for_change(self, index: int, within: float) -> int:
         return await self._changes.wait_past(index, within)
+
+    def changed_keys(self, after: int, upto: int) -> set[tuple[str, str]] | None:
+        return recent_keys(((e.index, e.key) for e in reversed(self._events)), after, upto)
 
     async def put_load(self, service: str, instance_id: str, load: Mapping[str, float]) -> None:
         if (service, instance_id) in self._instances:

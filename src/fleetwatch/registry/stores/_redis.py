@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +29,7 @@ from fleetwatch._cancellation import keep_cancellation
 from fleetwatch._extras import missing_extra
 from fleetwatch.errors import Forbidden, IndexReset, InstanceGone
 from fleetwatch.registry._model import NOTICE_KEY, Event, EventType, Instance, InstanceStatus
-from fleetwatch.registry._store import DEFAULT_HISTORY, CheckRecord
+from fleetwatch.registry._store import DEFAULT_HISTORY, CheckRecord, recent_keys
 from fleetwatch.registry.stores import _redis_scripts as scripts
 from fleetwatch.registry.stores._redis_connect import SENTINEL_SCHEME, client_factory, translated
 
@@ -46,6 +48,11 @@ REPLICATION_WAIT_MS = 500
 FOLLOWER_STOP_S = 2.0
 #: The change follower blocks this long per XREAD before looping.
 FOLLOW_BLOCK_MS = 5_000
+#: The changes the follower remembers by key, for blocking queries to skip (see changed_keys).
+RECENT_KEYS = 10_000
+#: How long an index read from Redis vouches for the follower's position (a Redis that lost
+#: its data is noticed by the first wait after that).
+INDEX_TRUST_S = 1.0
 
 
 def _field(service: str, instance_id: str) -> str:
@@ -98,6 +105,12 @@ class RedisStore:
         }
         self._latest = 0
         self._changed = asyncio.Event()
+        #: (index, key) of the changes the follower has read, newest last: what lets blocking
+        #: queries skip changes that cannot touch their answer without reading Redis each.
+        self._recent: deque[tuple[int, tuple[str, str]]] = deque(maxlen=RECENT_KEYS)
+        #: When the index was last read from Redis (monotonic): within INDEX_TRUST_S, a wait
+        #: trusts the follower's position instead of reading it again.
+        self._index_read_at = -INDEX_TRUST_S
         self._follower: asyncio.Task[None] | None = None
 
     def _svc(self, service: str) -> str:
@@ -110,8 +123,11 @@ class RedisStore:
 
     async def index(self) -> int:
         async with translated("GET index"):
-            value = await self._client.get(self._k["index"])
-        return int(value or 0)
+            value = int(await self._client.get(self._k["index"]) or 0)
+        # Behind the follower: Redis lost its data, and the follower's position vouches for
+        # nothing until a wait has started it over.
+        self._index_read_at = time.monotonic() if value >= self._latest else -INDEX_TRUST_S
+        return value
 
     async def upsert(self, instance: Instance, *, guard_owner: bool = False) -> Event:
         k = self._k
@@ -341,19 +357,29 @@ class RedisStore:
         )
 
     async def wait_for_change(self, index: int, within: float) -> int:
-        # What the follower had seen *before* the index is read: the follower keeps reading
-        # while we wait for the reply, so comparing with its later position would mistake
-        # ordinary progress for the store going backwards (and restart the follower for nothing).
-        seen_before = self._latest
-        current = await self.index()
-        if current != index:
-            return current  # newer, or older: the store restarted and the caller must resync
-        if current < seen_before:
-            # Redis lost its data (restart without persistence, a flush): the follower reads
-            # from an id that will not come again. Start it over from where the store is now.
-            await self._stop_follower()
-            self._latest = current
-        self._ensure_follower(current)
+        following = self._follower is not None and not self._follower.done()
+        trusted = time.monotonic() - self._index_read_at < INDEX_TRUST_S
+        if following and trusted and index <= self._latest:
+            # The follower is live and the index was read lately: its position stands for
+            # the store's. (Hundreds of waiters each reading the index on every change made
+            # the connection pool run dry under a 400-instance rollout.)
+            if index < self._latest:
+                return self._latest
+        else:
+            # What the follower had seen *before* the index is read: the follower keeps reading
+            # while we wait for the reply, so comparing with its later position would mistake
+            # ordinary progress for the store going backwards (and restart it for nothing).
+            seen_before = self._latest
+            current = await self.index()
+            if current != index:
+                return current  # newer, or older: the store restarted; the caller resyncs
+            if current < seen_before:
+                # Redis lost its data (restart without persistence, a flush): the follower
+                # reads from an id that will not come again. Start it over from here.
+                await self._stop_follower()
+                self._latest = current
+                self._recent.clear()
+            self._ensure_follower(current)
         try:
             async with asyncio.timeout(within):
                 while self._latest <= index:
@@ -361,6 +387,9 @@ class RedisStore:
         except TimeoutError:
             pass
         return self._latest if self._latest > index else index
+
+    def changed_keys(self, after: int, upto: int) -> set[tuple[str, str]] | None:
+        return recent_keys(reversed(self._recent), after, upto)
 
     async def _stop_follower(self) -> None:
         follower, self._follower = self._follower, None
@@ -390,6 +419,10 @@ class RedisStore:
                     await asyncio.sleep(0.5)  # Redis is away; waiters time out on their own
                     continue
                 for _, entries in reply or []:
+                    for entry_id, values in entries:
+                        service, _, instance_id = _text(values.get("field", "")).partition("/")
+                        index = int(_text(entry_id).split("-", 1)[0])
+                        self._recent.append((index, (service, instance_id)))
                     if entries:
                         self._latest = int(_text(entries[-1][0]).split("-", 1)[0])
                         self._changed.set()
