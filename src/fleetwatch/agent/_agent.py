@@ -234,6 +234,7 @@ class Agent:
             scheme=s.upstream_scheme,
             check=CheckSpec(
                 type=CheckType.TTL,
+                interval=s.livez_every,
                 agent_port=self.http.port,
                 agent_path="/livez",
                 agent_scheme=self.http.scheme,

@@ -14,6 +14,9 @@ from fleetwatch.llm._check import LlmServerSettings
 #: How often the agent publishes its server's load (when it changed): what load-aware routing
 #: reads. A fleet of hundreds on one registry node may want it less often.
 DEFAULT_LOAD_EVERY_S = 1.0
+#: How often the registry checks the agent is reachable: a dead agent is seen within about 3 s,
+#: long before its lease lapses. Hundreds of agents on one node may want it less often.
+DEFAULT_LIVEZ_EVERY_S = 1.0
 DEFAULT_TTL_S = 10.0
 #: After saying ``draining``, keep serving this long so every client has seen it. The change
 #: feed delivers in milliseconds (bench/propagation.py); a client polling every second, or a
@@ -61,6 +64,8 @@ class AgentSettings:
     advertise_host: str | None = None
     ttl: float = DEFAULT_TTL_S
     load_every: float = DEFAULT_LOAD_EVERY_S
+    #: How often the registry's monitor checks that the agent is reachable (its ``/livez``).
+    livez_every: float = DEFAULT_LIVEZ_EVERY_S
     propagation_delay: float = DEFAULT_PROPAGATION_DELAY_S
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S
     stop_timeout: float = DEFAULT_STOP_TIMEOUT_S

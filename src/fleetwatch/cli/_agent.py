@@ -18,6 +18,7 @@ from fleetwatch.agent import (
 )
 from fleetwatch.agent._settings import (
     DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_LIVEZ_EVERY_S,
     DEFAULT_LOAD_EVERY_S,
     DEFAULT_PROPAGATION_DELAY_S,
     DEFAULT_STARTUP_GRACE_S,
@@ -96,6 +97,7 @@ def agent_settings(options: Mapping[str, Any]) -> AgentSettings:
             drain_timeout=_duration(o["drain_timeout"]),
             startup_grace=_duration(o["startup_grace"]),
             load_every=_duration(o["load_every"]),
+            livez_every=_duration(o["livez_every"]),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -143,6 +145,9 @@ def agent_command(
     drain_timeout: Annotated[
         str, typer.Option(help="Longest wait for in-flight requests to finish.")
     ] = f"{DEFAULT_DRAIN_TIMEOUT_S:g}s",
+    livez_every: Annotated[
+        str, typer.Option(help="How often the registry checks that this agent is reachable.")
+    ] = f"{DEFAULT_LIVEZ_EVERY_S:g}s",
     load_every: Annotated[
         str, typer.Option(help="Publish the server's load figures at most this often.")
     ] = f"{DEFAULT_LOAD_EVERY_S:g}s",
