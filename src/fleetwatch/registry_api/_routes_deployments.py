@@ -30,7 +30,7 @@ Amount = Annotated[str, Field(pattern=r"^\d{1,6}%?$")]
 PATH = "/v1/deployments/{service}"
 
 
-def deployment_store(request: Request) -> DeploymentStore:
+async def deployment_store(request: Request) -> DeploymentStore:
     found: DeploymentStore = request.app.state.deployments
     return found
 

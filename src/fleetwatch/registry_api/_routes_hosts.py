@@ -21,7 +21,7 @@ Name = Annotated[str, Path(pattern=NAME_PATTERN)]
 HOST = "/v1/hosts/{host_id}"
 
 
-def host_store(request: Request) -> HostStore:
+async def host_store(request: Request) -> HostStore:
     """The host store this app serves."""
     found: HostStore = request.app.state.hosts
     return found
