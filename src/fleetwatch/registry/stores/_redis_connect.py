@@ -66,7 +66,9 @@ SENTINEL_SCHEME = "redis+sentinel"
 #: Connections one client keeps to Redis. A burst of more concurrent commands waits for a free
 #: connection (up to the client's read timeout) instead of failing at once, which redis-py's
 #: default pool does past 100 ("Too many connections": seen under 200 registrations a second).
-POOL_SIZE = 64
+#: 64 ran dry under 400 agents on two nodes: a node's concurrent requests each hold one for the
+#: whole of a command, the loop's delay included, and waits past the timeout failed heartbeats.
+POOL_SIZE = 256
 
 
 class _WaitingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
