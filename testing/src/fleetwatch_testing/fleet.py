@@ -143,13 +143,11 @@ class Fleet:
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    def start_pools(self, per_pool: int, *, nice: int = 0) -> None:
-        """The hosts' daemons ``per_pool`` to a process, with their instances' agents; at
-        ``nice`` (a real fleet's registry nodes do not share their CPUs with the hosts)."""
+    def start_pools(self, per_pool: int) -> None:
+        """The hosts' daemons ``per_pool`` to a process, with their instances' agents."""
         for first in range(0, len(self.configs), per_pool):
             number = len(self.pools)
             argv = [
-                "nice", "-n", str(nice),
                 sys.executable, "-m", "fleetwatch_testing.host_pool",
                 "--socket", str(self.logs / f"pool-{number}.sock"),
                 *map(str, self.configs[first : first + per_pool]),
@@ -268,7 +266,6 @@ def running_fleet(
     per_pool: int = 0,
     host_ttl: str = "3s",
     host_nodes: Sequence[int] = (),
-    pool_nice: int = 0,
 ) -> Iterator[Fleet]:
     """``count`` hosts (namespaces, or loopback addresses), ``nodes`` `fleetwatch serve`
     processes on all addresses in the root namespace (sharing ``store`` when there are
@@ -276,8 +273,8 @@ def running_fleet(
     starts alone and takes the controller lease; hosts and clients use the last node.
     ``per_pool``: run the daemons that many to a process, each with its instances' agents
     (:mod:`fleetwatch_testing.host_pool`); 0, a `fleetwatch host` process each.
-    ``pool_nice``: the pools' niceness. ``host_nodes``: the nodes the hosts (and so their
-    agents) talk to, in turn; by default the last one."""
+    ``host_nodes``: the nodes the hosts (and so their agents) talk to, in turn; by default
+    the last one."""
     ports = [free_port() for _ in range(nodes)]
     # FLEETWATCH_TEST_NETNS=0 runs the loopback fallback on purpose.
     if namespaces is None:
@@ -310,7 +307,7 @@ def running_fleet(
                 if number == 0 and nodes > 1:
                     wait_for_leader(fleet.nodes[0], 20)
             if per_pool:
-                fleet.start_pools(per_pool, nice=pool_nice)
+                fleet.start_pools(per_pool)
             else:
                 for n in range(count):
                     fleet.start_daemon(n)
