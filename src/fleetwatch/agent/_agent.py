@@ -247,15 +247,19 @@ class Agent:
         )
 
     async def _register(self) -> bool:
-        """Register, waiting out a registry that cannot be reached (restarting, or swamped
-        by a whole fleet starting at once: giving up would fail a healthy server's start);
-        False if asked to stop first. Any other refusal is raised."""
+        """Register, waiting out a registry that cannot be reached for up to
+        ``register_within`` (restarting, or swamped by a whole fleet starting at once: giving
+        up at once would fail a healthy server's start); False if asked to stop first. Past
+        that, or any other refusal, is raised: a registry that is not there is an error."""
         delay = REGISTER_RETRY_FIRST_S
+        give_up = asyncio.get_running_loop().time() + self.settings.register_within
         while True:
             try:
                 await self.lease.register()
                 break
             except RegistryUnavailable as exc:
+                if asyncio.get_running_loop().time() + delay > give_up:
+                    raise
                 self._note_error(exc)
                 log.warning("agent.register_retry %s: %s; again in %.1fs",
                             self.state.instance_id, exc, delay)  # fmt: skip

@@ -17,6 +17,9 @@ DEFAULT_LOAD_EVERY_S = 1.0
 #: How often the registry checks the agent is reachable: a dead agent is seen within about 3 s,
 #: long before its lease lapses. Hundreds of agents on one node may want it less often.
 DEFAULT_LIVEZ_EVERY_S = 1.0
+#: A registry out of reach when the agent starts is asked again for this long (a swamped or
+#: restarting one answers within it; a wrong address is still an error soon).
+DEFAULT_REGISTER_WITHIN_S = 10.0
 DEFAULT_TTL_S = 10.0
 #: After saying ``draining``, keep serving this long so every client has seen it. The change
 #: feed delivers in milliseconds (bench/propagation.py); a client polling every second, or a
@@ -66,6 +69,8 @@ class AgentSettings:
     load_every: float = DEFAULT_LOAD_EVERY_S
     #: How often the registry's monitor checks that the agent is reachable (its ``/livez``).
     livez_every: float = DEFAULT_LIVEZ_EVERY_S
+    #: How long a registry out of reach at the start is waited for before the agent gives up.
+    register_within: float = DEFAULT_REGISTER_WITHIN_S
     propagation_delay: float = DEFAULT_PROPAGATION_DELAY_S
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S
     stop_timeout: float = DEFAULT_STOP_TIMEOUT_S
