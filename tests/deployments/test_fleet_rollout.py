@@ -33,6 +33,21 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         yield running
 
 
+async def roll_under_traffic(fleet: Fleet, version: str) -> Traffic:
+    """Roll to ``version`` (surge 1, none unavailable) while 10 clients, half streaming, call
+    through the gateway; their record once it is complete and they sent at least 300."""
+    async with fleet_gateway(fleet, FAST) as gateway:
+        traffic = Traffic(gateway.url, clients=10)
+        traffic.start()
+        await asyncio.sleep(1.0)
+        target = await deploy(fleet, version, max_surge="1", max_unavailable="0")
+        await until_phase(fleet, target["revision"], "complete", 120)
+        while traffic.sent < 300:  # noqa: ASYNC110 - counting the clients' requests
+            await asyncio.sleep(0.1)
+        await traffic.stop()
+    return traffic
+
+
 async def test_a_deployment_spreads_over_the_hosts(fleet: Fleet) -> None:
     """Three replicas on three hosts: one each, as placement spreads them."""
     await hosts_up(fleet, 3)
@@ -47,15 +62,7 @@ async def test_a_rollout_under_traffic_fails_no_request(fleet: Fleet) -> None:
     await hosts_up(fleet, 3)
     first = await deploy(fleet, "1")
     await until_phase(fleet, first["revision"], "complete", 60)
-    async with fleet_gateway(fleet, FAST) as gateway:
-        traffic = Traffic(gateway.url, clients=10)
-        traffic.start()
-        await asyncio.sleep(1.0)
-        second = await deploy(fleet, "2", max_surge="1", max_unavailable="0")
-        await until_phase(fleet, second["revision"], "complete", 120)
-        while traffic.sent < 300:  # noqa: ASYNC110 - counting the clients' requests
-            await asyncio.sleep(0.1)
-        await traffic.stop()
+    traffic = await roll_under_traffic(fleet, "2")
     assert traffic.failures == []
     assert traffic.sent >= 300
     now = await running(fleet)
@@ -136,14 +143,7 @@ async def test_serving_instances_of_a_host_whose_daemon_died_are_drained(fleet: 
     await until_phase(fleet, base["revision"], "complete", 60)
     fleet.kill_daemon(2)
     [orphan] = [str(r["instance_id"]) for r in fleet.records(2)]
-    async with fleet_gateway(fleet, FAST) as gateway:
-        traffic = Traffic(gateway.url, clients=10)
-        traffic.start()
-        target = await deploy(fleet, "6", max_surge="1", max_unavailable="0")
-        await until_phase(fleet, target["revision"], "complete", 120)
-        while traffic.sent < 300:  # noqa: ASYNC110 - counting the clients' requests
-            await asyncio.sleep(0.1)
-        await traffic.stop()
+    traffic = await roll_under_traffic(fleet, "6")
     assert traffic.failures == []
     assert sorted(Counter((await running(fleet))["6"]).values()) == [1, 2]
     async with fleet.client() as api:

@@ -283,6 +283,7 @@ def running_fleet(
         print(f"\nsimulated hosts: {sim.mode} {sim.reason}".rstrip())
         os.environ.update({f"FW_TEST_HOST{n}": host_token(n) for n in range(count)})
         config = _serve_config(tmp / "serve.toml", count)
+        talk_to = host_nodes or (nodes - 1,)
         shape = HostShape(
             capacity, ensure_model(), ensure_llama_server(), agent_args, host_ttl=host_ttl
         )
@@ -292,9 +293,7 @@ def running_fleet(
             store=store,
             registry_url=f"http://127.0.0.1:{ports[-1]}",
             configs=[
-                _host_config(tmp, h, ports[host_nodes[h.number % len(host_nodes)]], shape)
-                if host_nodes
-                else _host_config(tmp, h, ports[-1], shape)
+                _host_config(tmp, h, ports[talk_to[h.number % len(talk_to)]], shape)
                 for h in sim.hosts
             ],
             state_dirs=[tmp / f"h{h.number}" for h in sim.hosts],

@@ -63,6 +63,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _entry_index(entry_id: Any) -> int:
+    """The change index of an event stream entry (its id is ``<index>-1``)."""
+    return int(_text(entry_id).split("-", 1)[0])
+
+
 class RedisStore:
     """A :class:`~fleetwatch.registry._store.RegistryStore` on Redis."""
 
@@ -341,7 +346,7 @@ class RedisStore:
 
     @staticmethod
     def _event(entry_id: str, values: Mapping[str, str]) -> Event:
-        index = int(_text(entry_id).split("-", 1)[0])
+        index = _entry_index(entry_id)
         service, instance_id = values["field"].split("/", 1)
         raw = values.get("instance") or ""
         prev = values.get("prev") or ""
@@ -421,10 +426,9 @@ class RedisStore:
                 for _, entries in reply or []:
                     for entry_id, values in entries:
                         service, _, instance_id = _text(values.get("field", "")).partition("/")
-                        index = int(_text(entry_id).split("-", 1)[0])
-                        self._recent.append((index, (service, instance_id)))
+                        self._recent.append((_entry_index(entry_id), (service, instance_id)))
                     if entries:
-                        self._latest = int(_text(entries[-1][0]).split("-", 1)[0])
+                        self._latest = self._recent[-1][0]
                         self._changed.set()
                         self._changed = asyncio.Event()
         finally:
