@@ -9,9 +9,13 @@ from dataclasses import dataclass
 
 from fleetwatch.lifecycle._http_limits import HttpLimits
 
-#: Limits tight enough for a test to hit each within seconds.
+#: Limits tight enough for a test to hit each within seconds, on h11 (httptools has its own test).
 TIGHT_LIMITS = HttpLimits(
-    header_timeout=0.5, read_timeout=1.5, max_header_bytes=4096, max_body_bytes=1000
+    header_timeout=0.5,
+    read_timeout=1.5,
+    max_header_bytes=4096,
+    max_body_bytes=1000,
+    parser="h11",
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -221,3 +223,11 @@ async def test_the_httptools_parser_keeps_every_limit() -> None:
     assert probes.stalled_body == b""  # closed at the read deadline, nothing answered
     assert 1.0 < probes.stalled_closed_after < 3.0
     assert fine.json() == {"size": 30}
+
+
+def test_servers_parse_with_httptools_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default limits pick httptools when it can be imported (as here), h11 otherwise."""
+    assert importlib.util.find_spec("httptools") is not None  # make test installs every extra
+    assert HttpLimits().parser == "httptools"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert HttpLimits().parser == "h11"

@@ -50,6 +50,10 @@ SLOTS_REFRESH_S = 30.0
 PROMPT_TOKEN_ESTIMATE = 32
 
 
+#: How often readiness and load are read: a hung server is noticed within about 3 s.
+DEFAULT_CHECK_EVERY_S = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class LlmServerSettings:
     """How to look at one LLM server. Defaults notice a hung server within about 3 s."""
@@ -59,7 +63,7 @@ class LlmServerSettings:
     model: str | None = None
     api_key: str | None = None
     #: Readiness + load.
-    interval: float = 1.0
+    interval: float = DEFAULT_CHECK_EVERY_S
     timeout: float = 0.75
     rise: int = 2
     fall: int = 2
