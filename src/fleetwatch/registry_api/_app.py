@@ -19,6 +19,7 @@ from fleetwatch.registry_api import _routes_discovery as routes_discovery
 from fleetwatch.registry_api import _routes_hosts as routes_hosts
 from fleetwatch.registry_api import _routes_instances as routes_instances
 from fleetwatch.registry_api._errors import install_handlers
+from fleetwatch.registry_api._hot_paths import HotPaths
 from fleetwatch.registry_api._limits import BodyLimit
 from fleetwatch.security._auth import TokenAuth
 
@@ -35,9 +36,11 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    hot_paths: bool = True,
 ) -> ASGIApp:
     """The registry API over ``registry`` (and ``hosts``: an embedded one if not given),
-    guarded by ``auth``, bodies capped at a size."""
+    guarded by ``auth``, bodies capped at a size. ``hot_paths=False`` leaves heartbeats and
+    load reports to the framework too (a test compares the two)."""
     app = FastAPI(
         title="fleetwatch registry",
         version="1",
@@ -56,4 +59,5 @@ def create_app(
     app.include_router(routes_hosts.router)
     app.include_router(routes_deployments.router)
     app.router.routes.extend(extra_routes)
-    return BodyLimit(app, max_body_bytes)
+    served: ASGIApp = HotPaths(app, registry, auth) if hot_paths else app
+    return BodyLimit(served, max_body_bytes)

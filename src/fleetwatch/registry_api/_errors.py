@@ -25,17 +25,22 @@ def status_of(exc: RegistryError) -> int:
     return exc.status_code
 
 
+def registry_error_body(exc: RegistryError) -> dict[str, str]:
+    """A registry error as an answer's body: what was wrong, and the instance it concerns."""
+    body: dict[str, str] = {"error": str(exc)}
+    if exc.service is not None:
+        body["service"] = exc.service
+    if exc.instance_id is not None:
+        body["instance_id"] = exc.instance_id
+    return body
+
+
 def install_handlers(app: FastAPI) -> None:
     """Registry errors, validation errors and bad values as ``{"error": "..."}``."""
 
     @app.exception_handler(RegistryError)
     async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
-        body: dict[str, str] = {"error": str(exc)}
-        if exc.service is not None:
-            body["service"] = exc.service
-        if exc.instance_id is not None:
-            body["instance_id"] = exc.instance_id
-        return JSONResponse(body, status_of(exc))
+        return JSONResponse(registry_error_body(exc), status_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
