@@ -15,6 +15,7 @@ import pytest
 from fleetwatch import __version__
 from fleetwatch.gateway._openapi import openapi_document
 from fleetwatch_testing.fuzz import (
+    framework_app,
     fuzzable_gateway,
     fuzzable_registry,
     fuzzable_registry_app,
@@ -42,7 +43,7 @@ def assert_real_response_schemas(spec: dict[str, Any]) -> None:
 
 def test_every_registry_response_has_a_real_schema() -> None:
     """No empty or catch-all response schema that would make the conformance check vacuous."""
-    assert_real_response_schemas(fuzzable_registry_app().app.openapi())
+    assert_real_response_schemas(framework_app(fuzzable_registry_app()).openapi())
 
 
 def test_every_gateway_response_has_a_real_schema() -> None:
