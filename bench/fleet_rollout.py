@@ -218,6 +218,7 @@ async def one_run(tmp: Path, hosts: int, per_pool: int, *, kill_leader: bool) ->
         "requests": traffic.sent,
         "failed_requests": traffic.failed,
         "failure_reasons": traffic.reasons,
+        "failure_samples": traffic.samples,
     }
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+#: Failures kept in full.
+MAX_SAMPLES = 5
+
 
 @dataclass
 class SdkTraffic:
@@ -28,6 +31,9 @@ class SdkTraffic:
     sent: int = 0
     failed: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: The first few failures in full (kind, status and message): a count alone does not say
+    #: which part failed.
+    samples: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -60,13 +66,17 @@ class SdkTraffic:
         while not self._stop.is_set():
             self.sent += 1
             started = time.perf_counter()
+            detail = ""
             try:
                 problem = await (self._stream(messages) if streaming else self._call(messages))
             except openai.OpenAIError as exc:
-                problem = type(exc).__name__
+                problem, detail = type(exc).__name__, str(exc)
             if problem:
                 self.failed += 1
                 self.reasons[problem] = self.reasons.get(problem, 0) + 1
+                if len(self.samples) < MAX_SAMPLES:
+                    kind = "streamed" if streaming else "whole"
+                    self.samples.append(f"{problem} ({kind}): {detail}"[:500])
             else:
                 self.latencies.append(time.perf_counter() - started)
 
