@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ POOLED_AGENT_ARGS = (
     "--ttl", "10s", "--check-every", "3s", "--load-every", "5s", "--livez-every", "5s",
     "--propagation-delay", "1s", "--drain-timeout", "20s",
 )  # fmt: skip
+#: How long a measured rollout may take before it is reported as stalled.
+ROLLOUT_WITHIN_S = 900.0
 HEADERS = {"Authorization": f"Bearer {FLEET_TOKEN}"}
 
 
@@ -97,30 +100,59 @@ async def bring_up(fleet: Fleet, version: str, replicas: int) -> float:
     started = time.monotonic()
     for step in range(min(replicas, BRING_UP_STEP), replicas + BRING_UP_STEP, BRING_UP_STEP):
         revision = await deploy(fleet, version, min(step, replicas))
-        await until_complete(fleet, revision, 600)
+        if await until_complete(fleet, revision, 600) is None:
+            raise RuntimeError(f"version {version} did not come up: {await stall_report(fleet, 0)}")
     return time.monotonic() - started
 
 
 async def until_complete(
     fleet: Fleet, revision: int, within: float, *, at_half: Any = None, replicas: int = 0
-) -> float:
-    """Seconds until ``revision`` is complete; ``at_half()`` once half of it is available."""
+) -> float | None:
+    """Seconds until ``revision`` is complete, None if not within ``within``; ``at_half()``
+    once half of it is available."""
     started = time.monotonic()
     fired = at_half is None
     said = started
-    async with asyncio.timeout(within):
-        while True:
-            found = await progress_of(fleet)
-            if time.monotonic() - said > 10:
-                said = time.monotonic()
-                progress(f"  revision {found['revision']}: {found['phase']}, {found['message']}")
-            if found["revision"] == revision:
-                if not fired and found["updated"] >= replicas / 2:
-                    fired = True
-                    at_half()
-                if found["phase"] == "complete":
-                    return time.monotonic() - started
-            await asyncio.sleep(0.2)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while True:
+                found = await progress_of(fleet)
+                if time.monotonic() - said > 10:
+                    said = time.monotonic()
+                    progress(
+                        f"  revision {found['revision']}: {found['phase']}, {found['message']}"
+                    )
+                if found["revision"] == revision:
+                    if not fired and found["updated"] >= replicas / 2:
+                        fired = True
+                        at_half()
+                    if found["phase"] == "complete":
+                        return time.monotonic() - started
+                await asyncio.sleep(0.2)
+    return None
+
+
+async def stall_report(fleet: Fleet, hosts: int) -> dict[str, Any]:
+    """What a rollout that did not complete left: its last progress, the instances by
+    version and status, what the hosts say they run, and the orders by action and state."""
+    async with fleet.client() as api:
+        _, instances = await api.instances(FAST)
+        registered = Counter(f"{i.version} {i.status.value}" for i in instances)
+        listed = {i.instance_id for i in instances}
+        live = await api.hosts()
+        on_hosts = {iid for host, up in live if up for iid in host.instances}
+        orders: Counter[str] = Counter()
+        for n in range(hosts):
+            for order in (await api.orders(f"h{n}"))[1]:
+                orders[f"{order.action.value} {order.state.value}"] += 1
+    return {
+        "progress": (await progress_of(fleet))["message"],
+        "registered": dict(registered),
+        "hosts_up": sum(up for _, up in live),
+        "run_by_hosts_not_registered": len(on_hosts - listed),
+        "registered_not_run_by_live_hosts": len(listed - on_hosts),
+        "orders": dict(orders),
+    }
 
 
 def fleet_rss_mb() -> dict[str, float]:
@@ -198,8 +230,10 @@ async def one_run(tmp: Path, hosts: int, per_pool: int, *, kill_leader: bool) ->
                     progress("leader SIGKILLed")
 
                 rollout_s = await until_complete(
-                    fleet, second, 900, at_half=kill if kill_leader else None, replicas=replicas
-                )
+                    fleet, second, ROLLOUT_WITHIN_S, at_half=kill if kill_leader else None,
+                    replicas=replicas,
+                )  # fmt: skip
+                stalled = await stall_report(fleet, hosts) if rollout_s is None else None
                 cpu_s = 0.0 if kill_leader else sum(leader.cpu_times()[:2]) - cpu_before
                 rss = 0.0 if kill_leader else leader.memory_info().rss / 2**20
                 fleet_rss = fleet_rss_mb()
@@ -209,9 +243,12 @@ async def one_run(tmp: Path, hosts: int, per_pool: int, *, kill_leader: bool) ->
         "hosts": hosts,
         "instances": replicas,
         "deploy_s": round(deploy_s, 1),
-        "rollout_s": round(rollout_s, 1),
+        "complete": rollout_s is not None,
+        # An incomplete rollout says how far it got in its time, and what it left.
+        "rollout_s": round(rollout_s or ROLLOUT_WITHIN_S, 1),
+        "stalled": stalled,
         "orders": orders,
-        "orders_per_s": round(orders / rollout_s, 2),
+        "orders_per_s": round(orders / (rollout_s or ROLLOUT_WITHIN_S), 2),
         "controller_cpu_s": round(cpu_s, 2),
         "controller_node_rss_mb": round(rss, 1),
         "fleet_rss_mb": fleet_rss,
@@ -220,6 +257,13 @@ async def one_run(tmp: Path, hosts: int, per_pool: int, *, kill_leader: bool) ->
         "failure_reasons": traffic.reasons,
         "failure_samples": traffic.samples,
     }
+
+
+def rollout_figure(run: dict[str, Any]) -> float | str:
+    """A run's rollout time, or how far it got when it did not complete."""
+    if run["complete"]:
+        return float(run["rollout_s"])
+    return f"not complete in {ROLLOUT_WITHIN_S:g} s: {run['stalled']['progress']}"
 
 
 async def main() -> None:
@@ -242,8 +286,8 @@ async def main() -> None:
             "runs": {"one_node": plain, "leader_killed": failover},
             "headline": {
                 "hosts x instances": f"{hosts} x {PER_HOST}",
-                "rollout s (max_surge 10%)": plain["rollout_s"],
-                "rollout s, leader SIGKILLed halfway": failover["rollout_s"],
+                "rollout s (max_surge 10%)": rollout_figure(plain),
+                "rollout s, leader SIGKILLed halfway": rollout_figure(failover),
                 "orders per s": plain["orders_per_s"],
                 "controller node CPU s / RSS MB": (
                     f"{plain['controller_cpu_s']} / {plain['controller_node_rss_mb']}"
@@ -255,6 +299,8 @@ async def main() -> None:
                 ),
             },
             "targets": {
+                "the rollout completes": plain["complete"],
+                "the rollout completes with the leader killed": failover["complete"],
                 "0 failed requests": plain["failed_requests"] == 0,
                 "0 failed requests with the leader killed": failover["failed_requests"] == 0,
             },
