@@ -8,6 +8,7 @@ judged by the orders the controller writes, which is all it ever does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -18,7 +19,7 @@ from fleetwatch.deployments import CanaryStep, DeploymentSpec, Phase
 from fleetwatch.deployments import _controller as controller_module
 from fleetwatch.deployments._controller import LEASE_NAME, Controller
 from fleetwatch.deployments._store import MemoryDeploymentStore, put_spec
-from fleetwatch.errors import Fenced
+from fleetwatch.errors import Fenced, RegistryUnavailable
 from fleetwatch.hosts import Host, MemoryHostStore, Order, OrderAction, OrderState
 from fleetwatch.hosts._lease import Fence
 from fleetwatch.hosts._model import TEMPLATE_META, template_id
@@ -38,6 +39,8 @@ class World:
         self.down: set[str] = set()
         #: Instances their hosts run that the registry has lost (their heartbeats lapsed).
         self.lost: set[str] = set()
+        #: The registry's store cannot be read: listing instances fails, as a Redis down does.
+        self.unreachable = False
 
     async def drain(self, service: str, instance_id: str) -> None:
         """What the registry does when the controller drains an instance."""
@@ -46,6 +49,8 @@ class World:
         )
 
     async def listed(self, service: str) -> list[Instance]:
+        if self.unreachable:
+            raise RegistryUnavailable("Redis store: GET index failed: ConnectionError")
         return [
             i
             for i in self.instances.values()
@@ -175,6 +180,41 @@ async def test_a_leader_that_lost_its_lease_orders_nothing(world: World) -> None
     with pytest.raises(Fenced):
         await stale.reconcile(record, hosts, feeds, Fence(LEASE_NAME, epoch))
     assert len(await world.orders()) == before
+
+
+async def test_the_controller_freezes_while_the_store_is_unreachable(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mid-rollout, the instances cannot be read: the running controller says it is frozen,
+    orders nothing (no start, no stop: it never tears down what it cannot see) and lives on;
+    once the store answers, it completes the rollout."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a", tick=0.01)
+    await leader.step()
+    await world.carry_out()
+    await put_spec(world.deployments, spec("2", max_surge="1", max_unavailable="0"))
+    await leader.step()
+    await world.carry_out()
+    before = await world.orders()
+    world.unreachable = True
+    running = asyncio.create_task(leader.run())
+    try:
+        await asyncio.sleep(0.3)  # some thirty passes
+        assert not running.done()
+        assert await world.orders() == before
+        assert "controller.frozen a: the store is unreachable" in caplog.text
+        world.unreachable = False
+        async with asyncio.timeout(5):
+            while (record := await world.deployments.deployment(SERVICE)) is None or (
+                record.progress.phase is not Phase.COMPLETE
+            ):
+                await world.carry_out()
+                await asyncio.sleep(0.02)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert sorted(i.version for i in world.instances.values()) == ["2", "2", "2"]
 
 
 async def test_a_failed_start_goes_to_another_host(world: World) -> None:

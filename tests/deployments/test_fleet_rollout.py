@@ -85,22 +85,46 @@ async def test_a_version_that_never_gets_ready_fails_and_leaves_the_old_one(flee
     assert "4" not in now
 
 
-async def cli(fleet: Fleet, *args: str) -> tuple[int, str]:
-    """`fleetwatch ARGS` against the fleet's registry: exit code and output."""
+async def cli_process(fleet: Fleet, *args: str) -> asyncio.subprocess.Process:
+    """`fleetwatch ARGS` started against the fleet's registry, its output on a pipe."""
     env = {**os.environ, "FLEETWATCH_TOKEN": TOKEN, "FLEETWATCH_REGISTRY": fleet.registry_url}
     env["COLUMNS"] = "200"
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fleetwatch", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+
+
+async def cli(fleet: Fleet, *args: str) -> tuple[int, str]:
+    """`fleetwatch ARGS` against the fleet's registry: exit code and output."""
+    proc = await cli_process(fleet, *args)
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     return proc.returncode or 0, out.decode()
+
+
+async def table_row(
+    proc: asyncio.subprocess.Process, wanted: list[str], *, within: float
+) -> list[str]:
+    """The first row of the tables ``proc`` prints that equals ``wanted``; on timeout, the
+    assertion names the last rows seen."""
+    assert proc.stdout is not None
+    seen: list[list[str]] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while line := (await proc.stdout.readline()).decode():
+                cells = [c.strip() for c in line.strip().strip("│").split("│")]
+                if len(cells) == len(wanted):
+                    seen.append(cells)
+                    if cells == wanted:
+                        return cells
+    raise AssertionError(f"no row {wanted} within {within:g}s; last rows: {seen[-3:]}")
 
 
 async def test_apply_pause_resume_and_undo_through_the_cli(fleet: Fleet) -> None:
     """`rollout SERVICE` follows a rollout to complete; paused, a new revision (only
     --version given: the rest from the current one) starts nothing; resumed, it rolls out;
-    `rollout undo` goes back to the revision before, as a new one."""
+    `rollout undo` goes back to the revision before, as a new one, and `undo --to-revision`
+    to a chosen one while `rollout status --watch` prints each change."""
     await hosts_up(fleet, 3)
     code, out = await cli(fleet, "rollout", FAST, "--profile", "fast", "--version", "5",
                           "--replicas", "3")  # fmt: skip
@@ -132,6 +156,20 @@ async def test_apply_pause_resume_and_undo_through_the_cli(fleet: Fleet) -> None
     assert code == 0, out
     assert "deployments" in out
     assert f"{FAST}" in out
+    # `rollout status --watch` prints again as `undo --to-revision` rolls back to version 6.
+    watcher = await cli_process(fleet, "rollout", "status", FAST, "--watch")
+    try:
+        code, out = await cli(fleet, "rollout", "undo", FAST, "--to-revision",
+                              str(paused["revision"]))  # fmt: skip
+        assert code == 0, out
+        assert f"revision {paused['revision'] + 2} (version 6)" in out
+        row = [FAST, str(paused["revision"] + 2), "6", "3", "complete", "complete"]
+        assert await table_row(watcher, row, within=30) == row
+        assert watcher.returncode is None  # watching on
+    finally:
+        watcher.kill()
+        await watcher.wait()
+    assert list(await running(fleet)) == ["6"]
 
 
 async def test_serving_instances_of_a_host_whose_daemon_died_are_drained(fleet: Fleet) -> None:
