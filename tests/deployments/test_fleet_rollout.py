@@ -121,15 +121,17 @@ async def table_row(
 
 
 async def test_apply_pause_resume_and_undo_through_the_cli(fleet: Fleet) -> None:
-    """`rollout SERVICE` follows a rollout to complete; paused, a new revision (only
-    --version given: the rest from the current one) starts nothing; resumed, it rolls out;
+    """`rollout SERVICE` (with a --param) follows a rollout to complete; paused, a new
+    revision (only --version given: the rest from the current one) starts nothing; resumed, it
+    rolls out (the parameter kept);
     `rollout undo` goes back to the revision before, as a new one, and `undo --to-revision`
     to a chosen one while `rollout status --watch` prints each change."""
     await hosts_up(fleet, 3)
     code, out = await cli(fleet, "rollout", FAST, "--profile", "fast", "--version", "5",
-                          "--replicas", "3")  # fmt: skip
+                          "--replicas", "3", "--param", "tokens=8")  # fmt: skip
     assert code == 0, out
     assert "complete" in out
+    assert (await deployment(fleet))["spec"]["params"] == {"tokens": "8"}
     code, out = await cli(fleet, "rollout", "pause", FAST)
     assert code == 0, out
     assert "paused" in out
@@ -141,6 +143,7 @@ async def test_apply_pause_resume_and_undo_through_the_cli(fleet: Fleet) -> None
     code, out = await cli(fleet, "rollout", "resume", FAST)
     assert code == 0, out
     paused = await deployment(fleet)
+    assert paused["spec"]["params"] == {"tokens": "8"}
     await until_phase(fleet, paused["revision"], "complete", 60)
     assert list(await running(fleet)) == ["6"]
     code, out = await cli(fleet, "rollout", "undo", FAST)
