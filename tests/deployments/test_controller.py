@@ -214,6 +214,7 @@ async def test_the_controller_freezes_while_the_store_is_unreachable(
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+    await world.carry_out()  # complete once the last old one is ordered to stop
     assert sorted(i.version for i in world.instances.values()) == ["2", "2", "2"]
 
 
