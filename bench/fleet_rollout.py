@@ -103,7 +103,8 @@ async def bring_up(fleet: Fleet, version: str, replicas: int) -> float:
     for step in range(min(replicas, BRING_UP_STEP), replicas + BRING_UP_STEP, BRING_UP_STEP):
         revision = await deploy(fleet, version, min(step, replicas))
         if await until_complete(fleet, revision, 600) is None:
-            raise RuntimeError(f"version {version} did not come up: {await stall_report(fleet, 0)}")
+            stalled = await stall_report(fleet, replicas // PER_HOST)
+            raise RuntimeError(f"version {version} did not come up: {stalled}")
     return time.monotonic() - started
 
 
@@ -241,16 +242,17 @@ async def one_run(tmp: Path, hosts: int, per_pool: int, *, kill_leader: bool) ->
                 fleet_rss = fleet_rss_mb()
                 await traffic.stop()
             orders = await orders_written(fleet, hosts) - orders_before
+    measured_s = ROLLOUT_WITHIN_S if rollout_s is None else rollout_s
     return {
         "hosts": hosts,
         "instances": replicas,
         "deploy_s": round(deploy_s, 1),
         "complete": rollout_s is not None,
         # An incomplete rollout says how far it got in its time, and what it left.
-        "rollout_s": round(rollout_s or ROLLOUT_WITHIN_S, 1),
+        "rollout_s": round(measured_s, 1),
         "stalled": stalled,
         "orders": orders,
-        "orders_per_s": round(orders / (rollout_s or ROLLOUT_WITHIN_S), 2),
+        "orders_per_s": round(orders / measured_s, 2),
         "controller_cpu_s": round(cpu_s, 2),
         "controller_node_rss_mb": round(rss, 1),
         "fleet_rss_mb": fleet_rss,

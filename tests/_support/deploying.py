@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
 from fleetwatch.registry import InstanceStatus
-from tests._support.host_fleet import FAST, Fleet
+from fleetwatch_testing.llama import ensure_model
+from fleetwatch_testing.loadgen import SdkTraffic
+from tests._support.host_fleet import FAST, LLAMA, Fleet, fleet_gateway
 from tests._support.host_fleet import FLEET_TOKEN as TOKEN
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -69,3 +72,39 @@ async def running(fleet: Fleet, service: str = FAST) -> dict[str, list[str]]:
         if instance.status is InstanceStatus.AVAILABLE:
             found.setdefault(instance.version, []).append(instance.metadata["host_id"])
     return found
+
+
+async def deploy_llama(fleet: Fleet, version: str, ctx: str, **fields: Any) -> dict[str, Any]:
+    """A revision of six llama.cpp instances (SmolLM2) of context ``ctx``."""
+    params = {"model": ensure_model().name, "ctx": ctx}
+    return await deploy(
+        fleet, version, service=LLAMA, profile="llama", replicas=6, params=params, **fields
+    )
+
+
+async def roll_llama_under_traffic(
+    fleet: Fleet,
+    version: str,
+    ctx: str,
+    *,
+    mid_rollout: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[SdkTraffic, int]:
+    """Roll the six llama.cpp instances to ``version`` (surge 1, none unavailable) while six
+    openai SDK clients, half streaming, call through the gateway; ``mid_rollout()`` once the
+    first new instance is available. The clients' record once the rollout is complete and
+    they sent at least 300, and the revision rolled out."""
+    async with fleet_gateway(fleet, LLAMA) as gateway:
+        traffic = SdkTraffic(f"{gateway.url}/v1", model="smol", clients=6, streaming=3)
+        traffic.start()
+        target = await deploy_llama(fleet, version, ctx, max_surge="1", max_unavailable="0")
+        if mid_rollout is not None:
+            async with asyncio.timeout(90):
+                while version not in await running(fleet, LLAMA):  # noqa: ASYNC110 - another process
+                    await asyncio.sleep(0.1)
+            await mid_rollout()
+        await until_phase(fleet, target["revision"], "complete", 180, service=LLAMA)
+        async with asyncio.timeout(120):
+            while traffic.sent < 300:  # noqa: ASYNC110 - counting the clients' requests
+                await asyncio.sleep(0.2)
+        await traffic.stop()
+    return traffic, int(target["revision"])

@@ -20,15 +20,18 @@ import pytest
 
 from fleetwatch.hosts import OrderAction
 from fleetwatch_testing import RedisServer, free_port
-from fleetwatch_testing.llama import ensure_model
-from fleetwatch_testing.loadgen import SdkTraffic
-from tests._support.deploying import deploy, running, until_phase
+from tests._support.deploying import (
+    deploy,
+    deploy_llama,
+    roll_llama_under_traffic,
+    running,
+    until_phase,
+)
 from tests._support.host_fleet import (
     FAST,
     LLAMA,
     Fleet,
     controller_lease,
-    fleet_gateway,
     hosts_up,
     running_fleet,
     start_node,
@@ -72,12 +75,13 @@ async def start_orders(fleet: Fleet, service: str, revision: int) -> list[str]:
         return found
 
 
-def launches(fleet: Fleet) -> Counter[str]:
-    """How many times the hosts' daemons launched an instance for each order (their logs)."""
+def launched_once(fleet: Fleet, orders: list[str]) -> bool:
+    """Whether the hosts' daemons launched one instance for each of ``orders``, and no more
+    (their logs)."""
     found: Counter[str] = Counter()
     for log in fleet.logs.glob("daemon-h*.log"):
         found.update(re.findall(r"host\.launched \S+ pid=\d+ for order (\S+)", log.read_text()))
-    return found
+    return {order: found[order] for order in orders} == dict.fromkeys(orders, 1)
 
 
 async def test_the_leader_killed_mid_rollout_is_replaced(fleet: Fleet) -> None:
@@ -85,30 +89,18 @@ async def test_the_leader_killed_mid_rollout_is_replaced(fleet: Fleet) -> None:
     node 1 takes the lease (a higher epoch) and completes; at least 300 requests, none failed;
     2 new instances per host; one start order per new instance, each launched once."""
     await hosts_up(fleet, 3)
-    model = {"model": ensure_model().name}
-    first = await deploy(
-        fleet, "1", service=LLAMA, profile="llama", replicas=6, params={**model, "ctx": "512"}
-    )
+    first = await deploy_llama(fleet, "1", "512")
     await until_phase(fleet, first["revision"], "complete", 120, service=LLAMA)
     before = controller_lease(fleet.registry_url)
     assert before is not None
-    async with fleet_gateway(fleet, LLAMA) as gateway:
-        traffic = SdkTraffic(f"{gateway.url}/v1", model="smol", clients=6, streaming=3)
-        traffic.start()
-        second = await deploy(
-            fleet, "2", service=LLAMA, profile="llama", replicas=6,
-            params={**model, "ctx": "1024"}, max_surge="1", max_unavailable="0",
-        )  # fmt: skip
-        async with asyncio.timeout(90):
-            while "2" not in await running(fleet, LLAMA):  # noqa: ASYNC110 - another process
-                await asyncio.sleep(0.1)
+
+    async def kill_the_leader() -> None:
         fleet.nodes[0].process.kill()
-        fleet.nodes[0].process.wait(timeout=10)
-        await until_phase(fleet, second["revision"], "complete", 180, service=LLAMA)
-        async with asyncio.timeout(120):
-            while traffic.sent < 300:  # noqa: ASYNC110 - counting the clients' requests
-                await asyncio.sleep(0.2)
-        await traffic.stop()
+        await asyncio.to_thread(fleet.nodes[0].process.wait, 10)
+
+    traffic, second = await roll_llama_under_traffic(
+        fleet, "2", "1024", mid_rollout=kill_the_leader
+    )
     after = controller_lease(fleet.registry_url)
     assert after is not None
     assert after["holder"] == fleet.nodes[1].node_id()
@@ -118,10 +110,9 @@ async def test_the_leader_killed_mid_rollout_is_replaced(fleet: Fleet) -> None:
     now = await running(fleet, LLAMA)
     assert list(now) == ["2"]
     assert Counter(now["2"]) == {"h0": 2, "h1": 2, "h2": 2}
-    orders = await start_orders(fleet, LLAMA, second["revision"])
+    orders = await start_orders(fleet, LLAMA, second)
     assert len(orders) == 6
-    launched = launches(fleet)
-    assert {order: launched[order] for order in orders} == dict.fromkeys(orders, 1)
+    assert launched_once(fleet, orders)
 
 
 async def test_a_paused_leader_acts_on_nothing_when_it_resumes(
@@ -149,6 +140,5 @@ async def test_a_paused_leader_acts_on_nothing_when_it_resumes(
     assert lease["holder"] == revived.node_id()
     orders = await start_orders(fleet, FAST, fast["revision"])
     assert len(orders) == 3
-    launched = launches(fleet)
-    assert {order: launched[order] for order in orders} == dict.fromkeys(orders, 1)
+    assert launched_once(fleet, orders)
     assert Counter((await running(fleet))["1"]) == {"h0": 1, "h1": 1, "h2": 1}

@@ -4,16 +4,13 @@ each host ends with two instances of the new version."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from fleetwatch_testing.llama import ensure_model
-from fleetwatch_testing.loadgen import SdkTraffic
-from tests._support.deploying import deploy, running, until_phase
-from tests._support.host_fleet import LLAMA, Fleet, fleet_gateway, hosts_up, running_fleet
+from tests._support.deploying import deploy_llama, roll_llama_under_traffic, running, until_phase
+from tests._support.host_fleet import LLAMA, Fleet, hosts_up, running_fleet
 
 # Six llama.cpp servers want the machine to themselves. The test's own waits (two rollouts,
 # then the traffic count) bound it; the suite's 120 s default is below their sum, and a CI
@@ -32,24 +29,10 @@ async def test_six_llama_instances_roll_with_no_failed_request(fleet: Fleet) -> 
     """Version 1 (6 replicas, 2 per host), then version 2 with surge 1 under SDK traffic:
     at least 300 requests, none failed, 2 new instances per host."""
     await hosts_up(fleet, 3)
-    model = {"model": ensure_model().name}
-    first = await deploy(
-        fleet, "1", service=LLAMA, profile="llama", replicas=6, params={**model, "ctx": "512"}
-    )
+    first = await deploy_llama(fleet, "1", "512")
     await until_phase(fleet, first["revision"], "complete", 120, service=LLAMA)
     assert Counter((await running(fleet, LLAMA))["1"]) == {"h0": 2, "h1": 2, "h2": 2}
-    async with fleet_gateway(fleet, LLAMA) as gateway:
-        traffic = SdkTraffic(f"{gateway.url}/v1", model="smol", clients=6, streaming=3)
-        traffic.start()
-        second = await deploy(
-            fleet, "2", service=LLAMA, profile="llama", replicas=6,
-            params={**model, "ctx": "1024"}, max_surge="1", max_unavailable="0",
-        )  # fmt: skip
-        await until_phase(fleet, second["revision"], "complete", 180, service=LLAMA)
-        async with asyncio.timeout(120):
-            while traffic.sent < 300:  # noqa: ASYNC110 - counting the clients' requests
-                await asyncio.sleep(0.2)
-        await traffic.stop()
+    traffic, _ = await roll_llama_under_traffic(fleet, "2", "1024")
     assert (traffic.failed, traffic.reasons) == (0, {})
     assert traffic.sent >= 300
     now = await running(fleet, LLAMA)
