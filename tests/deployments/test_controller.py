@@ -41,6 +41,8 @@ class World:
         self.lost: set[str] = set()
         #: The registry's store cannot be read: listing instances fails, as a Redis down does.
         self.unreachable = False
+        #: Seconds listing the instances takes (a busy store).
+        self.list_delay = 0.0
 
     async def drain(self, service: str, instance_id: str) -> None:
         """What the registry does when the controller drains an instance."""
@@ -51,6 +53,7 @@ class World:
     async def listed(self, service: str) -> list[Instance]:
         if self.unreachable:
             raise RegistryUnavailable("Redis store: GET index failed: ConnectionError")
+        await asyncio.sleep(self.list_delay)
         return [
             i
             for i in self.instances.values()
@@ -216,6 +219,74 @@ async def test_the_controller_freezes_while_the_store_is_unreachable(
             await running
     await world.carry_out()  # complete once the last old one is ordered to stop
     assert sorted(i.version for i in world.instances.values()) == ["2", "2", "2"]
+
+
+async def test_a_slow_pass_does_not_cost_the_lease(world: World) -> None:
+    """Each pass takes longer than the lease (the store is slow to list instances): the lease
+    is renewed beside the passes, so the leader keeps epoch 1 and no other node takes over."""
+    await put_spec(world.deployments, spec("1"))
+    world.list_delay = 0.5
+    leader = world.controller("a", lease_ttl=0.3, tick=0.01)
+    other = world.controller("b", lease_ttl=0.3)
+    running = asyncio.create_task(leader.run())
+    try:
+        for _ in range(15):  # 1.5 s: three passes, five leases
+            await asyncio.sleep(0.1)
+            await other.step()
+            assert other.lease is None
+        assert not running.done()
+        assert leader.lease is not None
+        assert leader.lease.epoch == 1
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_old_instances_failing_checks_together_stay_until_new_ones_serve(
+    world: World,
+) -> None:
+    """Mid-rollout (surge 1, unavailable 0) every old instance fails its checks at once, as on
+    a swamped machine: none is stopped while no new one serves; once the checks pass again,
+    the rollout completes."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a")
+    await leader.step()
+    await world.carry_out()
+    old = set(world.instances)
+    await put_spec(world.deployments, spec("2", max_surge="1", max_unavailable="0"))
+    for iid in old:
+        world.instances[iid] = replace(world.instances[iid], status=InstanceStatus.UNAVAILABLE)
+    for _ in range(4):
+        await leader.step()
+        await world.carry_out(available=False)
+    assert not [o for o in await world.orders() if o.action is OrderAction.STOP]
+    assert old <= set(world.instances)
+    for iid, instance in world.instances.items():
+        world.instances[iid] = replace(instance, status=InstanceStatus.AVAILABLE)
+    for _ in range(12):
+        await leader.step()
+        await world.carry_out()
+    assert sorted(i.version for i in world.instances.values()) == ["2", "2", "2"]
+
+
+async def test_pending_starts_on_a_host_that_missed_a_report_still_count(world: World) -> None:
+    """h2 misses one report with a start order pending: nothing is started in its place (that
+    would pass the surge once h2 reports again); silent for a second lease, it is written off
+    and the start goes to another host."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a")
+    await leader.step()
+    first = await world.orders()
+    assert sorted(o.host_id for o in first) == ["h0", "h1", "h2"]
+    await world.hosts.put_host(Host("h2", "10.0.0.2", capacity=2), ttl=0.3)
+    await asyncio.sleep(0.4)  # past h2's lease, within a second one
+    await leader.step()
+    assert await world.orders() == first
+    await asyncio.sleep(0.3)
+    await leader.step()
+    [replacement] = [o for o in await world.orders() if o not in first]
+    assert replacement.host_id in ("h0", "h1")
 
 
 async def test_a_failed_start_goes_to_another_host(world: World) -> None:

@@ -134,13 +134,15 @@ class Controller:
     async def run(self) -> None:
         """Hold or seek the lease, and reconcile each tick while leading."""
         try:
-            while True:
-                try:
-                    await self.step()
-                except RegistryUnavailable as exc:
-                    log.warning("controller.frozen %s: the store is unreachable (%s)",
-                                self.node_id, exc)  # fmt: skip
-                await asyncio.sleep(self.tick)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._keep_lease(), name=f"controller-lease-{self.node_id}")
+                while True:
+                    try:
+                        await self.step()
+                    except RegistryUnavailable as exc:
+                        log.warning("controller.frozen %s: the store is unreachable (%s)",
+                                    self.node_id, exc)  # fmt: skip
+                    await asyncio.sleep(self.tick)
         finally:
             if self.lease is not None:
                 lease, self.lease = self.lease, None
@@ -162,10 +164,14 @@ class Controller:
         hosts = await self.hosts.hosts()
         now = await self.hosts.now()
         alive = [(h, h.alive(now)) for h in hosts]
-        feeds = {h.host_id: (await self.hosts.orders(h.host_id))[1] for h, up in alive if up}
+        # A host that missed a report is not scheduled onto, but what it runs and the orders
+        # on its feed still count for one more lease: forgetting a quiet host's pending starts
+        # would start their like elsewhere, past the surge, when it reports again.
+        heard = [h for h in hosts if h.heard_lately(now)]
+        feeds = {h.host_id: (await self.hosts.orders(h.host_id))[1] for h in heard}
         self._by_address = {h.address: h.host_id for h, up in alive if up}
-        self._live = set(feeds)
-        self._on_hosts = {i for h, up in alive if up for i in h.instances}
+        self._live = {h.host_id for h, up in alive if up}
+        self._on_hosts = {i for h in heard for i in h.instances}
         self._lapsed_since = {i: t for i, t in self._lapsed_since.items() if i in self._on_hosts}
         self._now = now
         for deployment in records:
@@ -175,6 +181,26 @@ class Controller:
                 log.warning("controller.fenced %s: lost the lease, stopping", self.node_id)
                 self.lease = None
                 return
+
+    async def _keep_lease(self) -> None:
+        """Renew a held lease every third of its ttl, whatever the passes do: a pass slowed
+        by a busy store (a hundred feeds to read) must not cost the lease, and each change of
+        leader is a pass that starts with no memory of the failed starts."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            held = self.lease
+            if held is None:
+                continue
+            try:
+                renewed = await self.hosts.renew_lease(
+                    LEASE_NAME, self.node_id, held.epoch, self.lease_ttl
+                )
+            except RegistryUnavailable:
+                continue  # the passes freeze meanwhile; the fence guards every write
+            if self.lease is held:  # a pass did not renew or drop it meanwhile
+                self.lease = renewed
+                if renewed is None:
+                    log.warning("controller.lease_lost %s", self.node_id)
 
     async def _hold_lease(self) -> None:
         if self.lease is not None:
@@ -398,11 +424,19 @@ class Controller:
 
     @staticmethod
     def to_retire(seen: Observed, replicas: int, unavailable: int) -> list[Instance]:
-        """The instances to stop now: every old one that is not routable, routable old ones
-        while at least ``replicas - unavailable`` stay available, then new ones beyond
-        ``replicas`` (a scale-down) within the same bound."""
-        spare = seen.available - (replicas - unavailable)
-        doomed = [i for i in seen.old if not i.status.routable]
+        """The instances to stop now, within ``replicas - unavailable`` (the floor):
+
+        - old ones that are not routable, while the new available ones and every old one
+          together stay above the floor (as a Kubernetes Deployment cleans up unhealthy old
+          pods): a check failure across the old version at once (a busy machine, a busy
+          registry) must not tear it down before new ones serve;
+        - routable old ones, while at least the floor stays available;
+        - then new ones beyond ``replicas`` (a scale-down), within the same bound.
+        """
+        floor = replicas - unavailable
+        spare = seen.available - floor
+        unhealthy_room = max(0, seen.new_available + len(seen.old) - floor)
+        doomed = _by_spread([i for i in seen.old if not i.status.routable])[:unhealthy_room]
         for instance in _by_spread([i for i in seen.old if i.status.routable]):
             if spare <= 0:
                 break

@@ -106,6 +106,12 @@ class Host:
         """Whether its daemon has reported within its lease."""
         return now < self.expires_at
 
+    def heard_lately(self, now: float) -> bool:
+        """Whether its daemon has reported within two of its leases. A daemon that missed one
+        report (a busy store, a busy machine) most likely still runs what it ran, and its
+        pending orders still stand: a controller keeps counting them for one more lease."""
+        return now < self.expires_at + (self.expires_at - self.heartbeat_at)
+
     @property
     def free_slots(self) -> int:
         return max(0, self.capacity - len(self.instances))
