@@ -74,7 +74,13 @@ async def blocking_read(
     store's (the store restarted) answers at once, so the client resynchronises.
     """
     current, answer = await consistent_read(store, read)
-    if index is None or current != index:
+    if index is None or current < index:
+        return current, answer
+    # The index is registry-wide: under a fleet's churn it has moved on by the time a client
+    # asks again, nearly always. Answering each such ask at once, 400 agents following their
+    # own record polled without pause, each poll a Redis read; so changes since the client's
+    # index that cannot touch its answer are slept through as well.
+    if current > index and not await _untouched(store, index, current, concerns):
         return current, answer
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait + random.uniform(0, wait / 16)
@@ -85,14 +91,33 @@ async def blocking_read(
         newer = await store.wait_for_change(current, remaining)
         if newer == current:
             return current, answer
-        if concerns is not None and newer > current:
-            changed = store.changed_keys(current, newer)
-            if changed is not None and not any(
-                key == NOTICE_KEY or concerns(key) for key in changed
-            ):
-                current = newer  # the answer at ``newer`` is the one we hold
-                continue
+        if newer > current and await _untouched(store, current, newer, concerns):
+            current = newer  # the answer at ``newer`` is the one we hold
+            continue
         newer, fresh = await consistent_read(store, read)
         if fresh != answer or newer < current:
             return newer, fresh
         current = newer
+
+
+#: How long a blocking query gives the node's change follower to catch up with the store.
+CATCH_UP_S = 0.1
+
+
+async def _untouched(
+    store: RegistryStore,
+    after: int,
+    upto: int,
+    concerns: Callable[[tuple[str, str]], bool] | None,
+) -> bool:
+    """Whether no change in ``(after, upto]`` may touch the answer, as far as the node knows
+    without a read (the change follower may be a little behind the store: it is given up to
+    :data:`CATCH_UP_S`). False when that is not known."""
+    if concerns is None:
+        return False
+    for _ in range(5):
+        if store.changed_keys(upto, upto) is not None:
+            break  # the node has seen every change up to ``upto``
+        await asyncio.sleep(CATCH_UP_S / 5)
+    changed = store.changed_keys(after, upto)
+    return changed is not None and not any(key == NOTICE_KEY or concerns(key) for key in changed)

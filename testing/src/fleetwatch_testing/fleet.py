@@ -143,13 +143,14 @@ class Fleet:
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
-    def start_pools(self, per_pool: int) -> None:
-        """The hosts' daemons ``per_pool`` to a process, with their instances' agents."""
+    def start_pools(self, per_pool: int, nice: int = 0) -> None:
+        """The hosts' daemons ``per_pool`` to a process, with their instances' agents
+        (``nice``: at that much lower a priority)."""
         for first in range(0, len(self.configs), per_pool):
             number = len(self.pools)
             argv = [
                 sys.executable, "-m", "fleetwatch_testing.host_pool",
-                "--socket", str(self.logs / f"pool-{number}.sock"),
+                "--socket", str(self.logs / f"pool-{number}.sock"), "--nice", str(nice),
                 *map(str, self.configs[first : first + per_pool]),
             ]  # fmt: skip
             with (self.logs / f"pool-{number}.log").open("ab") as log:
@@ -264,6 +265,7 @@ def running_fleet(
     namespaces: bool | None = None,
     agent_args: Sequence[str] = tuple(AGENT_ARGS),
     per_pool: int = 0,
+    pool_nice: int = 0,
     host_ttl: str = "3s",
     host_nodes: Sequence[int] = (),
 ) -> Iterator[Fleet]:
@@ -273,6 +275,7 @@ def running_fleet(
     starts alone and takes the controller lease; hosts and clients use the last node.
     ``per_pool``: run the daemons that many to a process, each with its instances' agents
     (:mod:`fleetwatch_testing.host_pool`); 0, a `fleetwatch host` process each.
+    ``pool_nice``: run the pools at that much lower a priority than the nodes.
     ``host_nodes``: the nodes the hosts (and so their agents) talk to, in turn; by default
     the last one."""
     ports = [free_port() for _ in range(nodes)]
@@ -306,7 +309,7 @@ def running_fleet(
                 if number == 0 and nodes > 1:
                     wait_for_leader(fleet.nodes[0], 20)
             if per_pool:
-                fleet.start_pools(per_pool)
+                fleet.start_pools(per_pool, pool_nice)
             else:
                 for n in range(count):
                     fleet.start_daemon(n)

@@ -173,11 +173,26 @@ async def run_pool(configs: Sequence[Path], socket_path: Path) -> int:
     return 70 if failed or any(code != 0 for code in codes) else 0
 
 
+def lower_priority(nice: int) -> None:
+    """Run this process, and what it starts, ``nice`` steps below normal priority. Where the
+    kernel groups processes by session (autogroup: each pool is a session of its own), a
+    process's nice value counts only inside its group and every busy group gets an equal
+    share, so the group is lowered too."""
+    os.nice(nice)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(f"{nice}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument(
+        "--nice", type=int, default=0, help="lower this process's priority by this much"
+    )
     parser.add_argument("configs", type=Path, nargs="+")
     args = parser.parse_args()
+    if args.nice:
+        lower_priority(args.nice)
     setup_logs("info")
     # A line per HTTP request, from 400 agents' heartbeats and checks, would cost the pool
     # more CPU than the agents do: their own log lines stay.

@@ -394,6 +394,8 @@ class RedisStore:
         return self._latest if self._latest > index else index
 
     def changed_keys(self, after: int, upto: int) -> set[tuple[str, str]] | None:
+        if upto > self._latest:
+            return None  # the follower has not read that far yet
         return recent_keys(reversed(self._recent), after, upto)
 
     async def _stop_follower(self) -> None:
