@@ -235,25 +235,38 @@ class HostDaemon:
             if index is not None and current < index:
                 index = None  # the registry's feed restarted: read it whole again
                 continue
+            unfinished = False
             for order in orders:
-                await self.carry_out(order)
-            index = current
+                unfinished |= not await self.carry_out(order)
+            # The feed answers with the orders changed since an index, and an order whose
+            # report failed has not changed: the next read takes the whole feed again, after
+            # a pause, so that order is carried out again instead of waiting for ever.
+            index = None if unfinished else current
+            if unfinished:
+                await asyncio.sleep(1.0)
 
-    async def carry_out(self, order: Order) -> None:
-        """Carry one order out as far as it goes now (the watch loop finishes it)."""
+    async def carry_out(self, order: Order) -> bool:
+        """Carry one order out as far as it goes now (the watch loop finishes it); False when
+        the registry or the system failed it on the way, so it is to be tried again."""
         if order.state.finished or order.order_id in self._tracked or order.order_id in self._done:
-            return
+            return True
         try:
             if order.action is OrderAction.START:
                 await self._start(order)
             else:
                 await self._stop_instance(order)
         except OrderRefused as exc:
-            await self._tell(order, OrderState.REFUSED, str(exc))
+            try:
+                await self._tell(order, OrderState.REFUSED, str(exc))
+            except RegistryError as told:
+                log.warning("host.order_error %s: %s", order.order_id, told)
+                return False
             self._done.add(order.order_id)
         except (OSError, RegistryError) as exc:
-            # A report that fails is told again when the order comes round on the feed.
             log.warning("host.order_error %s: %s", order.order_id, exc)
+            self._done.discard(order.order_id)  # its report did not land: tell it again
+            return False
+        return True
 
     async def _start(self, order: Order) -> None:
         s = self.settings
