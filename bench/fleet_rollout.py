@@ -21,7 +21,7 @@ Scale, and what runs in one process to fit 24 GiB and 2 cores:
   real one, from the same command line) and backend run in the pool. Agents heartbeat with
   the default 10 s lease, publish their load every 5 s and have their /livez checked every
   5 s (1 s by default); daemons report with a 10 s lease;
-  in run 2 the hosts talk to nodes 1 and 2 in turn. The first deployment grows 100 at a time.
+  in run 2 the hosts talk to nodes 1 and 2 in turn. The first deployment grows 50 at a time.
 - ``--quick``: 3 hosts x 4, every daemon and agent its own process (`fleetwatch host`,
   `fleetwatch agent`, a backend process each), with the tests' 3 s leases.
 - ``--hosts N``: N hosts x 4, pooled, for a run in between.
@@ -55,20 +55,21 @@ from fleetwatch_testing.loadgen import SdkTraffic
 PER_HOST = 4
 #: The first deployment grows by this many instances at a time: 400 agents registering at
 #: once swamp one node on 2 cores, which is set-up, not what is measured.
-BRING_UP_STEP = 100
+BRING_UP_STEP = 50
 #: Hosts in a full run (see the module's docstring).
 FULL_HOSTS = 50
 #: Hosts per pool process in a full run (see the module's docstring).
 PER_POOL = 10
-#: The pooled agents' settings, near Kubernetes' probe defaults (a probe every 10 s) rather
-#: than the tests' quick ones: a 20 s lease (a heartbeat every 6.7 s; the tests' 3 s would
-#: be 400 heartbeats a second), load published every 10 s, not every 1 s, each agent
-#: checking its backend's readiness every 6 s, not every 1 s, and the registry checking each
-#: agent's /livez every 10 s, not every 1 s. With half these rates, 100 hosts on Redis
-#: (three nodes sharing 2 cores with the 400 agents) missed heartbeats and probes.
+#: The pooled agents' settings, near Kubernetes' probe defaults (a probe every 10 s) and
+#: Eureka's (a renewal every 30 s) rather than the tests' quick ones: a 30 s lease (a
+#: heartbeat every 10 s; the tests' 3 s would be 400 heartbeats a second), readiness checked
+#: every 10 s with a 2 s timeout (an agent shares its pool's event loop with 79 others),
+#: load published every 15 s, and the registry checking each agent's /livez every 15 s. At a
+#: third of these intervals, 100 hosts on Redis (three nodes sharing 2 cores with the 400
+#: agents) missed heartbeats and checks, and the registry lost instances by the hundred.
 POOLED_AGENT_ARGS = (
-    "--ttl", "20s", "--check-every", "6s", "--load-every", "10s", "--livez-every", "10s",
-    "--propagation-delay", "1s", "--drain-timeout", "20s",
+    "--ttl", "30s", "--check-every", "10s", "--check-timeout", "2s", "--load-every", "15s",
+    "--livez-every", "15s", "--propagation-delay", "1s", "--drain-timeout", "20s",
 )  # fmt: skip
 #: The pools run at this much lower a priority than the nodes. On a real fleet the hosts are
 #: other machines; here 100 simulated hosts and their 400 agents share 2 cores with the nodes
@@ -202,7 +203,7 @@ async def one_run(tmp: Path, hosts: int, per_pool: int, *, kill_leader: bool) ->
     with redis as server:
         options: dict[str, Any] = {"per_pool": per_pool}
         if per_pool:
-            options |= {"agent_args": POOLED_AGENT_ARGS, "host_ttl": "20s", "pool_nice": POOL_NICE}
+            options |= {"agent_args": POOLED_AGENT_ARGS, "host_ttl": "30s", "pool_nice": POOL_NICE}
         if kill_leader:
             assert isinstance(server, RedisServer)
             # The hosts and their agents talk to nodes 1 and 2 in turn (node 0, the leader,

@@ -176,3 +176,36 @@ async def test_an_agent_stopped_while_its_registry_is_out_of_reach_exits_at_once
     async with asyncio.timeout(1.5):
         assert await task == 0
     assert not agent.ready.is_set()
+
+
+async def test_the_probe_server_keeps_an_idle_connection_past_the_next_livez_check(
+    registry: RunningRegistry,
+) -> None:
+    """With /livez checked every 6 s, a connection idle for 6 s (past the 5 s default) is
+    still open and answers: the registry's watched connection lasts from check to check."""
+    async with OpenAIBackend() as backend:
+        agent = Agent(
+            agent_settings(registry, backend.url, llm={"kind": "openai"}, livez_every=6.0)
+        )
+        task = asyncio.create_task(agent.run(handle_signals=False))
+        try:
+            async with asyncio.timeout(15):
+                await agent.ready.wait()
+            assert agent.http is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", agent.http.port)
+            request = b"GET /livez HTTP/1.1\r\nHost: agent\r\n\r\n"
+            answers = []
+            for pause in (0.0, 6.0):
+                await asyncio.sleep(pause)
+                writer.write(request)
+                async with asyncio.timeout(5):
+                    answers.append(await reader.readline())
+                    while (await reader.readline()) not in (b"\r\n", b""):
+                        pass  # the headers; the body is read with the next status line
+                    await reader.read(4096)
+            writer.close()
+            assert [a.split()[1] for a in answers] == [b"200", b"200"]
+        finally:
+            agent.request_stop(StopReason.SIGNAL, "the test is over")
+            async with asyncio.timeout(15):
+                await task

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -35,7 +35,7 @@ from fleetwatch.discovery._heartbeat import Heartbeater
 from fleetwatch.discovery._registry_client import RegistryClient
 from fleetwatch.errors import RegistryError, RegistryUnavailable
 from fleetwatch.health import HealthProbes, HealthScheduler
-from fleetwatch.lifecycle import AppServer
+from fleetwatch.lifecycle import AppServer, HttpLimits
 from fleetwatch.llm._check import LlmServer
 from fleetwatch.observability._metrics import (
     AgentMetrics,
@@ -52,6 +52,8 @@ EXIT_CRASHED = 70
 DRAIN_POLL_S = 0.2
 #: A blocking query on the agent's own service waits at most this long per round.
 WATCH_WAIT_S = 30.0
+#: The probe server keeps an idle connection this much longer than the registry's check interval.
+LIVEZ_KEEP_ALIVE_S = 5.0
 #: A registry out of reach at start is asked again after this, doubling up to the max.
 REGISTER_RETRY_FIRST_S = 0.5
 REGISTER_RETRY_MAX_S = 5.0
@@ -173,6 +175,7 @@ class Agent:
                 host=self.settings.listen_host,
                 port=self.settings.listen_port,
                 tls=self.settings.tls,
+                limits=self.server_limits(),
             )
             await self.http.start()
             if await self._register():
@@ -212,6 +215,17 @@ class Agent:
             await self.http.aclose()
         if self._own_registry:
             await self._registry.aclose()
+
+    def server_limits(self) -> HttpLimits:
+        """The probe server's limits: an idle connection lives past the registry's next check
+        of ``/livez``. The monitor keeps one connection open between checks and probes at once
+        when it closes (the agent may have died), so a server closing it sooner (the default
+        5 s) turned each slower check into a reconnect and an extra probe."""
+        default = HttpLimits()
+        return replace(
+            default,
+            keep_alive=max(default.keep_alive, self.settings.livez_every + LIVEZ_KEEP_ALIVE_S),
+        )
 
     # -- registration and reports ------------------------------------------------------------
 

@@ -29,7 +29,11 @@ from fleetwatch.cli._options import CaBundle, RegistryToken, RegistryUrl, TlsCer
 from fleetwatch.config._durations import parse_duration
 from fleetwatch.errors import ConfigError
 from fleetwatch.llm._adapters import KINDS
-from fleetwatch.llm._check import DEFAULT_CHECK_EVERY_S, LlmServerSettings
+from fleetwatch.llm._check import (
+    DEFAULT_CHECK_EVERY_S,
+    DEFAULT_CHECK_TIMEOUT_S,
+    LlmServerSettings,
+)
 from fleetwatch.llm._economy import DEFAULT_HOURLY_BUDGET, DEFAULT_MIN_INTERVAL_S
 from fleetwatch.security._tls import server_files
 
@@ -73,6 +77,7 @@ def agent_settings(options: Mapping[str, Any]) -> AgentSettings:
             model=o["model"],
             api_key=api_key,
             interval=_duration(o["check_every"]),
+            timeout=_duration(o["check_timeout"]),
             probe_every=_duration(o["probe_every"]),
             hourly_token_budget=o["token_budget"],
         )
@@ -149,6 +154,9 @@ def agent_command(
     check_every: Annotated[
         str, typer.Option(help="How often the agent checks its server's readiness and load.")
     ] = f"{DEFAULT_CHECK_EVERY_S:g}s",
+    check_timeout: Annotated[
+        str, typer.Option(help="How long one readiness check of the server may take.")
+    ] = f"{DEFAULT_CHECK_TIMEOUT_S:g}s",
     livez_every: Annotated[
         str, typer.Option(help="How often the registry checks that this agent is reachable.")
     ] = f"{DEFAULT_LIVEZ_EVERY_S:g}s",

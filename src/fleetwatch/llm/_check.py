@@ -54,6 +54,10 @@ PROMPT_TOKEN_ESTIMATE = 32
 DEFAULT_CHECK_EVERY_S = 1.0
 
 
+#: How long one readiness check may take: a loaded server lists its models in milliseconds.
+DEFAULT_CHECK_TIMEOUT_S = 0.75
+
+
 @dataclass(frozen=True, slots=True)
 class LlmServerSettings:
     """How to look at one LLM server. Defaults notice a hung server within about 3 s."""
@@ -64,7 +68,7 @@ class LlmServerSettings:
     api_key: str | None = None
     #: Readiness + load.
     interval: float = DEFAULT_CHECK_EVERY_S
-    timeout: float = 0.75
+    timeout: float = DEFAULT_CHECK_TIMEOUT_S
     rise: int = 2
     fall: int = 2
     #: Generation probes.
