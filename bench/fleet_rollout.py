@@ -9,19 +9,16 @@ Redis; two run the controller, the third serves the hosts and clients): the same
 leading node SIGKILLed when half of the new instances are available.
 
 Scale, and what runs in one process to fit 24 GiB and 2 cores:
-- full: 50 hosts x 4, which completes both runs on 2 cores here (tried 20, 50, 100); ``--hosts 100``
-  is the issue's scale, where run 1 completes (105 s, 0 failed requests) and run 2 (three
-  nodes on Redis sharing the 2 cores with the fleet) falls behind the agents' registrations
-  and heartbeats and does not: it is reported as not complete after 900 s, with what it left
-  (``stalled``), or the bench stops when a node answers none of its reads. The hosts run 10
-  to a pool process
+- full: 100 hosts x 4, the issue's scale. The hosts run 10 to a pool process
   (:mod:`fleetwatch_testing.host_pool`): each host is its own daemon, with its own id,
   address, token, state directory and order feed, and launches each instance as a process of
   its own in its own session, as always; that process is a 9 MB stand-in whose agent (the
-  real one, from the same command line) and backend run in the pool. Agents heartbeat with
-  the default 10 s lease, publish their load every 5 s and have their /livez checked every
-  5 s (1 s by default); daemons report with a 10 s lease;
-  in run 2 the hosts talk to nodes 1 and 2 in turn. The first deployment grows 50 at a time.
+  real one, from the same command line) and backend run in the pool. The pools run at a
+  lower priority than the nodes (see ``POOL_NICE``). Agents heartbeat on a 30 s lease, check
+  their backend every 10 s, publish their load every 15 s and have their /livez checked
+  every 15 s (see ``POOLED_AGENT_ARGS``); daemons report on a 30 s lease; in run 2 the hosts
+  talk to nodes 1 and 2 in turn. The first deployment grows 50 at a time. A rollout not
+  complete within ``ROLLOUT_WITHIN_S`` is reported as such, with what it left (``stalled``).
 - ``--quick``: 3 hosts x 4, every daemon and agent its own process (`fleetwatch host`,
   `fleetwatch agent`, a backend process each), with the tests' 3 s leases.
 - ``--hosts N``: N hosts x 4, pooled, for a run in between.
@@ -57,7 +54,7 @@ PER_HOST = 4
 #: once swamp one node on 2 cores, which is set-up, not what is measured.
 BRING_UP_STEP = 50
 #: Hosts in a full run (see the module's docstring).
-FULL_HOSTS = 50
+FULL_HOSTS = 100
 #: Hosts per pool process in a full run (see the module's docstring).
 PER_POOL = 10
 #: The pooled agents' settings, near Kubernetes' probe defaults (a probe every 10 s) and
