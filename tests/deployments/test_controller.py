@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -268,6 +269,31 @@ async def test_old_instances_failing_checks_together_stay_until_new_ones_serve(
         await leader.step()
         await world.carry_out()
     assert sorted(i.version for i in world.instances.values()) == ["2", "2", "2"]
+
+
+async def test_a_new_instance_that_broke_after_starting_is_replaced(world: World) -> None:
+    """Mid-rollout (surge 1, unavailable 0) a new instance turns unavailable and stays so past
+    the grace: it is stopped and replaced, and the rollout completes instead of waiting on it
+    for ever (no start fits beside it, and no old instance may go)."""
+    await put_spec(world.deployments, spec("1"))
+    leader = world.controller("a")
+    await leader.step()
+    await world.carry_out()
+    await put_spec(world.deployments, spec("2", max_surge="1", max_unavailable="0"))
+    await leader.step()
+    await world.carry_out()
+    [broken] = [i for i in world.instances.values() if i.version == "2"]
+    long_ago = time.time() - controller_module.BROKEN_AFTER_S - 1
+    world.instances[broken.instance_id] = replace(
+        broken, status=InstanceStatus.UNAVAILABLE, status_since=long_ago
+    )
+    for _ in range(12):
+        await leader.step()
+        await world.carry_out()
+    stops = [o for o in await world.orders() if o.action is OrderAction.STOP]
+    assert broken.instance_id in {o.instance_id for o in stops}
+    assert sorted(i.version for i in world.instances.values()) == ["2", "2", "2"]
+    assert all(i.status is InstanceStatus.AVAILABLE for i in world.instances.values())
 
 
 async def test_pending_starts_on_a_host_that_missed_a_report_still_count(world: World) -> None:

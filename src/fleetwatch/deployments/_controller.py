@@ -56,6 +56,9 @@ BAD_HOST_S = 120.0
 #: An instance its host still runs but the registry has lost (heartbeats that lapsed under
 #: load) counts as still coming for this long before it is replaced.
 LAPSED_GRACE_S = 30.0
+#: A new instance unavailable this long (its server broke after it started) is replaced, as
+#: a pod failing its liveness probe is restarted: a swamped machine's checks recover sooner.
+BROKEN_AFTER_S = 120.0
 
 Instances = Callable[[str], Awaitable[list[Instance]]]
 #: Takes an instance out of routing through the registry: ``(service, instance_id)``.
@@ -295,6 +298,15 @@ class Controller:
             reason = f"not available within {spec.ready_deadline_s:g}s"
             self.note_failed_start(template, order.host_id, order.order_id, reason)
             await self._stop_ordered(order, fence)
+        for instance in self._broken(seen.new):
+            # Counted as planned, it would hold the rollout for ever: no start fits beside
+            # it, and with max_unavailable 0 no old instance may go. It is replaced instead.
+            seen.new.remove(instance)
+            reason = f"unavailable for over {BROKEN_AFTER_S:g}s"
+            host_id = instance.metadata.get("host_id", "")
+            order_id = instance.metadata.get("order_id", instance.instance_id)
+            self.note_failed_start(template, host_id, order_id, reason)
+            await self._stop(instance, fence)
         canary = self._in_canary(deployment, seen)
         wanted = 1 if canary else spec.replicas
         surge, unavailable = spec.surge(), spec.unavailable()
@@ -421,6 +433,19 @@ class Controller:
         if len(matching) != 1:
             return False
         return self._bad_hosts.get((template, matching[0].host_id), 0) >= time.monotonic()
+
+    @staticmethod
+    def _broken(new: list[Instance]) -> list[Instance]:
+        """New instances that became unavailable (after starting: their agent judged their
+        server failing) and have stayed so for over :data:`BROKEN_AFTER_S`."""
+        now = time.time()
+        return [
+            i
+            for i in new
+            if i.status is InstanceStatus.UNAVAILABLE
+            and i.status_since
+            and now - i.status_since > BROKEN_AFTER_S
+        ]
 
     @staticmethod
     def to_retire(seen: Observed, replicas: int, unavailable: int) -> list[Instance]:
