@@ -75,7 +75,7 @@ POOLED_AGENT_ARGS = (
 #: a quarter of the fleet.
 POOL_NICE = 10
 #: How long a measured rollout may take before it is reported as stalled.
-ROLLOUT_WITHIN_S = 900.0
+ROLLOUT_WITHIN_S = 1800.0
 HEADERS = {"Authorization": f"Bearer {FLEET_TOKEN}"}
 
 
