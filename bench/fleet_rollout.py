@@ -274,6 +274,44 @@ def rollout_figure(run: dict[str, Any]) -> float | str:
     return f"not complete in {ROLLOUT_WITHIN_S:g} s: {run['stalled']['progress']}"
 
 
+def report(
+    plain: dict[str, Any],
+    failover: dict[str, Any],
+    *,
+    quick: bool,
+    per_pool: int,
+    hosts: int,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The result of both runs, with the headline figures and the targets."""
+    return {
+        "mode": "quick" if quick else "full",
+        "hosts_per_process": per_pool or 1,
+        "runs": {"one_node": plain, "leader_killed": failover},
+        "headline": {
+            "hosts x instances": f"{hosts} x {PER_HOST}",
+            "rollout s (max_surge 10%)": rollout_figure(plain),
+            "rollout s, leader SIGKILLed halfway": rollout_figure(failover),
+            "orders per s": plain["orders_per_s"],
+            "controller node CPU s / RSS MB": (
+                f"{plain['controller_cpu_s']} / {plain['controller_node_rss_mb']}"
+            ),
+            "fleet RSS MB": plain["fleet_rss_mb"]["total"],
+            "failed requests / requests": (f"{plain['failed_requests']} / {plain['requests']}"),
+            "failed requests / requests, leader killed": (
+                f"{failover['failed_requests']} / {failover['requests']}"
+            ),
+        },
+        "targets": {
+            "the rollout completes": plain["complete"],
+            "the rollout completes with the leader killed": failover["complete"],
+            "0 failed requests": plain["failed_requests"] == 0,
+            "0 failed requests with the leader killed": failover["failed_requests"] == 0,
+        },
+        "wall_s": round(wall_s, 1),
+    }
+
+
 async def main() -> None:
     command = parser(__doc__.splitlines()[0])
     command.add_argument("--hosts", type=int, help="hosts (x 4 instances), pooled")
@@ -286,35 +324,11 @@ async def main() -> None:
         progress(f"run 1: {plain}")
         failover = await one_run(Path(tmp) / "two", hosts, per_pool, kill_leader=True)
         progress(f"run 2: {failover}")
-    emit(
-        "fleet_rollout",
-        {
-            "mode": "quick" if args.quick else "full",
-            "hosts_per_process": per_pool or 1,
-            "runs": {"one_node": plain, "leader_killed": failover},
-            "headline": {
-                "hosts x instances": f"{hosts} x {PER_HOST}",
-                "rollout s (max_surge 10%)": rollout_figure(plain),
-                "rollout s, leader SIGKILLed halfway": rollout_figure(failover),
-                "orders per s": plain["orders_per_s"],
-                "controller node CPU s / RSS MB": (
-                    f"{plain['controller_cpu_s']} / {plain['controller_node_rss_mb']}"
-                ),
-                "fleet RSS MB": plain["fleet_rss_mb"]["total"],
-                "failed requests / requests": (f"{plain['failed_requests']} / {plain['requests']}"),
-                "failed requests / requests, leader killed": (
-                    f"{failover['failed_requests']} / {failover['requests']}"
-                ),
-            },
-            "targets": {
-                "the rollout completes": plain["complete"],
-                "the rollout completes with the leader killed": failover["complete"],
-                "0 failed requests": plain["failed_requests"] == 0,
-                "0 failed requests with the leader killed": failover["failed_requests"] == 0,
-            },
-            "wall_s": round(time.monotonic() - started, 1),
-        },
+    wall_s = time.monotonic() - started
+    figures = report(
+        plain, failover, quick=args.quick, per_pool=per_pool, hosts=hosts, wall_s=wall_s
     )
+    emit("fleet_rollout", figures)
 
 
 if __name__ == "__main__":
