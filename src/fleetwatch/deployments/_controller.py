@@ -78,6 +78,8 @@ class Observed:
     lapsed: list[Order] = field(default_factory=list)
     #: Start orders of this revision not available within the spec's ready deadline.
     overdue: list[Order] = field(default_factory=list)
+    #: New instances that broke after they started (see :data:`BROKEN_AFTER_S`).
+    broken: list[Instance] = field(default_factory=list)
 
     @property
     def new_available(self) -> int:
@@ -112,6 +114,8 @@ class Controller:
         self._figures = figures
         self._drain = drain
         self.lease: Lease | None = None
+        #: When the lease was last taken or renewed (monotonic).
+        self._renewed_at = 0.0
         #: (template, host) -> until when no start of that template goes there.
         self._bad_hosts: dict[tuple[str, str], float] = {}
         self._failed_orders: set[str] = set()
@@ -190,31 +194,29 @@ class Controller:
         by a busy store (a hundred feeds to read) must not cost the lease, and each change of
         leader is a pass that starts with no memory of the failed starts."""
         while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            held = self.lease
-            if held is None:
-                continue
-            try:
-                renewed = await self.hosts.renew_lease(
-                    LEASE_NAME, self.node_id, held.epoch, self.lease_ttl
-                )
-            except RegistryUnavailable:
-                continue  # the passes freeze meanwhile; the fence guards every write
-            if self.lease is held:  # a pass did not renew or drop it meanwhile
-                self.lease = renewed
-                if renewed is None:
-                    log.warning("controller.lease_lost %s", self.node_id)
+            due = self._renewed_at + self.lease_ttl / 3 - time.monotonic()
+            await asyncio.sleep(max(due, self.tick))
+            with contextlib.suppress(RegistryUnavailable):  # the passes freeze meanwhile
+                await self._renew_if_due()
+
+    async def _renew_if_due(self) -> None:
+        """Renew the held lease if a third of its ttl has passed since it was last renewed."""
+        held = self.lease
+        if held is None or time.monotonic() - self._renewed_at < self.lease_ttl / 3:
+            return
+        renewed = await self.hosts.renew_lease(LEASE_NAME, self.node_id, held.epoch, self.lease_ttl)
+        if self.lease is not held:
+            return  # dropped (fenced) meanwhile: what the pass found stands
+        self.lease, self._renewed_at = renewed, time.monotonic()
+        if renewed is None:
+            log.warning("controller.lease_lost %s", self.node_id)
 
     async def _hold_lease(self) -> None:
-        if self.lease is not None:
-            self.lease = await self.hosts.renew_lease(
-                LEASE_NAME, self.node_id, self.lease.epoch, self.lease_ttl
-            )
-            if self.lease is None:
-                log.warning("controller.lease_lost %s", self.node_id)
+        await self._renew_if_due()
         if self.lease is None:
             self.lease = await self.hosts.acquire_lease(LEASE_NAME, self.node_id, self.lease_ttl)
             if self.lease is not None:
+                self._renewed_at = time.monotonic()
                 log.info("controller.leading %s epoch=%d", self.node_id, self.lease.epoch)
 
     def observe(
@@ -250,6 +252,9 @@ class Controller:
             if instance.instance_id in overdue:
                 continue  # stopped this pass: neither new nor old
             is_new = instance.metadata.get(TEMPLATE_META) == template
+            if is_new and _broken(instance, time.time()):
+                seen.broken.append(instance)  # replaced this pass: neither new nor old
+                continue
             (seen.new if is_new else seen.old).append(instance)
         return seen
 
@@ -298,10 +303,9 @@ class Controller:
             reason = f"not available within {spec.ready_deadline_s:g}s"
             self.note_failed_start(template, order.host_id, order.order_id, reason)
             await self._stop_ordered(order, fence)
-        for instance in self._broken(seen.new):
+        for instance in seen.broken:
             # Counted as planned, it would hold the rollout for ever: no start fits beside
             # it, and with max_unavailable 0 no old instance may go. It is replaced instead.
-            seen.new.remove(instance)
             reason = f"unavailable for over {BROKEN_AFTER_S:g}s"
             host_id = instance.metadata.get("host_id", "")
             order_id = instance.metadata.get("order_id", instance.instance_id)
@@ -433,19 +437,6 @@ class Controller:
         if len(matching) != 1:
             return False
         return self._bad_hosts.get((template, matching[0].host_id), 0) >= time.monotonic()
-
-    @staticmethod
-    def _broken(new: list[Instance]) -> list[Instance]:
-        """New instances that became unavailable (after starting: their agent judged their
-        server failing) and have stayed so for over :data:`BROKEN_AFTER_S`."""
-        now = time.time()
-        return [
-            i
-            for i in new
-            if i.status is InstanceStatus.UNAVAILABLE
-            and i.status_since
-            and now - i.status_since > BROKEN_AFTER_S
-        ]
 
     @staticmethod
     def to_retire(seen: Observed, replicas: int, unavailable: int) -> list[Instance]:
@@ -599,6 +590,16 @@ class Controller:
             if isinstance(exc, Fenced):
                 raise
             # the deployment moved to another revision during this pass: the next one sees it
+
+
+def _broken(instance: Instance, now: float) -> bool:
+    """Whether ``instance`` became unavailable after it started (its agent judged its server
+    failing) and has stayed so for over :data:`BROKEN_AFTER_S`."""
+    return (
+        instance.status is InstanceStatus.UNAVAILABLE
+        and instance.status_since > 0
+        and now - instance.status_since > BROKEN_AFTER_S
+    )
 
 
 def _by_spread(instances: list[Instance]) -> list[Instance]:

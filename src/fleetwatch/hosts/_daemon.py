@@ -251,17 +251,14 @@ class HostDaemon:
         if order.state.finished or order.order_id in self._tracked or order.order_id in self._done:
             return True
         try:
-            if order.action is OrderAction.START:
-                await self._start(order)
-            else:
-                await self._stop_instance(order)
-        except OrderRefused as exc:
             try:
+                if order.action is OrderAction.START:
+                    await self._start(order)
+                else:
+                    await self._stop_instance(order)
+            except OrderRefused as exc:
                 await self._tell(order, OrderState.REFUSED, str(exc))
-            except RegistryError as told:
-                log.warning("host.order_error %s: %s", order.order_id, told)
-                return False
-            self._done.add(order.order_id)
+                self._done.add(order.order_id)
         except (OSError, RegistryError) as exc:
             log.warning("host.order_error %s: %s", order.order_id, exc)
             self._done.discard(order.order_id)  # its report did not land: tell it again

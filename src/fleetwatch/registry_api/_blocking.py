@@ -100,8 +100,10 @@ async def blocking_read(
         current = newer
 
 
-#: How long a blocking query gives the node's change follower to catch up with the store.
+#: How long a blocking query gives the node's change follower to catch up with the store,
+#: looking this many times.
 CATCH_UP_S = 0.1
+CATCH_UP_LOOKS = 5
 
 
 async def _untouched(
@@ -115,9 +117,9 @@ async def _untouched(
     :data:`CATCH_UP_S`). False when that is not known."""
     if concerns is None:
         return False
-    for _ in range(5):
+    for _ in range(CATCH_UP_LOOKS):
         if store.changed_keys(upto, upto) is not None:
             break  # the node has seen every change up to ``upto``
-        await asyncio.sleep(CATCH_UP_S / 5)
+        await asyncio.sleep(CATCH_UP_S / CATCH_UP_LOOKS)
     changed = store.changed_keys(after, upto)
     return changed is not None and not any(key == NOTICE_KEY or concerns(key) for key in changed)
